@@ -1,0 +1,5 @@
+import sys
+
+from thinktank.cli import main
+
+sys.exit(main())

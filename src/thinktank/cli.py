@@ -1,0 +1,253 @@
+"""The ``thinktank`` command line. Each command is a thin layer over the Python API.
+
+Exit codes: 0 success, 2 bad input (unknown model/strategy, bad spec, empty
+question), 130 interrupted. With ``--json`` exactly one JSON object goes to
+stdout; everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from thinktank.errors import ThinktankError
+from thinktank.problem import KINDS
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return args.run(args)
+    except ThinktankError as exc:
+        stderr.print(f"[red]error:[/] {exc}")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        stderr.print("interrupted: model calls made so far are in the ledger (`thinktank ledger`)")
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="thinktank",
+        description="Make language models think harder: sample, vote, verify, search "
+        "- and price every answer.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    solve = commands.add_parser(
+        "solve",
+        help="answer one question",
+        description="Answer QUESTION with a strategy on a model, within a budget. "
+        "Every model call is recorded in the ledger.",
+        epilog='example: thinktank solve "What is 7 + 5?" --strategy self-consistency:n=8',
+    )
+    solve.add_argument("question", help="the question to answer")
+    solve.add_argument(
+        "--model", "-m", default="smollm2", help="model spec (default: smollm2; see `models`)"
+    )
+    solve.add_argument(
+        "--strategy",
+        "-s",
+        default="self-consistency",
+        help="strategy spec NAME[:key=value,...] (default: self-consistency; see `strategies`)",
+    )
+    solve.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="math",
+        help="answer type: how answers are extracted and compared (default: math)",
+    )
+    solve.add_argument("--budget-tokens", type=_positive(int), help="hard cap on tokens")
+    solve.add_argument("--budget-usd", type=_positive(float), help="hard cap on cost in USD")
+    solve.add_argument(
+        "--budget-seconds", type=_positive(float), help="cap on time spent in model calls"
+    )
+    solve.add_argument("--seed", type=int, help="random seed: the same seed gives the same run")
+    solve.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    solve.set_defaults(run=_solve)
+
+    models = commands.add_parser("models", help="list the models available")
+    models.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    models.set_defaults(run=_models)
+
+    strategies = commands.add_parser("strategies", help="list the strategies and their options")
+    strategies.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    strategies.set_defaults(run=_strategies)
+
+    ledger = commands.add_parser("ledger", help="recent runs with their tokens and cost")
+    ledger.add_argument("--limit", type=_positive(int), default=20, help="runs to show (20)")
+    ledger.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ledger.set_defaults(run=_ledger)
+    return parser
+
+
+def _positive(kind: type) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return convert
+
+
+def _print_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def _thinking(label: str) -> Iterator[Any]:
+    """A spinner with a token count on stderr (only when stderr is a terminal)."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("[cyan]{task.completed:.0f} tokens"),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+        disable=not stderr.is_terminal,
+    ) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda tokens: progress.update(task, completed=tokens)
+
+
+def _solve(args: argparse.Namespace) -> int:
+    from thinktank.api import solve
+    from thinktank.meter import Budget
+    from thinktank.models import load_model
+    from thinktank.strategies import build_strategy
+
+    if not args.question.strip():
+        raise ThinktankError("the question is empty")
+    strategy = build_strategy(args.strategy)  # bad specs fail before the model loads
+    budget = Budget(args.budget_tokens, args.budget_usd, args.budget_seconds)
+    with _thinking(f"loading {args.model}"):
+        model = load_model(args.model)
+    started = time.monotonic()
+    with _thinking(f"{strategy.spec} on {model.name}") as progress:
+        solution = solve(
+            args.question,
+            model=model,
+            strategy=strategy,
+            budget=budget,
+            seed=args.seed,
+            kind=args.kind,
+            progress=progress,
+        )
+    if args.json:
+        _print_json({**solution.to_dict(), "wall_seconds": time.monotonic() - started})
+        return 0
+    usage = solution.usage
+    stdout.print(f"[bold]{solution.answer if solution.answer is not None else '(no answer)'}")
+    if len(solution.votes) > 1 or len(solution.candidates) > 1:
+        votes = ", ".join(f"{answer}: {count:g}" for answer, count in solution.votes.items())
+        stderr.print(f"votes  {votes or 'none'}")
+    stderr.print(
+        f"usage  {usage.completions} completions, {usage.prompt_tokens} prompt + "
+        f"{usage.completion_tokens} completion tokens, ${usage.cost_usd:.8f}, "
+        f"{usage.seconds:.1f} s  (run {solution.run_id})"
+    )
+    if solution.budget_exhausted:
+        stderr.print("[yellow]the budget ran out: this is the best answer found within it")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from thinktank.models import MODELS
+
+    if args.json:
+        _print_json(
+            {"models": [{"name": m.name, "description": m.description} for m in MODELS.values()]}
+        )
+        return 0
+    table = Table("model", "description")
+    for info in MODELS.values():
+        table.add_row(info.name, info.description)
+    table.add_row("gguf:PATH[?chat=1]", "any local GGUF file through llama.cpp")
+    stdout.print(table)
+    return 0
+
+
+def _strategies(args: argparse.Namespace) -> int:
+    from thinktank.spec import options_string
+    from thinktank.strategies import STRATEGIES
+
+    rows = [
+        {"name": cls.name, "summary": cls.summary, "options": options_string(cls)}
+        for cls in STRATEGIES.values()
+    ]
+    if args.json:
+        _print_json({"strategies": rows})
+        return 0
+    table = Table("strategy", "what it does", "options (defaults)")
+    for row in rows:
+        table.add_row(row["name"], row["summary"], row["options"])
+    stdout.print(table)
+    return 0
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from thinktank.ledger import Ledger
+
+    runs = Ledger().recent_runs(args.limit)
+    if args.json:
+        _print_json({"runs": [run.__dict__ for run in runs]})
+        return 0
+    table = Table(
+        "run",
+        "started",
+        "strategy",
+        "model",
+        "question",
+        "answer",
+        "calls",
+        "tokens",
+        "cost $",
+        "s",
+    )
+    for run in runs:
+        table.add_row(
+            run.run_id,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started_at)),
+            run.strategy or "",
+            run.model or "",
+            _clip(run.question or ""),
+            (run.answer or "") if run.finished else "[yellow](unfinished)",
+            str(run.calls),
+            str(run.prompt_tokens + run.completion_tokens),
+            f"{run.cost_usd:.8f}",
+            f"{run.seconds:.1f}",
+        )
+    stdout.print(table)
+    return 0
+
+
+def _clip(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

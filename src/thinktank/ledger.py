@@ -1,0 +1,160 @@
+"""The SQLite ledger: one row per model call, one row per run.
+
+Rows are committed as each call returns, so an interrupted run loses nothing it
+already paid for. Default file: ``$THINKTANK_HOME/ledger.db``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from thinktank.config import home
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    command TEXT NOT NULL,
+    strategy TEXT,
+    model TEXT,
+    question TEXT,
+    answer TEXT,
+    budget_exhausted INTEGER
+);
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    problem_id TEXT,
+    strategy TEXT,
+    model TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    cost_usd REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_by_run ON calls(run_id);
+"""
+
+
+@dataclass(frozen=True)
+class CallRow:
+    run_id: str
+    problem_id: str
+    strategy: str
+    model: str
+    n: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    started_at: float
+    command: str
+    strategy: str | None
+    model: str | None
+    question: str | None
+    answer: str | None
+    finished: bool
+    calls: int
+    completions: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    cost_usd: float
+
+
+class Ledger:
+    """A thread-safe handle on the ledger database."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else home() / "ledger.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def start_run(
+        self,
+        run_id: str,
+        command: str,
+        *,
+        strategy: str | None = None,
+        model: str | None = None,
+        question: str | None = None,
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO runs (run_id, started_at, command, strategy, model, question)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, time.time(), command, strategy, model, question),
+            )
+
+    def finish_run(self, run_id: str, *, answer: str | None, budget_exhausted: bool) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE runs SET finished_at = ?, answer = ?, budget_exhausted = ?"
+                " WHERE run_id = ?",
+                (time.time(), answer, int(budget_exhausted), run_id),
+            )
+
+    def record_call(self, row: CallRow) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO calls (run_id, problem_id, strategy, model, n, prompt_tokens,"
+                " completion_tokens, seconds, cost_usd, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.run_id,
+                    row.problem_id,
+                    row.strategy,
+                    row.model,
+                    row.n,
+                    row.prompt_tokens,
+                    row.completion_tokens,
+                    row.seconds,
+                    row.cost_usd,
+                    time.time(),
+                ),
+            )
+
+    def calls(self, run_id: str) -> list[CallRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, problem_id, strategy, model, n, prompt_tokens, completion_tokens,"
+                " seconds, cost_usd FROM calls WHERE run_id = ? ORDER BY id",
+                (run_id,),
+            ).fetchall()
+        return [CallRow(*row) for row in rows]
+
+    def recent_runs(self, limit: int = 20) -> list[RunSummary]:
+        """The most recent runs, newest first, with their calls summed."""
+        with self._lock:
+            rows = self._db.execute(
+                """
+                SELECT r.run_id, r.started_at, r.command, r.strategy, r.model, r.question,
+                       r.answer, r.finished_at IS NOT NULL,
+                       COUNT(c.id), COALESCE(SUM(c.n), 0),
+                       COALESCE(SUM(c.prompt_tokens), 0), COALESCE(SUM(c.completion_tokens), 0),
+                       COALESCE(SUM(c.seconds), 0.0), COALESCE(SUM(c.cost_usd), 0.0)
+                FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id
+                GROUP BY r.run_id ORDER BY r.started_at DESC LIMIT ?
+                """,
+                (limit,),
+            ).fetchall()
+        return [RunSummary(*row[:7], bool(row[7]), *row[8:]) for row in rows]

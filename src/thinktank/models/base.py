@@ -1,0 +1,125 @@
+"""The one interface every backend implements: `Model.generate`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol, TypedDict, runtime_checkable
+
+
+class Message(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+#: A prompt is either chat messages (rendered by the model's own template) or raw
+#: text that the model continues as is.
+Prompt = str | Sequence[Message]
+
+FinishReason = Literal["stop", "length", "budget"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample. ``seed=None`` draws a fresh seed, reported on each completion."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+
+    def with_(self, **changes: object) -> Sampling:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation.
+
+    ``logprobs[i]`` is the model's log-probability (temperature 1, before top-p) of
+    ``token_ids[i]``; None when the backend does not expose them.
+    ``prompt_tokens`` is the prompt length of the call that produced this completion
+    (shared by all its siblings: count it once per call, not per completion).
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...] | None
+    finish_reason: FinishReason
+    prompt_tokens: int
+    seed: int | None = None
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    chat: bool = True  # has a chat template (instruction-tuned)
+    logprobs: bool = True
+    batched: bool = True  # n samples share one prefill and decode as one batch
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (
+            prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+        ) / 1e6
+
+
+#: Called with the number of tokens generated so far in the current call.
+ProgressCallback = Callable[[int], None]
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A language model. Implementations must be safe to call from several threads."""
+
+    name: str
+    capabilities: Capabilities
+    price: Price
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        """Tokens the prompt takes once rendered (what `generate` will prefill)."""
+        ...
+
+    def generate(
+        self,
+        prompt: Prompt,
+        n: int = 1,
+        sampling: Sampling = Sampling(),
+        *,
+        deadline: float | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[Completion]:
+        """Sample ``n`` completions of ``prompt``.
+
+        ``deadline`` is a `time.monotonic()` instant: decoding stops there and the
+        unfinished completions end with ``finish_reason="budget"``.
+        """
+        ...
+
+
+@dataclass
+class ModelInfo:
+    """An entry of the model registry, shown by `thinktank models`."""
+
+    name: str
+    description: str
+    load: Callable[[], Model] = field(repr=False)

@@ -1,0 +1,65 @@
+"""What a strategy returns: the answer, every candidate behind it, and what it cost."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from thinktank.meter import Usage
+from thinktank.models.base import Completion
+from thinktank.problem import Kind
+from thinktank.verify import extract_answer
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One sampled solution and the answer extracted from it."""
+
+    text: str
+    answer: str | None
+    finish_reason: str
+    completion_tokens: int
+    #: Mean per-token log-probability: a confidence some aggregators weigh by.
+    mean_logprob: float | None = None
+
+    @classmethod
+    def from_completion(cls, completion: Completion, kind: Kind) -> Candidate:
+        logprobs = completion.logprobs
+        return cls(
+            text=completion.text,
+            answer=extract_answer(completion.text, kind),
+            finish_reason=completion.finish_reason,
+            completion_tokens=completion.completion_tokens,
+            mean_logprob=sum(logprobs) / len(logprobs) if logprobs else None,
+        )
+
+
+@dataclass
+class Solution:
+    """The result of `Strategy.solve`; `thinktank.solve` fills in usage and run identity."""
+
+    answer: str | None
+    candidates: list[Candidate]
+    #: Votes per answer (display form), in the order the aggregator ranked them.
+    votes: dict[str, float] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    budget_exhausted: bool = False
+    strategy: str = ""
+    model: str = ""
+    problem_id: str = ""
+    run_id: str = ""
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "usage": self.usage.to_dict(),
+            "candidates": [asdict(c) for c in self.candidates],
+            "votes": self.votes,
+            "budget_exhausted": self.budget_exhausted,
+            "strategy": self.strategy,
+            "model": self.model,
+            "problem_id": self.problem_id,
+            "run_id": self.run_id,
+            "trace": self.trace,
+        }

@@ -1,0 +1,82 @@
+"""Spec strings: ``NAME[:key=value,...]`` -> a configured dataclass instance."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+from thinktank.errors import SpecError
+
+T = TypeVar("T")
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """Split ``"self-consistency:n=8,temperature=0.7"`` into name and raw options."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise SpecError("empty spec")
+    name, _, rest = spec.strip().partition(":")
+    name = name.strip()
+    if not name:
+        raise SpecError(f"spec {spec!r} has no name before ':'")
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise SpecError(f"in spec {spec!r}: expected key=value, got {part!r}")
+        if key in options:
+            raise SpecError(f"in spec {spec!r}: {key!r} given twice")
+        options[key] = value.strip()
+    return name, options
+
+
+def build(cls: type[T], options: dict[str, str], *, what: str) -> T:
+    """Instantiate dataclass ``cls`` from string options, converting each to its field type."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, raw in options.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise SpecError(f"{what} has no option {key!r} (options: {known})")
+        kwargs[key] = _convert(raw, hints[key], f"{what} option {key}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{what}: {exc}") from None
+
+
+def options_string(obj: object, *, only_changed: bool = False) -> str:
+    """``n=8,temperature=0.7``: the options of a dataclass class (its defaults) or instance.
+
+    ``only_changed`` leaves out options an instance has at their default.
+    """
+    parts = []
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name, f.default)
+        if f.init and not (only_changed and value == f.default):
+            parts.append(f"{f.name}={value}")
+    return ",".join(parts)
+
+
+def _convert(raw: str, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if raw.lower() in ("none", "") and len(args) < len(typing.get_args(hint)):
+            return None
+        hint = args[0]
+    try:
+        if hint is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if hint in (int, float, str):
+            return hint(raw)
+    except ValueError:
+        raise SpecError(f"{where}: {raw!r} is not a valid {hint.__name__}") from None
+    raise SpecError(f"{where}: cannot be set from a spec string")

@@ -1,0 +1,31 @@
+"""Strategies and their registry: ``NAME[:key=value,...]`` spec strings build them."""
+
+from __future__ import annotations
+
+from thinktank.errors import SpecError
+from thinktank.spec import build, parse_spec
+from thinktank.strategies.base import Context, Strategy
+from thinktank.strategies.sampling import SelfConsistency, Single
+
+__all__ = ["STRATEGIES", "Context", "SelfConsistency", "Single", "Strategy", "build_strategy"]
+
+#: Every strategy by name. A new technique is one class and one line here.
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls
+    for cls in (
+        Single,
+        SelfConsistency,
+    )
+}
+
+DEFAULT_STRATEGY = "self-consistency"
+
+
+def build_strategy(spec: str | Strategy) -> Strategy:
+    """``"self-consistency:n=16"`` -> ``SelfConsistency(n=16)``; a Strategy passes through."""
+    if isinstance(spec, Strategy):
+        return spec
+    name, options = parse_spec(spec)
+    if name not in STRATEGIES:
+        raise SpecError(f"unknown strategy {name!r} (available: {', '.join(STRATEGIES)})")
+    return build(STRATEGIES[name], options, what=f"strategy {name}")

@@ -1,0 +1,57 @@
+"""The strategy interface: `Strategy.solve(problem, ctx) -> Solution`."""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from thinktank.meter import Meter
+from thinktank.models.base import Completion, Model, ProgressCallback, Prompt, Sampling
+from thinktank.problem import Problem
+from thinktank.solution import Solution
+
+
+@dataclass
+class Context:
+    """What a strategy works with: the model, the meter every call goes through, a seed.
+
+    It holds no ground truth: a strategy cannot reach the reference answer.
+    """
+
+    model: Model
+    meter: Meter
+    seed: int | None = None
+    progress: ProgressCallback | None = None
+    _calls: itertools.count = field(default_factory=itertools.count, repr=False)
+
+    def generate(self, prompt: Prompt, n: int, sampling: Sampling) -> list[Completion]:
+        """Sample through the meter. Each call gets its own seed derived from ``self.seed``."""
+        call = next(self._calls)
+        if self.seed is not None and sampling.seed is None:
+            sampling = sampling.with_(seed=self.seed * 1_000_003 + call)
+        return self.meter.generate(self.model, prompt, n, sampling, progress=self.progress)
+
+
+class Strategy(ABC):
+    """A way of spending inference compute on a problem.
+
+    Subclasses are dataclasses whose fields are the options of their spec string,
+    so ``self-consistency:n=16`` builds ``SelfConsistency(n=16)``.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+
+    @abstractmethod
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        """Answer ``problem``. Return the best answer so far if the budget runs out."""
+
+    @property
+    def spec(self) -> str:
+        """The spec string that rebuilds this strategy."""
+        from thinktank.spec import options_string
+
+        options = options_string(self, only_changed=True)
+        return f"{self.name}:{options}" if options else self.name

@@ -1,0 +1,99 @@
+"""The command line, run as a user runs it: a real process, real model, real ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+
+def thinktank(*args: str, home) -> subprocess.CompletedProcess:
+    env = {**os.environ, "THINKTANK_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "thinktank", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_solve_json_counts_eight_completions_and_the_ledger_matches(isolated_home):
+    result = thinktank(
+        "solve",
+        "State the final answer: 6 + 3 =",
+        "--strategy",
+        "self-consistency:n=8,max_tokens=48",
+        "--seed",
+        "4",
+        "--json",
+        home=isolated_home,
+    )
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)  # exactly one JSON object, nothing else
+    usage = payload["usage"]
+    assert usage["completions"] == 8
+    assert len(payload["candidates"]) == 8
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["completion_tokens"] == sum(c["completion_tokens"] for c in payload["candidates"])
+    for key in ("cost_usd", "seconds"):
+        assert usage[key] > 0
+    with sqlite3.connect(isolated_home / "ledger.db") as db:
+        rows = db.execute(
+            "SELECT n, prompt_tokens, completion_tokens, cost_usd, strategy, model FROM calls"
+            " WHERE run_id = ?",
+            (payload["run_id"],),
+        ).fetchall()
+    assert sum(r[0] for r in rows) == 8
+    assert sum(r[1] for r in rows) == usage["prompt_tokens"]
+    assert sum(r[2] for r in rows) == usage["completion_tokens"]
+    assert sum(r[3] for r in rows) == pytest.approx(usage["cost_usd"])
+    assert {(r[4], r[5]) for r in rows} == {("self-consistency:max_tokens=48", "smollm2")}
+
+    listing = thinktank("ledger", "--json", home=isolated_home)
+    assert listing.returncode == 0
+    [run] = json.loads(listing.stdout)["runs"]
+    assert run["run_id"] == payload["run_id"] and run["completions"] == 8
+
+
+def test_solve_prints_an_answer_for_humans(isolated_home):
+    result = thinktank(
+        "solve", "What is 7 + 5?", "--strategy", "single:max_tokens=48", home=isolated_home
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert "completion tokens" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["solve", "   "], "empty"),
+        (["solve", "1+1", "--model", "no-such-model"], "unknown model"),
+        (["solve", "1+1", "--strategy", "no-such-strategy"], "unknown strategy"),
+        (["solve", "1+1", "--strategy", "self-consistency:n=two"], "not a valid int"),
+        (["solve", "1+1", "--strategy", "self-consistency:n"], "key=value"),
+        (["solve", "1+1", "--budget-tokens", "-5"], "must be positive"),
+        (["solve", "1+1", "--model", "gguf:/no/such/file.gguf"], "no such file"),
+        (["solve"], "required"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(isolated_home, args, message):
+    result = thinktank(*args, home=isolated_home)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_listings(isolated_home):
+    strategies = json.loads(thinktank("strategies", "--json", home=isolated_home).stdout)
+    assert {s["name"] for s in strategies["strategies"]} >= {"single", "self-consistency"}
+    models = json.loads(thinktank("models", "--json", home=isolated_home).stdout)
+    assert {m["name"] for m in models["models"]} >= {"smollm2", "gemma3-270m"}
+    assert thinktank("--help", home=isolated_home).returncode == 0

@@ -1,0 +1,66 @@
+"""The SQLite ledger and the price book."""
+
+from __future__ import annotations
+
+import pytest
+
+from thinktank.economics import PriceBook, local_price, price_book
+from thinktank.errors import ThinktankError
+from thinktank.ledger import CallRow, Ledger
+
+
+def test_ledger_persists_and_summarizes_runs(tmp_path):
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(path)
+    ledger.start_run("run-a", "solve", strategy="single", model="smollm2", question="q?")
+    for tokens in (10, 20):
+        ledger.record_call(CallRow("run-a", "p1", "single", "smollm2", 2, 5, tokens, 0.5, 1e-6))
+    ledger.start_run("run-b", "solve", question="unfinished")
+    ledger.finish_run("run-a", answer="12", budget_exhausted=False)
+    ledger.close()
+
+    reopened = Ledger(path)  # nothing is lost across processes
+    runs = {run.run_id: run for run in reopened.recent_runs()}
+    a = runs["run-a"]
+    assert (a.calls, a.completions, a.prompt_tokens, a.completion_tokens) == (2, 4, 10, 30)
+    assert a.cost_usd == pytest.approx(2e-6)
+    assert a.answer == "12" and a.finished
+    assert not runs["run-b"].finished and runs["run-b"].calls == 0
+    assert [r.completion_tokens for r in reopened.calls("run-a")] == [10, 20]
+
+
+def test_ledger_defaults_to_thinktank_home(isolated_home):
+    assert Ledger().path == isolated_home / "ledger.db"
+    assert (isolated_home / "ledger.db").exists()
+
+
+def test_local_price_follows_the_documented_size_rule(smollm2):
+    price = local_price(1_000_000_000)
+    assert price.output_per_mtok == pytest.approx(0.20)
+    assert price.input_per_mtok == pytest.approx(0.05)
+    # The shipped book agrees with the rule for the embedded models.
+    assert smollm2.price.output_per_mtok == pytest.approx(
+        local_price(smollm2.n_params).output_per_mtok, rel=0.01
+    )
+    assert price_book().get("gemma3-270m").output_per_mtok > smollm2.price.output_per_mtok
+
+
+def test_user_price_book_overrides_model_by_model(tmp_path):
+    shipped = tmp_path / "shipped.toml"
+    shipped.write_text(
+        "[models.a]\ninput_per_mtok = 1\noutput_per_mtok = 2\n"
+        "[models.b]\ninput_per_mtok = 3\noutput_per_mtok = 4\n"
+    )
+    user = tmp_path / "user.toml"
+    user.write_text("[models.b]\ninput_per_mtok = 30\noutput_per_mtok = 40\n")
+    book = PriceBook([shipped, user])
+    assert book.get("a").output_per_mtok == 2
+    assert book.get("b").output_per_mtok == 40
+    assert book.get("b").cost(1_000_000, 1_000_000) == pytest.approx(70)
+
+
+def test_bad_price_book_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[models.a]\ninput_per_mtok = 1\n")
+    with pytest.raises(ThinktankError, match="bad price book"):
+        PriceBook([bad])

@@ -1,0 +1,139 @@
+"""The embedded backend, on the real SmolLM2 and Gemma 3 weights."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from thinktank.errors import ThinktankError
+from thinktank.models.base import Sampling
+from thinktank.models.llamacpp import MAX_BATCH_SEQUENCES
+
+from .conftest import SUM_PROMPT
+
+
+def test_n_samples_share_one_prefill_and_differ(smollm2):
+    prompt_tokens = smollm2.count_tokens(SUM_PROMPT)
+    before = smollm2.stats.prefill_tokens
+    completions = smollm2.generate(SUM_PROMPT, 8, Sampling(temperature=1.0, max_tokens=12, seed=5))
+    assert len(completions) == 8
+    # The prompt was decoded once for all 8 sequences, not 8 times.
+    assert smollm2.stats.prefill_tokens - before == prompt_tokens
+    assert all(c.prompt_tokens == prompt_tokens for c in completions)
+    assert len({c.text for c in completions}) >= 4, [c.text for c in completions]
+
+
+def test_decoding_is_batched(smollm2):
+    before = smollm2.stats.decode_batches
+    completions = smollm2.generate(SUM_PROMPT, 6, Sampling(temperature=1.0, max_tokens=10, seed=1))
+    steps = smollm2.stats.decode_batches - before
+    longest = max(c.completion_tokens for c in completions)
+    # One llama_decode per step for all sequences: steps track the longest sample,
+    # not the sum of all samples.
+    assert steps == longest - 1
+    assert sum(c.completion_tokens for c in completions) > steps + 1
+
+
+def test_same_seed_same_output_other_seed_other_output(smollm2):
+    sampling = Sampling(temperature=1.0, max_tokens=16, seed=1234)
+    first = smollm2.generate(SUM_PROMPT, 4, sampling)
+    again = smollm2.generate(SUM_PROMPT, 4, sampling)
+    other = smollm2.generate(SUM_PROMPT, 4, sampling.with_(seed=4321))
+    assert [c.text for c in first] == [c.text for c in again]
+    assert [c.token_ids for c in first] == [c.token_ids for c in again]
+    assert [c.text for c in first] != [c.text for c in other]
+    assert {c.seed for c in first} == {1234}
+
+
+def test_unseeded_calls_report_their_seed_and_replay(smollm2):
+    [first] = smollm2.generate(SUM_PROMPT, 1, Sampling(temperature=1.0, max_tokens=12))
+    assert first.seed is not None
+    [replay] = smollm2.generate(
+        SUM_PROMPT, 1, Sampling(temperature=1.0, max_tokens=12, seed=first.seed)
+    )
+    assert replay.text == first.text
+
+
+def test_greedy_samples_agree_and_logprobs_are_the_argmax(smollm2):
+    completions = smollm2.generate(SUM_PROMPT, 3, Sampling(temperature=0.0, max_tokens=10))
+    assert len({c.text for c in completions}) == 1
+    first = completions[0]
+    assert len(first.logprobs) == first.completion_tokens
+    assert all(lp <= 0 for lp in first.logprobs)
+    # Greedy picks the most likely token, whose probability is the largest: it is
+    # at least 1/vocab, so its logprob cannot be below -log(vocab).
+    assert min(first.logprobs) > -11
+
+
+def test_max_tokens_and_length_finish(smollm2):
+    prompt = [{"role": "user", "content": "Write a long story about a dragon."}]
+    completions = smollm2.generate(prompt, 3, Sampling(temperature=0.8, max_tokens=5, seed=3))
+    for c in completions:
+        assert c.completion_tokens <= 5
+        assert c.finish_reason in ("length", "stop")
+    assert any(c.finish_reason == "length" for c in completions)
+
+
+def test_stop_strings_cut_the_text(smollm2):
+    prompt = "1, 2, 3, 4, 5, 6,"
+    [free] = smollm2.generate(prompt, 1, Sampling(temperature=0.0, max_tokens=12))
+    assert " 8" in free.text, free.text  # the model counts on
+    [stopped] = smollm2.generate(prompt, 1, Sampling(temperature=0.0, max_tokens=12, stop=(" 8",)))
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == free.text[: free.text.index(" 8")]
+
+
+def test_top_p_keeps_only_the_nucleus(smollm2):
+    # With a tiny nucleus only the single most likely token survives: same as greedy.
+    greedy = smollm2.generate(SUM_PROMPT, 1, Sampling(temperature=0.0, max_tokens=8))
+    nucleus = smollm2.generate(
+        SUM_PROMPT, 4, Sampling(temperature=1.0, top_p=1e-6, max_tokens=8, seed=9)
+    )
+    assert {c.text for c in nucleus} == {greedy[0].text}
+
+
+def test_deadline_stops_decoding(smollm2):
+    completions = smollm2.generate(
+        SUM_PROMPT, 2, Sampling(max_tokens=200, seed=1), deadline=time.monotonic()
+    )
+    assert all(c.finish_reason == "budget" for c in completions)
+    assert all(c.completion_tokens == 1 for c in completions)
+
+
+def test_more_samples_than_one_batch_holds(smollm2):
+    n = MAX_BATCH_SEQUENCES + 3
+    completions = smollm2.generate(SUM_PROMPT, n, Sampling(temperature=1.0, max_tokens=2, seed=2))
+    assert len(completions) == n
+    assert len({c.token_ids for c in completions}) > 3
+
+
+def test_concurrent_calls_match_sequential_ones(smollm2):
+    samplings = [Sampling(temperature=1.0, max_tokens=10, seed=s) for s in range(4)]
+    expected = [[c.text for c in smollm2.generate(SUM_PROMPT, 2, s)] for s in samplings]
+    results: dict[int, list[str]] = {}
+
+    def call(i: int) -> None:
+        results[i] = [c.text for c in smollm2.generate(SUM_PROMPT, 2, samplings[i])]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [results[i] for i in range(4)] == expected
+
+
+def test_base_model_continues_text_and_refuses_chat(gemma):
+    [completion] = gemma.generate(
+        "Paris is the capital of", 1, Sampling(temperature=0.0, max_tokens=4)
+    )
+    assert "France" in completion.text
+    with pytest.raises(ThinktankError, match="base model"):
+        gemma.generate(SUM_PROMPT, 1, Sampling(max_tokens=2))
+
+
+def test_prompt_longer_than_the_model_context_is_refused(smollm2):
+    with pytest.raises(ThinktankError, match="tokens"):
+        smollm2.generate("word " * 9000, 1, Sampling(max_tokens=4))

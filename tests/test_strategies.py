@@ -1,0 +1,95 @@
+"""Spec strings, the registry, and the sampling strategies on the real model."""
+
+from __future__ import annotations
+
+import pytest
+
+import thinktank
+from thinktank.errors import SpecError
+from thinktank.ledger import Ledger
+from thinktank.meter import Budget
+from thinktank.spec import parse_spec
+from thinktank.strategies import STRATEGIES, SelfConsistency, build_strategy
+
+
+def test_spec_strings_build_configured_strategies():
+    strategy = build_strategy("self-consistency:n=16, temperature=0.5")
+    assert strategy == SelfConsistency(n=16, temperature=0.5)
+    assert build_strategy(strategy.spec) == strategy
+    assert parse_spec("single") == ("single", {})
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("", "empty"),
+        ("nope", "unknown strategy"),
+        ("self-consistency:n", "key=value"),
+        ("self-consistency:n=eight", "not a valid int"),
+        ("self-consistency:m=8", "no option 'm'"),
+        ("self-consistency:n=0", "n must be >= 1"),
+        ("self-consistency:n=2,n=3", "given twice"),
+        ("single:temperature=-1", "temperature"),
+    ],
+)
+def test_bad_specs_fail_clearly(spec, message):
+    with pytest.raises(SpecError, match=message):
+        build_strategy(spec)
+
+
+def test_registry_lists_every_strategy_once():
+    assert set(STRATEGIES) == {"single", "self-consistency"}
+
+
+def test_self_consistency_votes_over_real_samples(isolated_home):
+    solution = thinktank.solve(
+        "State the final answer: 6 + 3 =",
+        strategy="self-consistency:n=8,max_tokens=48",
+        seed=11,
+    )
+    assert solution.usage.completions == 8 and solution.usage.calls == 1
+    assert len(solution.candidates) == 8
+    assert sum(solution.votes.values()) == sum(c.answer is not None for c in solution.candidates)
+    top = max(solution.votes.values())
+    assert solution.votes[solution.answer] == top
+    rows = Ledger().calls(solution.run_id)
+    assert [r.n for r in rows] == [8]
+    assert rows[0].completion_tokens == solution.usage.completion_tokens
+    # Same seed, same run.
+    again = thinktank.solve(
+        "State the final answer: 6 + 3 =", strategy="self-consistency:n=8,max_tokens=48", seed=11
+    )
+    assert [c.text for c in again.candidates] == [c.text for c in solution.candidates]
+
+
+def test_budget_cut_returns_best_so_far_and_says_so():
+    solution = thinktank.solve(
+        "What is 2 + 2?",
+        strategy="self-consistency:n=8,max_tokens=64",
+        budget=Budget(max_tokens=120),
+        seed=3,
+    )
+    assert solution.budget_exhausted
+    assert solution.usage.total_tokens <= 120
+    assert 1 <= len(solution.candidates) < 8
+
+
+def test_budget_with_no_room_gives_no_answer_not_an_error():
+    solution = thinktank.solve("What is 2 + 2?", strategy="single", budget=Budget(max_tokens=5))
+    assert solution.answer is None and solution.budget_exhausted
+    assert solution.usage.calls == 0
+
+
+def test_single_is_greedy_and_deterministic():
+    first = thinktank.solve("What is 2 + 2?", strategy="single:max_tokens=40")
+    second = thinktank.solve("What is 2 + 2?", strategy="single:max_tokens=40")
+    assert first.candidates[0].text == second.candidates[0].text
+    assert first.usage.completions == 1
+
+
+def test_base_model_gets_a_few_shot_prompt(gemma):
+    solution = thinktank.solve("What is 2 + 6?", model=gemma, strategy="single:max_tokens=24")
+    assert solution.model == "gemma3-270m"
+    # The stop strings end the answer before the model invents the next question.
+    assert "Question:" not in solution.candidates[0].text
+    assert solution.answer is not None
