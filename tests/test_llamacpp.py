@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from thinktank.errors import ThinktankError
 from thinktank.models.base import Sampling
-from thinktank.models.llamacpp import MAX_BATCH_SEQUENCES
+from thinktank.models.llamacpp import MAX_BATCH_SEQUENCES, _draw
 
 from .conftest import SUM_PROMPT
 
@@ -137,3 +138,18 @@ def test_base_model_continues_text_and_refuses_chat(gemma):
 def test_prompt_longer_than_the_model_context_is_refused(smollm2):
     with pytest.raises(ThinktankError, match="tokens"):
         smollm2.generate("word " * 9000, 1, Sampling(max_tokens=4))
+
+
+@pytest.mark.parametrize("size", [10, 1000])  # nucleus inside the cheap probe, and beyond it
+def test_top_p_draws_stay_in_the_nucleus_with_the_right_frequencies(size):
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(size))
+    top_p = 0.8
+    order = np.argsort(-probs)
+    cumulative = np.cumsum(probs[order])
+    nucleus = order[: np.searchsorted(cumulative, top_p) + 1]
+    draws = np.array([_draw(probs, rng, top_p) for _ in range(20_000)])
+    assert set(draws) <= set(nucleus)
+    expected = probs[nucleus] / probs[nucleus].sum()
+    observed = np.array([(draws == token).mean() for token in nucleus])
+    assert np.abs(observed - expected).max() < 0.02

@@ -123,3 +123,27 @@ def test_concurrent_calls_cannot_overshoot_together():
     for thread in threads:
         thread.join()
     assert 0 < meter.usage.total_tokens <= 100
+
+
+def test_an_interrupted_call_is_still_recorded(smollm2, tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db")
+    meter = Meter(ledger=ledger, run_id="interrupted")
+
+    def interrupt_at_ten(tokens: int) -> None:
+        if tokens >= 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        meter.generate(
+            smollm2,
+            SUM_PROMPT,
+            2,
+            Sampling(temperature=1.0, max_tokens=50, seed=1),
+            progress=interrupt_at_ten,
+        )
+    [row] = ledger.calls("interrupted")
+    assert row.completion_tokens == 10 and row.n == 2
+    assert row.prompt_tokens == smollm2.count_tokens(SUM_PROMPT)
+    _check_ledger_matches(ledger, meter)
+    # The model is usable again right away.
+    assert smollm2.generate(SUM_PROMPT, 1, Sampling(max_tokens=4, seed=1))[0].text

@@ -104,17 +104,38 @@ class Meter:
             worst_cost = model.price.cost(prompt_tokens, n * sampling.max_tokens)
             self._reserved_tokens += worst_tokens
             self._reserved_cost += worst_cost
+        generated = 0
+
+        def track(tokens: int) -> None:
+            nonlocal generated
+            generated = tokens
+            if progress is not None:
+                progress(tokens)
+
         started = time.monotonic()
         try:
             completions = model.generate(
-                prompt, n, sampling, deadline=self.deadline, progress=progress
+                prompt, n, sampling, deadline=self.deadline, progress=track
             )
+        except KeyboardInterrupt:
+            # Record what the interrupted call had already spent, then let it stop the run.
+            self._record(model, n, prompt_tokens, generated, time.monotonic() - started)
+            raise
         finally:
             with self._lock:
                 self._reserved_tokens -= worst_tokens
                 self._reserved_cost -= worst_cost
-        seconds = time.monotonic() - started
         completion_tokens = sum(c.completion_tokens for c in completions)
+        self._record(
+            model, len(completions), prompt_tokens, completion_tokens, time.monotonic() - started
+        )
+        if any(c.finish_reason == "budget" for c in completions):
+            self.exhausted = True
+        return completions
+
+    def _record(
+        self, model: Model, n: int, prompt_tokens: int, completion_tokens: int, seconds: float
+    ) -> None:
         cost = model.price.cost(prompt_tokens, completion_tokens)
         with self._lock:
             self.usage.prompt_tokens += prompt_tokens
@@ -122,9 +143,7 @@ class Meter:
             self.usage.cost_usd += cost
             self.usage.seconds += seconds
             self.usage.calls += 1
-            self.usage.completions += len(completions)
-            if any(c.finish_reason == "budget" for c in completions):
-                self.exhausted = True
+            self.usage.completions += n
         if self.ledger is not None:
             self.ledger.record_call(
                 CallRow(
@@ -132,14 +151,13 @@ class Meter:
                     problem_id=self.problem_id,
                     strategy=self.strategy,
                     model=model.name,
-                    n=len(completions),
+                    n=n,
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens,
                     seconds=seconds,
                     cost_usd=cost,
                 )
             )
-        return completions
 
     def _completion_room(self, model: Model, prompt_tokens: int) -> float:
         """How many completion tokens the budget still allows after this prompt."""

@@ -232,7 +232,9 @@ class LlamaCppModel:
                     _Sequence(i, i - start, np.random.default_rng([seed, i]), [], [], bytearray())
                     for i in range(start, min(n, start + wave))
                 ]
-                self._decode(prompt_ids, sequences, sampling, max_tokens, deadline, progress)
+                earlier = sum(c.completion_tokens for c in done)
+                wave_progress = None if progress is None else (lambda t: progress(earlier + t))
+                self._decode(prompt_ids, sequences, sampling, max_tokens, deadline, wave_progress)
                 done += [self._completion(s, len(prompt_ids), seed) for s in sequences]
         return done
 
