@@ -233,7 +233,7 @@ class LlamaCppModel:
                     for i in range(start, min(n, start + wave))
                 ]
                 earlier = sum(c.completion_tokens for c in done)
-                wave_progress = None if progress is None else (lambda t: progress(earlier + t))
+                wave_progress = None if progress is None else (lambda t, e=earlier: progress(e + t))
                 self._decode(prompt_ids, sequences, sampling, max_tokens, deadline, wave_progress)
                 done += [self._completion(s, len(prompt_ids), seed) for s in sequences]
         return done
