@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -171,7 +172,10 @@ def _solve(args: argparse.Namespace) -> int:
         f"{usage.seconds:.1f} s  (run {solution.run_id})"
     )
     if solution.budget_exhausted:
-        stderr.print("[yellow]the budget ran out: this is the best answer found within it")
+        stderr.print(
+            "[yellow]the budget ran out: "
+            + ("this is the best answer found within it" if solution.answer else "no answer yet")
+        )
     return 0
 
 
@@ -216,37 +220,30 @@ def _ledger(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"runs": [run.__dict__ for run in runs]})
         return 0
-    table = Table(
-        "run",
-        "started",
-        "strategy",
-        "model",
-        "question",
-        "answer",
-        "calls",
-        "tokens",
-        "cost $",
-        "s",
-    )
+    # Piped output is not cut to 80 columns; in a terminal the question and the
+    # strategy give way first.
+    console = stdout if stdout.is_terminal else Console(width=160)
+    fixed = {"run": 8, "started": 11, "model": 10, "answer": 8, "tokens": 6, "cost $": 8, "s": 6}
+    flexible = max(6, min(28, (console.width - sum(fixed.values()) - 3 * 9) // 2))
+    table = Table(box=box.SIMPLE_HEAD)
+    for name in ("run", "started", "strategy", "model", "question", "answer", "tokens", "cost $",
+                 "s"):  # fmt: skip
+        width = fixed.get(name, flexible)
+        table.add_column(name, overflow="ellipsis", no_wrap=True, max_width=width)
     for run in runs:
         table.add_row(
-            run.run_id,
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started_at)),
+            run.run_id[:8],
+            time.strftime("%m-%d %H:%M", time.localtime(run.started_at)),
             run.strategy or "",
             run.model or "",
-            _clip(run.question or ""),
-            (run.answer or "") if run.finished else "[yellow](unfinished)",
-            str(run.calls),
+            run.question or "",
+            (run.answer or "-") if run.finished else "[yellow]unfinished",
             str(run.prompt_tokens + run.completion_tokens),
-            f"{run.cost_usd:.8f}",
+            f"{run.cost_usd:.2e}",
             f"{run.seconds:.1f}",
         )
-    stdout.print(table)
+    console.print(table)
     return 0
-
-
-def _clip(text: str, width: int = 40) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 if __name__ == "__main__":
