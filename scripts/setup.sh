@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of .venv: builds llama-cpp-python with the flags that work on
 # these machines (a native build segfaults in llama_decode), then installs
-# thinktank editable with its test and benchmark extras. Re-running it is a no-op until
+# thinktank editable with its test extras. Re-running it is a no-op until
 # pyproject.toml or this script changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,5 +28,5 @@ if ! ls "$wheel_dir"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; th
     -w "$wheel_dir" "llama-cpp-python==$LLAMA_VERSION"
 fi
 .venv/bin/pip install -q --disable-pip-version-check "$wheel_dir"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
-.venv/bin/pip install -q --disable-pip-version-check -e ".[test,bench]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
 echo "$want" > "$stamp"

@@ -5,7 +5,7 @@
 >>> solution.answer, solution.usage.total_tokens, solution.usage.cost_usd
 """
 
-from thinktank.api import solve
+from thinktank.api import BenchOutcome, benchmark, load_bench, report, solve
 from thinktank.errors import BudgetExhausted, SpecError, ThinktankError
 from thinktank.ledger import Ledger
 from thinktank.meter import Budget, Meter, Usage
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MODELS",
     "STRATEGIES",
+    "BenchOutcome",
     "Budget",
     "BudgetExhausted",
     "Candidate",
@@ -37,9 +38,12 @@ __all__ = [
     "Task",
     "ThinktankError",
     "Usage",
+    "benchmark",
     "build_strategy",
     "equivalent",
     "extract_answer",
+    "load_bench",
     "load_model",
+    "report",
     "solve",
 ]

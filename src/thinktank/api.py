@@ -1,11 +1,19 @@
-"""`solve`: one question, one strategy, one model, metered and recorded."""
+"""The Python entry points: `solve` one question, `bench` a suite, `report` a bench run."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
-from thinktank.ledger import Ledger
+from thinktank.bench.runner import BenchPlan, plan_bench, run_bench
+from thinktank.bench.suites import Suite
+from thinktank.bench.summary import ConfigSummary, summarize
+from thinktank.config import home
+from thinktank.errors import ThinktankError
+from thinktank.ledger import Ledger, ResultRow
 from thinktank.meter import Budget, Meter
 from thinktank.models import DEFAULT_MODEL, Model, load_model
 from thinktank.models.base import ProgressCallback
@@ -61,3 +69,63 @@ def solve(
     )
     ledger.finish_run(run_id, answer=solution.answer, budget_exhausted=solution.budget_exhausted)
     return solution
+
+
+@dataclass
+class BenchOutcome:
+    """A bench run: its id, its arguments and one summary per strategy x model."""
+
+    run_id: str
+    config: dict[str, Any]
+    summaries: list[ConfigSummary]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "suite": self.config["suite"],
+            "runs": [s.to_dict() for s in self.summaries],
+        }
+
+
+def benchmark(
+    suite: str | Suite,
+    strategies: Sequence[str | Strategy],
+    models: Sequence[str | Model] = (DEFAULT_MODEL,),
+    *,
+    seed: int = 0,
+    budget: Budget | None = None,
+    ledger: Ledger | None = None,
+    concurrency: int = 1,
+    on_plan: Callable[[BenchPlan], None] | None = None,
+    on_result: Callable[[ResultRow], None] | None = None,
+) -> BenchOutcome:
+    """Run every strategy x model on every problem of ``suite``; resumable.
+
+    Calling again with the same arguments continues the same run (same run id):
+    problems already scored are not redone. ``budget`` applies to each problem.
+    """
+    ledger = ledger if ledger is not None else Ledger()
+    plan = plan_bench(suite, strategies, models, seed=seed, budget=budget, ledger=ledger)
+    if on_plan is not None:
+        on_plan(plan)
+    results = run_bench(plan, ledger=ledger, concurrency=concurrency, on_result=on_result)
+    config = ledger.bench_config(plan.run_id) or {}
+    return BenchOutcome(plan.run_id, config, summarize(results, config))
+
+
+def load_bench(run_id: str, ledger: Ledger | None = None) -> BenchOutcome:
+    """A bench run as stored in the ledger (finished or not)."""
+    ledger = ledger if ledger is not None else Ledger()
+    config = ledger.bench_config(run_id)
+    if config is None:
+        raise ThinktankError(f"no bench run {run_id!r} in {ledger.path}")
+    return BenchOutcome(run_id, config, summarize(ledger.results(run_id), config))
+
+
+def report(run_id: str, out_dir: str | Path | None = None, ledger: Ledger | None = None) -> Path:
+    """Write the Markdown report and plots of a bench run; returns the report's path."""
+    from thinktank.bench.report import write_report  # matplotlib loads only when needed
+
+    outcome = load_bench(run_id, ledger)
+    target = Path(out_dir) if out_dir is not None else home() / "reports" / run_id
+    return write_report(run_id, outcome.config, outcome.summaries, target)

@@ -13,11 +13,20 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich import box
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from thinktank.errors import ThinktankError
@@ -37,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        return args.run(args)
+        return args.handler(args)
     except ThinktankError as exc:
         stderr.print(f"[red]error:[/] {exc}")
         return EXIT_BAD_INPUT
@@ -77,28 +86,84 @@ def _parser() -> argparse.ArgumentParser:
         default="math",
         help="answer type: how answers are extracted and compared (default: math)",
     )
-    solve.add_argument("--budget-tokens", type=_positive(int), help="hard cap on tokens")
-    solve.add_argument("--budget-usd", type=_positive(float), help="hard cap on cost in USD")
-    solve.add_argument(
-        "--budget-seconds", type=_positive(float), help="cap on time spent in model calls"
-    )
+    _add_budget_arguments(solve, "")
     solve.add_argument("--seed", type=int, help="random seed: the same seed gives the same run")
     solve.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    solve.set_defaults(run=_solve)
+    solve.set_defaults(handler=_solve)
+
+    bench = commands.add_parser(
+        "bench",
+        help="run strategies x models on a suite; resumable",
+        description="Run every strategy on every model over every problem of SUITE, scoring "
+        "each answer against the suite's ground truth (which strategies never see). Results "
+        "go to the ledger as they come: run the same command again to resume.",
+        epilog='example: thinktank bench --suite "rg:chain_sum?min_terms=2&max_terms=2'
+        '&min_digits=1&max_digits=1&size=30&seed=1" --strategy single '
+        "--strategy self-consistency:n=8",
+    )
+    bench.add_argument(
+        "--suite",
+        required=True,
+        help="rg:DATASET?param=value&size=N&seed=S | humaneval[?size=N] | jsonl:PATH",
+    )
+    bench.add_argument(
+        "--strategy", "-s", action="append", required=True, help="strategy spec (repeatable)"
+    )
+    bench.add_argument(
+        "--model", "-m", action="append", help="model spec (repeatable; default: smollm2)"
+    )
+    _add_budget_arguments(bench, " per problem")
+    bench.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    bench.add_argument(
+        "--concurrency",
+        type=_positive(int),
+        default=1,
+        help="problems in flight at once (default 1; the embedded model serves one at a time)",
+    )
+    bench.add_argument("--out", help="also write the report and results.json into this folder")
+    bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    bench.set_defaults(handler=_bench)
+
+    report = commands.add_parser(
+        "report",
+        help="write a Markdown report with plots for a bench run",
+        description="Write report.md and PNG plots for a bench run, from the ledger.",
+    )
+    report.add_argument("run", help="a bench run id, or a folder written by `bench --out`")
+    report.add_argument("--out", help="folder for the report (default: ~/.thinktank/reports/RUN)")
+    report.set_defaults(handler=_report)
 
     models = commands.add_parser("models", help="list the models available")
     models.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    models.set_defaults(run=_models)
+    models.set_defaults(handler=_models)
 
     strategies = commands.add_parser("strategies", help="list the strategies and their options")
     strategies.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    strategies.set_defaults(run=_strategies)
+    strategies.set_defaults(handler=_strategies)
 
     ledger = commands.add_parser("ledger", help="recent runs with their tokens and cost")
     ledger.add_argument("--limit", type=_positive(int), default=20, help="runs to show (20)")
     ledger.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    ledger.set_defaults(run=_ledger)
+    ledger.set_defaults(handler=_ledger)
     return parser
+
+
+def _add_budget_arguments(parser: argparse.ArgumentParser, scope: str) -> None:
+    parser.add_argument("--budget-tokens", type=_positive(int), help=f"hard cap on tokens{scope}")
+    parser.add_argument(
+        "--budget-usd", type=_positive(float), help=f"hard cap on cost in USD{scope}"
+    )
+    parser.add_argument(
+        "--budget-seconds", type=_positive(float), help=f"cap on time in model calls{scope}"
+    )
+
+
+def _budget(args: argparse.Namespace) -> Any:
+    from thinktank.meter import Budget
+
+    if args.budget_tokens is None and args.budget_usd is None and args.budget_seconds is None:
+        return None
+    return Budget(args.budget_tokens, args.budget_usd, args.budget_seconds)
 
 
 def _positive(kind: type) -> Any:
@@ -137,14 +202,13 @@ def _thinking(label: str) -> Iterator[Any]:
 
 def _solve(args: argparse.Namespace) -> int:
     from thinktank.api import solve
-    from thinktank.meter import Budget
     from thinktank.models import load_model
     from thinktank.strategies import build_strategy
 
     if not args.question.strip():
         raise ThinktankError("the question is empty")
     strategy = build_strategy(args.strategy)  # bad specs fail before the model loads
-    budget = Budget(args.budget_tokens, args.budget_usd, args.budget_seconds)
+    budget = _budget(args)
     with _thinking(f"loading {args.model}"):
         model = load_model(args.model)
     started = time.monotonic()
@@ -176,6 +240,86 @@ def _solve(args: argparse.Namespace) -> int:
             "[yellow]the budget ran out: "
             + ("this is the best answer found within it" if solution.answer else "no answer yet")
         )
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from thinktank.api import benchmark, report
+    from thinktank.strategies import build_strategy
+
+    for spec in args.strategy:
+        build_strategy(spec)  # bad specs fail before anything loads
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[cyan]{task.fields[accuracy]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=not stderr.is_terminal,
+    )
+    scores: list[float] = []
+    task_id = progress.add_task("loading", total=None, accuracy="")
+
+    def on_plan(plan: Any) -> None:
+        resumed = f" (resuming: {plan.done} done)" if plan.done else ""
+        progress.update(task_id, description=f"{plan.run_id}{resumed}", total=plan.total,
+                        completed=plan.done)  # fmt: skip
+
+    def on_result(row: Any) -> None:
+        scores.append(row.score)
+        accuracy = f"accuracy so far {sum(scores) / len(scores):.2f}"
+        progress.update(task_id, advance=1, accuracy=accuracy)
+
+    with progress:
+        outcome = benchmark(
+            args.suite,
+            args.strategy,
+            args.model or ["smollm2"],
+            seed=args.seed,
+            budget=_budget(args),
+            concurrency=args.concurrency,
+            on_plan=on_plan,
+            on_result=on_result,
+        )
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(outcome.to_dict(), indent=2))
+        stderr.print(f"report: {report(outcome.run_id, out)}")
+    if args.json:
+        _print_json(outcome.to_dict())
+        return 0
+    table = Table("strategy", "model", "n", "accuracy (95% CI)", "tokens/problem", "$/problem",
+                  "cost-of-pass $", "s", box=box.SIMPLE_HEAD)  # fmt: skip
+    for s in outcome.summaries:
+        cop = "-" if s.cost_of_pass_usd is None else f"{s.cost_of_pass_usd:.3g}"
+        table.add_row(
+            s.strategy,
+            s.model,
+            str(s.n_problems),
+            f"{s.accuracy:.2f} ({s.ci95[0]:.2f}-{s.ci95[1]:.2f})",
+            f"{s.tokens_per_problem:.0f}",
+            f"{s.cost_per_problem:.3g}",
+            f"[green]{cop}" if s.on_frontier else cop,
+            f"{s.seconds:.0f}",
+        )
+    stdout.print(table)
+    stderr.print(f"run {outcome.run_id}: `thinktank report {outcome.run_id}` draws the plots")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from thinktank.api import report
+
+    run_id, out = args.run, args.out
+    saved = Path(args.run) / "results.json"
+    if saved.is_file():  # a folder written by `bench --out`
+        run_id = json.loads(saved.read_text())["run_id"]
+        out = out or args.run
+    stdout.print(str(report(run_id, out)))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Prices: the price book that turns tokens into dollars.
+"""Economics: the price book that turns tokens into dollars, cost-of-pass, Pareto fronts.
 
 The book ships with thinktank (``prices.toml``) and is overridden, model by
 model, by ``$THINKTANK_HOME/prices.toml``.
@@ -6,7 +6,9 @@ model, by ``$THINKTANK_HOME/prices.toml``.
 
 from __future__ import annotations
 
+import math
 import tomllib
+from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -58,3 +60,19 @@ def price_book() -> PriceBook:
     if user.is_file():
         paths.append(user)
     return PriceBook(paths)
+
+
+def cost_of_pass(cost_per_problem: float, accuracy: float) -> float:
+    """Expected cost of one correct answer (Erol et al., 2025): cost / success rate."""
+    return cost_per_problem / accuracy if accuracy > 0 else math.inf
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of (cost, accuracy) points no other point beats on both, cheapest first."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for index in order:
+        if points[index][1] > best:
+            front.append(index)
+            best = points[index][1]
+    return front

@@ -6,6 +6,7 @@ already paid for. Default file: ``$THINKTANK_HOME/ledger.db``.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -40,6 +41,28 @@ CREATE TABLE IF NOT EXISTS calls (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS calls_by_run ON calls(run_id);
+CREATE TABLE IF NOT EXISTS bench_runs (
+    run_id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    config TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    model TEXT NOT NULL,
+    problem_id TEXT NOT NULL,
+    answer TEXT,
+    score REAL NOT NULL,
+    sample_keys TEXT NOT NULL,
+    sample_scores TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    seconds REAL NOT NULL,
+    budget_exhausted INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, strategy, model, problem_id)
+);
 """
 
 
@@ -54,6 +77,27 @@ class CallRow:
     completion_tokens: int
     seconds: float
     cost_usd: float
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One problem solved by one strategy on one model, scored by the evaluator."""
+
+    run_id: str
+    strategy: str
+    model: str
+    problem_id: str
+    answer: str | None
+    score: float
+    #: Each sample's canonical answer (None: no answer) and score: pass@k and
+    #: majority@k curves are computed from these without sampling again.
+    sample_keys: list[str | None]
+    sample_scores: list[float]
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    seconds: float
+    budget_exhausted: bool
 
 
 @dataclass(frozen=True)
@@ -99,8 +143,10 @@ class Ledger:
         question: str | None = None,
     ) -> None:
         with self._lock:
+            # OR IGNORE: a resumed bench run keeps its original row.
             self._db.execute(
-                "INSERT INTO runs (run_id, started_at, command, strategy, model, question)"
+                "INSERT OR IGNORE INTO runs"
+                " (run_id, started_at, command, strategy, model, question)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (run_id, time.time(), command, strategy, model, question),
             )
@@ -141,6 +187,60 @@ class Ledger:
                 (run_id,),
             ).fetchall()
         return [CallRow(*row) for row in rows]
+
+    def start_bench(self, run_id: str, config: dict) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO bench_runs (run_id, created_at, config) VALUES (?, ?, ?)",
+                (run_id, time.time(), json.dumps(config)),
+            )
+
+    def bench_config(self, run_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT config FROM bench_runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def record_result(self, row: ResultRow) -> bool:
+        """Store a result; False if this run already has one for the problem (kept as is)."""
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO results (run_id, strategy, model, problem_id, answer,"
+                " score, sample_keys, sample_scores, prompt_tokens, completion_tokens,"
+                " cost_usd, seconds, budget_exhausted, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.run_id,
+                    row.strategy,
+                    row.model,
+                    row.problem_id,
+                    row.answer,
+                    row.score,
+                    json.dumps(row.sample_keys),
+                    json.dumps(row.sample_scores),
+                    row.prompt_tokens,
+                    row.completion_tokens,
+                    row.cost_usd,
+                    row.seconds,
+                    int(row.budget_exhausted),
+                    time.time(),
+                ),
+            )
+        return cursor.rowcount == 1
+
+    def results(self, run_id: str) -> list[ResultRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, strategy, model, problem_id, answer, score, sample_keys,"
+                " sample_scores, prompt_tokens, completion_tokens, cost_usd, seconds,"
+                " budget_exhausted FROM results WHERE run_id = ? ORDER BY created_at",
+                (run_id,),
+            ).fetchall()
+        return [
+            ResultRow(*row[:6], json.loads(row[6]), json.loads(row[7]), *row[8:12], bool(row[12]))
+            for row in rows
+        ]
 
     def recent_runs(self, limit: int = 20) -> list[RunSummary]:
         """The most recent runs, newest first, with their calls summed."""

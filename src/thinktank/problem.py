@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-Kind = Literal["math", "text", "choice"]
-KINDS: tuple[Kind, ...] = ("math", "text", "choice")
+Kind = Literal["math", "text", "choice", "code"]
+KINDS: tuple[Kind, ...] = ("math", "text", "choice", "code")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ _INSTRUCTION: dict[Kind, str] = {
     "choice": "You are a careful assistant. "
     "Answer with the letter of one option as 'The answer is X'.",
     "text": "You are a careful assistant. Answer briefly, as 'The answer is ...'.",
+    "code": "You are a careful Python programmer. Complete the function. Reply with the"
+    " whole function in one ```python code block.",
 }
 
 _FEW_SHOT: dict[Kind, tuple[tuple[str, str], ...]] = {
@@ -32,6 +34,8 @@ _FEW_SHOT: dict[Kind, tuple[tuple[str, str], ...]] = {
 
 #: Where a base model's answer ends: it would go on to invent the next question.
 BASE_MODEL_STOPS = ("\nQuestion:", "\n\n")
+#: Where a base model's function body ends: at the next top-level statement.
+BASE_MODEL_CODE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 
 
 def build_prompt(problem: Problem, model: Model) -> Prompt:
@@ -42,10 +46,14 @@ def build_prompt(problem: Problem, model: Model) -> Prompt:
             {"role": "user", "content": problem.prompt},
         ]
         return messages
+    if problem.kind == "code":
+        return problem.prompt  # a base model continues the function's body
     shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in _FEW_SHOT[problem.kind])
     return f"{shots}Question: {problem.prompt}\nAnswer:"
 
 
-def stop_strings(model: Model) -> tuple[str, ...]:
-    """Stop strings that go with `build_prompt` for this model."""
-    return () if model.capabilities.chat else BASE_MODEL_STOPS
+def stop_strings(problem: Problem, model: Model) -> tuple[str, ...]:
+    """Stop strings that go with `build_prompt` for this problem and model."""
+    if model.capabilities.chat:
+        return ()
+    return BASE_MODEL_CODE_STOPS if problem.kind == "code" else BASE_MODEL_STOPS

@@ -19,7 +19,7 @@ def sample_candidates(
 ) -> list[Candidate]:
     """``n`` candidates from one batched call; fewer (maybe none) if the budget cuts in."""
     prompt = build_prompt(problem, ctx.model)
-    sampling = sampling.with_(stop=sampling.stop + stop_strings(ctx.model))
+    sampling = sampling.with_(stop=sampling.stop + stop_strings(problem, ctx.model))
     try:
         completions = ctx.generate(prompt, n, sampling)
     except BudgetExhausted:

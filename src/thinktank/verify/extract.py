@@ -2,7 +2,8 @@
 
 ``math`` uses math-verify (boxed, LaTeX, "The answer is 6.", "= 6", fractions,
 negatives), falling back to the last number in the text. ``text`` and
-``choice`` compare normalized strings.
+``choice`` compare normalized strings. ``code`` extracts a Python code block;
+whether code is *correct* is decided by running tests (`thinktank.verify.sandbox`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ _ANSWER_CUE = re.compile(
 _CLAUSE_END = re.compile(r"\.(?!\d)|,\s|\n")
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
 _CHOICE = re.compile(r"\(?\b([A-J])\b\)?")
+_CODE_BLOCK = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
@@ -45,6 +47,8 @@ def extract_answer(text: str, kind: Kind) -> str | None:
         return _extract_math(text)
     if kind == "choice":
         return _extract_choice(text)
+    if kind == "code":
+        return _extract_code(text)
     return _extract_text(text)
 
 
@@ -52,6 +56,8 @@ def answer_key(answer: str, kind: Kind) -> str:
     """A canonical form: answers with the same key are counted as the same vote."""
     if kind == "math":
         return _math_key(answer)
+    if kind == "code":
+        return "\n".join(line.rstrip() for line in answer.splitlines() if line.strip())
     return _normalize_text(answer)
 
 
@@ -135,6 +141,17 @@ def _extract_text(text: str) -> str | None:
         answer = lines[-1] if lines else ""
     answer = answer.strip().strip(string.punctuation + " ")
     return answer or None
+
+
+def _extract_code(text: str) -> str | None:
+    """The last fenced block that defines something (else the last block, else the text).
+
+    An unterminated fence (the sample hit max_tokens) still yields its code.
+    """
+    blocks = [block for block in _CODE_BLOCK.findall(text) if block.strip()]
+    defining = [block for block in blocks if "def " in block or "class " in block]
+    code = (defining or blocks or [text])[-1]
+    return code if code.strip() else None
 
 
 def _normalize_text(answer: str) -> str:

@@ -1,0 +1,1 @@
+"""Benchmarks: suites of tasks, a resumable runner, metrics and reports."""

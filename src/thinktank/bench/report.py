@@ -1,0 +1,160 @@
+"""`thinktank report`: a Markdown report with PNG plots for one bench run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on these machines
+
+import matplotlib.pyplot as plt
+
+from thinktank.bench.summary import ConfigSummary
+
+
+def label(summary: ConfigSummary) -> str:
+    return f"{summary.strategy} @ {summary.model}"
+
+
+def write_report(run_id: str, config: dict, summaries: list[ConfigSummary], out_dir: Path) -> Path:
+    """Write ``report.md`` and its plots into ``out_dir``; returns the report's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = [
+        _plot_accuracy_vs_tokens(summaries, out_dir / "accuracy_vs_tokens.png"),
+        _plot_cost_of_pass(summaries, out_dir / "cost_of_pass.png"),
+        _plot_pareto(summaries, out_dir / "pareto.png"),
+    ]
+    if any(s.samples > 1 for s in summaries):
+        plots.insert(1, _plot_scaling(summaries, out_dir / "pass_and_majority_at_k.png"))
+    path = out_dir / "report.md"
+    path.write_text(_markdown(run_id, config, summaries, plots))
+    return path
+
+
+def _markdown(run_id: str, config: dict, summaries: list[ConfigSummary], plots: list[Path]) -> str:
+    lines = [
+        f"# thinktank bench report: `{run_id}`",
+        "",
+        f"Suite `{config['suite']}`, seed {config['seed']}, "
+        f"budget per problem {config.get('budget') or 'none'}.",
+        "",
+        "| strategy | model | problems | accuracy | 95% CI | tokens/problem | $/problem "
+        "| cost-of-pass $ | seconds | coverage (upper bound) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        cop = "∞ (nothing solved)" if s.cost_of_pass_usd is None else f"{s.cost_of_pass_usd:.3g}"
+        if s.on_frontier:
+            cop = f"**{cop}** (frontier)"
+        coverage = "-" if s.coverage_upper_bound is None else f"{s.coverage_upper_bound:.2f}"
+        lines.append(
+            f"| {s.strategy} | {s.model} | {s.n_problems} | {s.accuracy:.2f} "
+            f"| {s.ci95[0]:.2f}-{s.ci95[1]:.2f} | {s.tokens_per_problem:.0f} "
+            f"| {s.cost_per_problem:.3g} | {cop} | {s.seconds:.1f} | {coverage} |"
+        )
+    lines += [
+        "",
+        "- *cost-of-pass*: expected dollars for one correct answer (cost per problem ÷ "
+        "accuracy); the *frontier* is the lowest of the run.",
+        "- *coverage* and *pass@k* read the ground truth of every sample: they bound what a "
+        "perfect selector could reach and are **not** any strategy's accuracy.",
+        "- *majority@k*: expected accuracy of a vote over k of the same samples (no resampling).",
+    ]
+    fits = [s for s in summaries if s.coverage_power_law]
+    for s in fits:
+        a, b = s.coverage_power_law
+        lines.append(f"- coverage fit for {label(s)}: exp({a:.3f} · k^{b:.3f})")
+    lines += ["", *[f"![{plot.stem}]({plot.name})" for plot in plots], ""]
+    return "\n".join(lines)
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _plot_accuracy_vs_tokens(summaries: list[ConfigSummary], path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for s in summaries:
+        errors = [[max(0.0, s.accuracy - s.ci95[0])], [max(0.0, s.ci95[1] - s.accuracy)]]
+        line = axes.errorbar(
+            [s.tokens_per_problem], [s.accuracy], yerr=errors, fmt="o", capsize=4, label=label(s)
+        )
+        if s.samples > 1:  # the same samples voted k at a time: the scaling curve
+            per_sample = s.tokens_per_problem / s.samples
+            ks = range(1, s.samples + 1)
+            axes.plot([k * per_sample for k in ks], s.majority_at_k, "-", alpha=0.5,
+                      color=line[0].get_color())  # fmt: skip
+    axes.set_xscale("log")
+    axes.set_xlabel("tokens per problem (log)")
+    axes.set_ylabel("accuracy")
+    axes.set_ylim(0, 1)
+    axes.set_title("Accuracy vs tokens (lines: majority@k of the same samples)")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def _plot_scaling(summaries: list[ConfigSummary], path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for s in (s for s in summaries if s.samples > 1):
+        ks = list(range(1, s.samples + 1))
+        (line,) = axes.plot(ks, s.majority_at_k, "o-", label=f"majority@k, {label(s)}")
+        axes.plot(ks, s.pass_at_k, "s--", color=line.get_color(), alpha=0.7,
+                  label=f"pass@k (upper bound), {label(s)}")  # fmt: skip
+        if s.coverage_power_law:
+            a, b = s.coverage_power_law
+            fine = [k / 10 for k in range(10, 10 * s.samples + 1)]
+            axes.plot(fine, [_power_law(k, a, b) for k in fine], ":", color=line.get_color(),
+                      alpha=0.7)  # fmt: skip
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("k samples (log)")
+    axes.set_ylabel("fraction of problems")
+    axes.set_ylim(0, 1)
+    axes.set_title("pass@k (dashed, ground-truth upper bound) and majority@k (solid)")
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def _power_law(k: float, a: float, b: float) -> float:
+    return math.exp(a * k**b)
+
+
+def _plot_cost_of_pass(summaries: list[ConfigSummary], path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(7, 0.6 * len(summaries) + 1.5))
+    names = [label(s) for s in summaries]
+    values = [s.cost_of_pass_usd or 0.0 for s in summaries]
+    colors = ["tab:green" if s.on_frontier else "tab:blue" for s in summaries]
+    bars = axes.barh(names, values, color=colors)
+    for bar, s in zip(bars, summaries, strict=True):
+        text = "nothing solved" if s.cost_of_pass_usd is None else f"${s.cost_of_pass_usd:.3g}"
+        axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {text}",
+                  va="center", fontsize=8)  # fmt: skip
+    axes.invert_yaxis()
+    axes.set_xlabel("cost-of-pass: $ per correct answer (green: frontier)")
+    axes.set_title("Cost-of-pass")
+    axes.margins(x=0.3)
+    return _save(figure, path)
+
+
+def _plot_pareto(summaries: list[ConfigSummary], path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for s in summaries:
+        axes.scatter([s.cost_per_problem], [s.accuracy], s=50, label=label(s),
+                     marker="*" if s.on_pareto_front else "o")  # fmt: skip
+    front = sorted((s for s in summaries if s.on_pareto_front), key=lambda s: s.cost_per_problem)
+    axes.step([s.cost_per_problem for s in front], [s.accuracy for s in front], where="post",
+              color="gray", alpha=0.6, label="Pareto front")  # fmt: skip
+    axes.set_xscale("log")
+    axes.set_xlabel("$ per problem (log)")
+    axes.set_ylabel("accuracy")
+    axes.set_ylim(0, 1)
+    axes.set_title("Accuracy-cost Pareto front (stars)")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    return _save(figure, path)

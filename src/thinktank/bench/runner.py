@@ -1,0 +1,155 @@
+"""The benchmark runner: every strategy x model on every problem, resumable.
+
+A run's id is a hash of its arguments, so running the same command again
+continues the same run: problems with a stored result are skipped, the rest
+are solved. Each result is committed as soon as it is scored, so an
+interrupted run (Ctrl-C or kill) loses at most the problems in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+
+from thinktank.bench.suites import Suite, load_suite
+from thinktank.ledger import Ledger, ResultRow
+from thinktank.meter import Budget, Meter
+from thinktank.models import Model, load_model
+from thinktank.problem import Task
+from thinktank.strategies import Context, Strategy, build_strategy
+from thinktank.verify import answer_key
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What a run will do, and how much of it a previous attempt already did."""
+
+    run_id: str
+    suite: Suite
+    strategies: list[Strategy]
+    models: list[Model]
+    seed: int
+    budget: Budget | None  # per problem
+    done: int
+    total: int
+
+
+def bench_run_id(suite: str, strategies: Sequence[str], models: Sequence[str], seed: int,
+                 budget: Budget | None) -> str:  # fmt: skip
+    config = {"suite": suite, "strategies": list(strategies), "models": list(models),
+              "seed": seed, "budget": asdict(budget) if budget else None}  # fmt: skip
+    return "bench-" + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def plan_bench(
+    suite: str | Suite,
+    strategies: Sequence[str | Strategy],
+    models: Sequence[str | Model],
+    *,
+    seed: int = 0,
+    budget: Budget | None = None,
+    ledger: Ledger,
+) -> BenchPlan:
+    """Load everything and register the run (or find the run these arguments started)."""
+    suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    built = [build_strategy(s) for s in strategies]
+    loaded = [load_model(m) for m in models]
+    specs, names = [s.spec for s in built], [m.name for m in loaded]
+    run_id = bench_run_id(suite.spec, specs, names, seed, budget)
+    config = {"suite": suite.spec, "strategies": specs, "models": names, "seed": seed,
+              "budget": asdict(budget) if budget else None}  # fmt: skip
+    ledger.start_bench(run_id, config)
+    ledger.start_run(run_id, "bench", strategy=", ".join(specs), model=", ".join(names),
+                     question=suite.spec)  # fmt: skip
+    done = len(ledger.results(run_id))
+    total = len(suite.tasks) * len(built) * len(loaded)
+    return BenchPlan(run_id, suite, built, loaded, seed, budget, done, total)
+
+
+def run_bench(
+    plan: BenchPlan,
+    *,
+    ledger: Ledger,
+    concurrency: int = 1,
+    on_result: Callable[[ResultRow], None] | None = None,
+) -> list[ResultRow]:
+    """Solve what is left of ``plan``; returns all of the run's results."""
+    finished = {(r.strategy, r.model, r.problem_id) for r in ledger.results(plan.run_id)}
+    jobs = [
+        (strategy, model, task)
+        for model in plan.models
+        for strategy in plan.strategies
+        for task in plan.suite.tasks
+        if (strategy.spec, model.name, task.problem.id) not in finished
+    ]
+
+    def solve(job: tuple[Strategy, Model, Task]) -> ResultRow:
+        row = solve_task(
+            *job, run_id=plan.run_id, seed=plan.seed, budget=plan.budget, ledger=ledger
+        )
+        if ledger.record_result(row) and on_result is not None:
+            on_result(row)
+        return row
+
+    if concurrency <= 1:
+        for job in jobs:  # in this thread, so Ctrl-C stops at once
+            solve(job)
+    else:
+        with ThreadPoolExecutor(concurrency) as pool:
+            futures = [pool.submit(solve, job) for job in jobs]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    ledger.finish_run(plan.run_id, answer=None, budget_exhausted=False)
+    return ledger.results(plan.run_id)
+
+
+def solve_task(
+    strategy: Strategy,
+    model: Model,
+    task: Task,
+    *,
+    run_id: str,
+    seed: int,
+    budget: Budget | None,
+    ledger: Ledger,
+) -> ResultRow:
+    """Solve one task and score it. The strategy receives the Problem, never the Task."""
+    problem = task.problem
+    meter = Meter(budget, ledger=ledger, run_id=run_id, strategy=strategy.spec,
+                  problem_id=problem.id)  # fmt: skip
+    problem_seed = zlib.crc32(f"{seed}/{problem.id}".encode())
+    solution = strategy.solve(problem, Context(model=model, meter=meter, seed=problem_seed))
+    # Evaluation starts here: only now is the reference used.
+    scores: dict[str | None, float] = {}
+    for candidate in solution.candidates:
+        if candidate.answer not in scores:
+            scores[candidate.answer] = task.score(candidate.answer)
+    if solution.answer not in scores:
+        scores[solution.answer] = task.score(solution.answer)
+    usage = meter.usage
+    return ResultRow(
+        run_id=run_id,
+        strategy=strategy.spec,
+        model=model.name,
+        problem_id=problem.id,
+        answer=solution.answer,
+        score=scores[solution.answer],
+        sample_keys=[
+            None if c.answer is None else answer_key(c.answer, problem.kind)
+            for c in solution.candidates
+        ],
+        sample_scores=[scores[c.answer] for c in solution.candidates],
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_usd=usage.cost_usd,
+        seconds=usage.seconds,
+        budget_exhausted=solution.budget_exhausted or meter.exhausted,
+    )

@@ -1,0 +1,132 @@
+"""Per-configuration summaries of a bench run: accuracy, cost, cost-of-pass, scaling curves."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from thinktank.bench.metrics import (
+    fit_coverage_power_law,
+    majority_at_k,
+    pass_at_k,
+    wilson_interval,
+)
+from thinktank.economics import cost_of_pass, pareto_front
+from thinktank.ledger import ResultRow
+
+
+@dataclass
+class ConfigSummary:
+    """One strategy on one model over the suite."""
+
+    strategy: str
+    model: str
+    suite: str
+    n_problems: int
+    accuracy: float
+    ci95: tuple[float, float]
+    total_tokens: int
+    cost_usd: float
+    #: Expected dollars per correct answer; None when nothing was solved.
+    cost_of_pass_usd: float | None
+    seconds: float
+    budget_exhausted: int  # problems on which the budget ran out
+    #: Samples per problem behind the curves (the fewest any problem had).
+    samples: int = 0
+    #: pass@k for k = 1..samples. It reads the ground truth of every sample: an
+    #: upper bound (a perfect selector), never the strategy's accuracy.
+    pass_at_k: list[float] = field(default_factory=list)
+    #: Expected accuracy of a majority vote over k of the samples, k = 1..samples.
+    majority_at_k: list[float] = field(default_factory=list)
+    #: (a, b) of coverage(k) = exp(a * k**b), fitted to pass_at_k; None if unfit.
+    coverage_power_law: tuple[float, float] | None = None
+    on_frontier: bool = False  # lowest cost-of-pass of the run
+    on_pareto_front: bool = False  # no configuration is both cheaper and more accurate
+
+    @property
+    def tokens_per_problem(self) -> float:
+        return self.total_tokens / self.n_problems if self.n_problems else 0.0
+
+    @property
+    def cost_per_problem(self) -> float:
+        return self.cost_usd / self.n_problems if self.n_problems else 0.0
+
+    @property
+    def coverage_upper_bound(self) -> float | None:
+        return self.pass_at_k[-1] if self.pass_at_k else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "ci95": list(self.ci95),
+            "tokens_per_problem": self.tokens_per_problem,
+            "cost_per_problem_usd": self.cost_per_problem,
+            "coverage_upper_bound": self.coverage_upper_bound,
+        }
+
+
+def summarize(results: list[ResultRow], config: dict[str, Any]) -> list[ConfigSummary]:
+    """Summaries in the run's order (models, then strategies), with frontier flags."""
+    summaries = []
+    for model in config["models"]:
+        for strategy in config["strategies"]:
+            rows = [r for r in results if r.strategy == strategy and r.model == model]
+            if rows:
+                summaries.append(_summarize(rows, strategy, model, config["suite"]))
+    finite = [s for s in summaries if s.cost_of_pass_usd is not None]
+    if finite:
+        min(finite, key=lambda s: s.cost_of_pass_usd).on_frontier = True
+    for index in pareto_front([(s.cost_per_problem, s.accuracy) for s in summaries]):
+        summaries[index].on_pareto_front = True
+    return summaries
+
+
+def _summarize(rows: list[ResultRow], strategy: str, model: str, suite: str) -> ConfigSummary:
+    n = len(rows)
+    solved = sum(r.score >= 1 for r in rows)  # only full credit counts as solved
+    accuracy = solved / n
+    cost = sum(r.cost_usd for r in rows)
+    summary = ConfigSummary(
+        strategy=strategy,
+        model=model,
+        suite=suite,
+        n_problems=n,
+        accuracy=accuracy,
+        ci95=wilson_interval(solved, n),
+        total_tokens=sum(r.prompt_tokens + r.completion_tokens for r in rows),
+        cost_usd=cost,
+        cost_of_pass_usd=_finite(cost_of_pass(cost / n, accuracy)),
+        seconds=sum(r.seconds for r in rows),
+        budget_exhausted=sum(r.budget_exhausted for r in rows),
+    )
+    samples = min(len(r.sample_scores) for r in rows)
+    if samples == 0:
+        return summary
+    summary.samples = samples
+    ks = range(1, samples + 1)
+    summary.pass_at_k = [
+        sum(pass_at_k(len(r.sample_scores), _correct(r), k) for r in rows) / n for k in ks
+    ]
+    summary.majority_at_k = [
+        sum(
+            majority_at_k(r.sample_keys, [s >= 1 for s in r.sample_scores], k, seed=i)
+            for i, r in enumerate(rows)
+        )
+        / n
+        for k in ks
+    ]
+    if samples >= 3:
+        try:
+            summary.coverage_power_law = fit_coverage_power_law(list(ks), summary.pass_at_k)
+        except (ValueError, RuntimeError):  # flat coverage, or the fit did not converge
+            summary.coverage_power_law = None
+    return summary
+
+
+def _correct(row: ResultRow) -> int:
+    return sum(score >= 1 for score in row.sample_scores)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
