@@ -202,3 +202,13 @@ def test_bench_json_report_and_bad_input(isolated_home, tmp_path):
                 ["report", "no-such-run"]):  # fmt: skip
         failed = _cli(*bad, home=isolated_home)
         assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr
+
+
+def test_an_edited_jsonl_suite_starts_a_new_run(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    ledger = Ledger(tmp_path / "ledger.db")
+    path.write_text('{"question": "What is 2 + 2?", "answer": "4"}\n')
+    first = thinktank.benchmark(f"jsonl:{path}", ["single:max_tokens=8"], ledger=ledger)
+    path.write_text('{"question": "What is 3 + 3?", "answer": "6"}\n')
+    second = thinktank.benchmark(f"jsonl:{path}", ["single:max_tokens=8"], ledger=ledger)
+    assert first.run_id != second.run_id

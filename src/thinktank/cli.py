@@ -179,6 +179,11 @@ def _positive(kind: type) -> Any:
     return convert
 
 
+def _table_console() -> Console:
+    """Tables go to stdout; piped, they are not cut to 80 columns."""
+    return stdout if stdout.is_terminal else Console(width=160, highlight=False)
+
+
 def _print_json(payload: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
     sys.stdout.flush()
@@ -306,7 +311,7 @@ def _bench(args: argparse.Namespace) -> int:
             f"[green]{cop}" if s.on_frontier else cop,
             f"{s.seconds:.0f}",
         )
-    stdout.print(table)
+    _table_console().print(table)
     stderr.print(f"run {outcome.run_id}: `thinktank report {outcome.run_id}` draws the plots")
     return 0
 
@@ -364,9 +369,8 @@ def _ledger(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"runs": [run.__dict__ for run in runs]})
         return 0
-    # Piped output is not cut to 80 columns; in a terminal the question and the
-    # strategy give way first.
-    console = stdout if stdout.is_terminal else Console(width=160)
+    # In a terminal the question and the strategy give way first.
+    console = _table_console()
     fixed = {"run": 8, "started": 11, "model": 10, "answer": 8, "tokens": 6, "cost $": 8, "s": 6}
     flexible = max(6, min(28, (console.width - sum(fixed.values()) - 3 * 9) // 2))
     table = Table(box=box.SIMPLE_HEAD)

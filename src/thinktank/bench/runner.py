@@ -38,10 +38,8 @@ class BenchPlan:
     total: int
 
 
-def bench_run_id(suite: str, strategies: Sequence[str], models: Sequence[str], seed: int,
-                 budget: Budget | None) -> str:  # fmt: skip
-    config = {"suite": suite, "strategies": list(strategies), "models": list(models),
-              "seed": seed, "budget": asdict(budget) if budget else None}  # fmt: skip
+def bench_run_id(config: dict) -> str:
+    """The same arguments give the same id: that is what makes a run resumable."""
     return "bench-" + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -59,9 +57,13 @@ def plan_bench(
     built = [build_strategy(s) for s in strategies]
     loaded = [load_model(m) for m in models]
     specs, names = [s.spec for s in built], [m.name for m in loaded]
-    run_id = bench_run_id(suite.spec, specs, names, seed, budget)
-    config = {"suite": suite.spec, "strategies": specs, "models": names, "seed": seed,
-              "budget": asdict(budget) if budget else None}  # fmt: skip
+    # The digest keeps an edited JSONL file from resuming into a run of its old problems.
+    digest = hashlib.sha256(
+        json.dumps([(t.problem.id, t.problem.prompt) for t in suite.tasks]).encode()
+    ).hexdigest()[:12]
+    config = {"suite": suite.spec, "suite_digest": digest, "strategies": specs, "models": names,
+              "seed": seed, "budget": asdict(budget) if budget else None}  # fmt: skip
+    run_id = bench_run_id(config)
     ledger.start_bench(run_id, config)
     ledger.start_run(run_id, "bench", strategy=", ".join(specs), model=", ".join(names),
                      question=suite.spec)  # fmt: skip
