@@ -110,20 +110,48 @@ def test_more_samples_than_one_batch_holds(smollm2):
     assert len({c.token_ids for c in completions}) > 3
 
 
-def test_concurrent_calls_match_sequential_ones(smollm2):
-    samplings = [Sampling(temperature=1.0, max_tokens=10, seed=s) for s in range(4)]
-    expected = [[c.text for c in smollm2.generate(SUM_PROMPT, 2, s)] for s in samplings]
+def test_concurrent_calls_are_batched_together_without_crosstalk(smollm2):
+    # Different questions per thread: any mix-up between calls would show.
+    prompts = [[{"role": "user", "content": f"What is {i} + {i}?"}] for i in range(1, 5)]
+    greedy = Sampling(temperature=0.0, max_tokens=12)
+    before = smollm2.stats.decode_batches
+    expected = [[c.text for c in smollm2.generate(p, 2, greedy)] for p in prompts]
+    sequential_steps = smollm2.stats.decode_batches - before
     results: dict[int, list[str]] = {}
+    start = threading.Barrier(len(prompts))
 
     def call(i: int) -> None:
-        results[i] = [c.text for c in smollm2.generate(SUM_PROMPT, 2, samplings[i])]
+        start.wait()
+        results[i] = [c.text for c in smollm2.generate(prompts[i], 2, greedy)]
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    before = smollm2.stats.decode_batches
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(prompts))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert [results[i] for i in range(4)] == expected
+    concurrent_steps = smollm2.stats.decode_batches - before
+    # Greedy decoding is immune to the last-bit float differences batching may cause.
+    assert [results[i] for i in range(len(prompts))] == expected
+    assert concurrent_steps < sequential_steps  # several calls shared decode steps
+
+
+def test_calls_wait_for_free_slots_when_the_batch_is_full(smollm2):
+    sizes = [MAX_BATCH_SEQUENCES - 4, 10, 3]  # more sequences than slots at once
+    results: dict[int, list] = {}
+
+    def call(i: int) -> None:
+        results[i] = smollm2.generate(
+            SUM_PROMPT, sizes[i], Sampling(temperature=1.0, max_tokens=3, seed=i)
+        )
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(sizes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [len(results[i]) for i in range(len(sizes))] == sizes
+    assert all(1 <= c.completion_tokens <= 3 for r in results.values() for c in r)
 
 
 def test_base_model_continues_text_and_refuses_chat(gemma):

@@ -92,3 +92,26 @@ def test_extraction_on_real_smollm2_outputs(record):
     """Outputs SmolLM2 really wrote for reasoning-gym chain_sum (seeded, 128 tokens at
     temperature 0.7); ``stated_answer`` is what the text states, read by hand, right or wrong."""
     assert extract_answer(record["text"], "math") == record["stated_answer"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A real SmolLM2 HumanEval answer: code first, then a closing fence and prose.
+        (
+            "def truncate_number(number: float) -> float:\n    return int(round(number))\n```\n\n"
+            "This function uses the `truncate_number` function from the `math` module.",
+            "def truncate_number(number: float) -> float:\n    return int(round(number))\n",
+        ),
+        (
+            "Here:\n```python\ndef f(x):\n    return x + 1\n```\nDone.",
+            "def f(x):\n    return x + 1\n",
+        ),
+        ("```python\ndef f(x):\n    return x", "def f(x):\n    return x"),  # cut at max_tokens
+        ("    return x + 1\n", "    return x + 1\n"),  # a base model continuing the body
+        ("```\n    return x\n```", "    return x\n"),
+        ("", None),
+    ],
+)
+def test_code_extraction(text, expected):
+    assert extract_answer(text, "code") == expected

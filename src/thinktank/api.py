@@ -95,7 +95,7 @@ def benchmark(
     seed: int = 0,
     budget: Budget | None = None,
     ledger: Ledger | None = None,
-    concurrency: int = 1,
+    concurrency: int = 4,
     on_plan: Callable[[BenchPlan], None] | None = None,
     on_result: Callable[[ResultRow], None] | None = None,
 ) -> BenchOutcome:
@@ -103,6 +103,9 @@ def benchmark(
 
     Calling again with the same arguments continues the same run (same run id):
     problems already scored are not redone. ``budget`` applies to each problem.
+    ``concurrency`` problems are solved at once; the embedded backend batches
+    their samples together (results then depend slightly on which problems
+    shared a batch, so a seed reproduces a run exactly only at concurrency 1).
     """
     ledger = ledger if ledger is not None else Ledger()
     plan = plan_bench(suite, strategies, models, seed=seed, budget=budget, ledger=ledger)

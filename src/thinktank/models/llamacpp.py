@@ -5,6 +5,12 @@ prompt token carries every sequence id, so the unified KV cache stores it once)
 and then decodes the ``n`` sequences together, one batch per step. Sampling is
 vectorized numpy over the batch's logits; each sample has its own random
 generator seeded from ``(seed, sample index)``, so a seed fixes the output.
+
+Concurrent calls share the batch: one scheduler thread owns the llama.cpp
+context, admits each call's sequences as soon as KV slots and cells are free,
+and decodes every live sequence of every call in one ``llama_decode`` per step
+(continuous batching). Problems solved in parallel therefore fill the batch
+that one problem's long tail would leave nearly empty.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -34,10 +41,16 @@ from thinktank.models.base import (
     Sampling,
 )
 
-#: Sequences decoded in one batch at most; larger ``n`` is decoded in waves.
+#: Sequences decoded in one batch at most (over all calls); a larger ``n`` is
+#: split into requests of at most this many, which wait for free slots.
 MAX_BATCH_SEQUENCES = 64
+#: Prompt tokens per prefill batch.
+_PREFILL_CHUNK = 512
 #: KV cells one context may hold (memory: about 23 kB a cell for SmolLM2-135M).
 MAX_CONTEXT_CELLS = 32768
+#: KV cells of a new context: room for several calls in flight at once (each
+#: reserves its prompt plus n x max_tokens), about 380 MB for SmolLM2-135M.
+MIN_CONTEXT_CELLS = 16384
 #: Top-p first looks for the nucleus among this many most likely tokens (cheap),
 #: and sorts the whole vocabulary only when they do not reach ``top_p``.
 _NUCLEUS_PROBE = 64
@@ -84,10 +97,39 @@ class _Sequence:
     stop_at: int | None = None  # character offset where a stop string begins
 
 
+@dataclass
+class _Request:
+    """Up to MAX_BATCH_SEQUENCES samples of one prompt, decoded in lockstep."""
+
+    prompt_ids: tuple[int, ...]
+    sequences: list[_Sequence]
+    sampling: Sampling
+    max_tokens: int
+    stops: tuple[bytes, ...]
+    deadline: float | None
+    progress: ProgressCallback | None
+    progress_offset: int  # tokens of earlier requests of the same call
+    position: int = 0  # KV position of the next token (the same for all its sequences)
+    logits: np.ndarray | None = None  # one row per live sequence, to sample from
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    cancelled: bool = False  # its caller stopped waiting
+
+    @property
+    def cells(self) -> int:
+        """KV cells it may need: the shared prompt plus every sample at full length."""
+        return len(self.prompt_ids) + len(self.sequences) * self.max_tokens
+
+    @property
+    def live(self) -> list[_Sequence]:
+        return [s for s in self.sequences if s.finish is None]
+
+
 class LlamaCppModel:
     """A GGUF model served by llama.cpp in this process.
 
-    Thread-safe: concurrent `generate` calls are serialized on one lock.
+    Thread-safe: concurrent `generate` calls are batched together by one
+    scheduler thread (see the module docstring).
     """
 
     def __init__(
@@ -126,22 +168,31 @@ class LlamaCppModel:
             [llama.llama_vocab_is_eog(self._vocab, t) for t in range(self.n_vocab)], dtype=bool
         )
         self._ctx = None
+        self._batch: llama.llama_batch | None = None
         self._ctx_cells = 0
-        self._ctx_seqs = 0
-        self._lock = threading.Lock()
+        self._cells_reserved = 0
+        self._free_slots: list[int] = []
+        self._queue: deque[_Request] = deque()
+        self._active: list[_Request] = []  # touched by the scheduler thread only
+        self._wakeup = threading.Condition()
+        self._scheduler: threading.Thread | None = None
+        self._closed = False
         self.stats = DecodeStats()
 
     def __repr__(self) -> str:
         return f"LlamaCppModel(name={self.name!r}, path={str(self.path)!r})"
 
     def close(self) -> None:
-        with self._lock:
-            if self._ctx is not None:
-                llama.llama_free(self._ctx)
-                self._ctx = None
-            if self._model is not None:
-                llama.llama_model_free(self._model)
-                self._model = None
+        """Stop the scheduler (after the calls in flight) and free llama.cpp's memory."""
+        with self._wakeup:
+            self._closed = True
+            self._wakeup.notify_all()
+        if self._scheduler is not None:
+            self._scheduler.join()
+        self._free_context()
+        if self._model is not None:
+            llama.llama_model_free(self._model)
+            self._model = None
 
     # -- prompts -------------------------------------------------------------
 
@@ -224,19 +275,52 @@ class LlamaCppModel:
         if len(prompt_ids) + max_tokens > MAX_CONTEXT_CELLS:
             raise ThinktankError(f"prompt plus max_tokens exceed {MAX_CONTEXT_CELLS} tokens")
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
-        wave = min(MAX_BATCH_SEQUENCES, n, (MAX_CONTEXT_CELLS - len(prompt_ids)) // max_tokens)
-        done: list[Completion] = []
-        with self._lock:
-            for start in range(0, n, wave):
-                sequences = [
-                    _Sequence(i, i - start, np.random.default_rng([seed, i]), [], [], bytearray())
-                    for i in range(start, min(n, start + wave))
-                ]
-                earlier = sum(c.completion_tokens for c in done)
-                wave_progress = None if progress is None else (lambda t, e=earlier: progress(e + t))
-                self._decode(prompt_ids, sequences, sampling, max_tokens, deadline, wave_progress)
-                done += [self._completion(s, len(prompt_ids), seed) for s in sequences]
-        return done
+        per_request = min(MAX_BATCH_SEQUENCES, (MAX_CONTEXT_CELLS - len(prompt_ids)) // max_tokens)
+        stops = tuple(s.encode() for s in sampling.stop if s)
+        requests = [
+            _Request(
+                prompt_ids=prompt_ids,
+                sequences=[
+                    _Sequence(i, -1, np.random.default_rng([seed, i]), [], [], bytearray())
+                    for i in range(start, min(n, start + per_request))
+                ],
+                sampling=sampling,
+                max_tokens=max_tokens,
+                stops=stops,
+                deadline=deadline,
+                progress=progress,
+                progress_offset=start * max_tokens,
+            )
+            for start in range(0, n, per_request)
+        ]
+        self._submit(requests)
+        try:
+            for request in requests:
+                request.done.wait()
+        except BaseException:
+            for request in requests:
+                request.cancelled = True
+            raise
+        for request in requests:
+            if request.error is not None:
+                raise request.error
+        return [
+            self._completion(seq, len(prompt_ids), seed)
+            for request in requests
+            for seq in request.sequences
+        ]
+
+    def _submit(self, requests: list[_Request]) -> None:
+        with self._wakeup:
+            if self._closed:
+                raise ThinktankError(f"{self.name} is closed")
+            self._queue.extend(requests)
+            if self._scheduler is None:
+                self._scheduler = threading.Thread(
+                    target=self._serve, name=f"thinktank-{self.name}", daemon=True
+                )
+                self._scheduler.start()
+            self._wakeup.notify_all()
 
     def _completion(self, seq: _Sequence, prompt_tokens: int, seed: int) -> Completion:
         text = seq.text.decode("utf-8", errors="replace")
@@ -251,84 +335,152 @@ class LlamaCppModel:
             seed=seed,
         )
 
-    def _ensure_context(self, cells: int, sequences: int) -> None:
-        if self._ctx is not None and self._ctx_cells >= cells and self._ctx_seqs >= sequences:
-            return
-        if self._ctx is not None:
-            llama.llama_free(self._ctx)
-            self._ctx = None
-        cells = min(MAX_CONTEXT_CELLS, max(4096, 1 << math.ceil(math.log2(cells))))
-        sequences = max(self._ctx_seqs, 16, 1 << math.ceil(math.log2(sequences)))
+    # -- the scheduler thread --------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._queue and not self._active and not self._closed:
+                    self._wakeup.wait()
+                if self._closed and not self._queue and not self._active:
+                    return
+                admitted = self._admit()
+            for request in admitted:
+                self._guard(self._prefill, request)
+            self._guard(self._step)
+
+    def _guard(self, work: Callable[..., None], *args: _Request) -> None:
+        """Run scheduler work; a failure ends the requests it touched, not the thread."""
+        try:
+            work(*args)
+        except BaseException as exc:
+            for request in args or list(self._active):
+                request.error = exc
+                self._finish(request)
+
+    def _admit(self) -> list[_Request]:
+        """Move queued requests (first come, first served) into free KV slots and cells."""
+        admitted: list[_Request] = []
+        while self._queue:
+            request = self._queue[0]
+            if request.cancelled:
+                self._queue.popleft()
+                request.done.set()
+                continue
+            k = len(request.sequences)
+            idle = not self._active and not admitted
+            if idle and (self._ctx is None or request.cells > self._ctx_cells):
+                self._new_context(request.cells)  # only while nothing is in flight
+            if k > len(self._free_slots) or self._cells_reserved + request.cells > self._ctx_cells:
+                break
+            self._queue.popleft()
+            for seq in request.sequences:
+                seq.slot = self._free_slots.pop()
+            self._cells_reserved += request.cells
+            self._active.append(request)
+            admitted.append(request)
+        return admitted
+
+    def _new_context(self, cells: int) -> None:
+        self._free_context()
+        cells = min(MAX_CONTEXT_CELLS, max(MIN_CONTEXT_CELLS, 1 << math.ceil(math.log2(cells))))
         params = llama.llama_context_default_params()
         params.n_ctx = cells
-        params.n_batch = 512
-        params.n_ubatch = 512
-        params.n_seq_max = min(sequences, MAX_BATCH_SEQUENCES)
+        params.n_batch = params.n_ubatch = _PREFILL_CHUNK
+        params.n_seq_max = MAX_BATCH_SEQUENCES
         params.kv_unified = True
         params.n_threads = params.n_threads_batch = self._n_threads
         params.no_perf = True
         ctx = llama.llama_init_from_model(self._model, params)
         if not ctx:
             raise ThinktankError(f"llama.cpp could not create a context of {cells} tokens")
-        self._ctx, self._ctx_cells, self._ctx_seqs = ctx, cells, params.n_seq_max
+        self._ctx, self._ctx_cells = ctx, cells
+        self._batch = llama.llama_batch_init(_PREFILL_CHUNK, 0, MAX_BATCH_SEQUENCES)
+        self._free_slots = list(range(MAX_BATCH_SEQUENCES - 1, -1, -1))
+        self._cells_reserved = 0
 
-    def _decode(
-        self,
-        prompt_ids: Sequence[int],
-        sequences: list[_Sequence],
-        sampling: Sampling,
-        max_tokens: int,
-        deadline: float | None,
-        progress: ProgressCallback | None,
-    ) -> None:
-        k = len(sequences)
-        self._ensure_context(len(prompt_ids) + k * max_tokens, k)
-        llama.llama_memory_clear(llama.llama_get_memory(self._ctx), False)
-        batch = llama.llama_batch_init(max(512, k), 0, k)
-        try:
-            # One prefill shared by all k sequences.
-            last_row = None
-            for chunk_start in range(0, len(prompt_ids), 512):
-                chunk = prompt_ids[chunk_start : chunk_start + 512]
-                is_last = chunk_start + 512 >= len(prompt_ids)
-                self._fill(batch, chunk, chunk_start, range(k), output_last=is_last)
-                last_row = self._run(batch, 1 if is_last else 0)
-                self.stats.prefill_tokens += len(chunk)
-            logits = np.repeat(last_row, k, axis=0)
-            active = list(sequences)
-            position = len(prompt_ids)
-            stop_strings = tuple(s.encode() for s in sampling.stop if s)
-            generated = 0
-            while active:
-                chosen, logprobs = _sample(logits, [s.rng for s in active], sampling)
-                for seq, token, logprob in zip(active, chosen, logprobs, strict=True):
-                    self._accept(seq, int(token), float(logprob), stop_strings, max_tokens)
-                generated += len(active)
-                self.stats.sampled_tokens += len(active)
-                if progress is not None:
-                    progress(generated)
-                active = [s for s in active if s.finish is None]
-                if active and deadline is not None and time.monotonic() >= deadline:
-                    for seq in active:
-                        seq.finish = "budget"
-                    active = []
-                if not active:
-                    break
-                self._fill_step(batch, active, position)
-                logits = self._run(batch, len(active))
-                self.stats.decode_batches += 1
-                position += 1
-        finally:
-            llama.llama_batch_free(batch)
+    def _free_context(self) -> None:
+        if self._batch is not None:
+            llama.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx is not None:
+            llama.llama_free(self._ctx)
+            self._ctx = None
 
-    def _accept(
-        self,
-        seq: _Sequence,
-        token: int,
-        logprob: float,
-        stop_strings: tuple[bytes, ...],
-        max_tokens: int,
-    ) -> None:
+    def _prefill(self, request: _Request) -> None:
+        """Decode the prompt once for all the request's sequences."""
+        prompt, batch = request.prompt_ids, self._batch
+        slots = [seq.slot for seq in request.sequences]
+        last_row = None
+        for start in range(0, len(prompt), _PREFILL_CHUNK):
+            chunk = prompt[start : start + _PREFILL_CHUNK]
+            for i, token in enumerate(chunk):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, len(slots)
+                for j, slot in enumerate(slots):
+                    batch.seq_id[i][j] = slot
+                batch.logits[i] = 0
+            is_last = start + _PREFILL_CHUNK >= len(prompt)
+            batch.logits[len(chunk) - 1] = int(is_last)
+            batch.n_tokens = len(chunk)
+            last_row = self._decode_batch(1 if is_last else 0)
+            self.stats.prefill_tokens += len(chunk)
+        request.logits = np.repeat(last_row, len(slots), axis=0)
+        request.position = len(prompt)
+
+    def _step(self) -> None:
+        """Sample one token for every live sequence, then decode them all in one batch."""
+        for request in list(self._active):
+            if request.cancelled:
+                self._finish(request)
+                continue
+            live = request.live
+            chosen, logprobs = _sample(request.logits, [s.rng for s in live], request.sampling)
+            for seq, token, logprob in zip(live, chosen, logprobs, strict=True):
+                self._accept(seq, int(token), float(logprob), request)
+            self.stats.sampled_tokens += len(live)
+            if request.progress is not None:
+                generated = sum(len(s.tokens) for s in request.sequences)
+                try:
+                    request.progress(request.progress_offset + generated)
+                except BaseException as exc:  # e.g. Ctrl-C raised in the caller's callback
+                    request.error = exc
+                    self._finish(request)
+                    continue
+            if request.deadline is not None and time.monotonic() >= request.deadline:
+                for seq in request.live:
+                    seq.finish = "budget"
+            if not request.live:
+                self._finish(request)
+        rows = [(request, seq) for request in self._active for seq in request.live]
+        if not rows:
+            return
+        batch = self._batch
+        for i, (request, seq) in enumerate(rows):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = seq.tokens[-1], request.position, 1
+            batch.seq_id[i][0] = seq.slot
+            batch.logits[i] = 1
+        batch.n_tokens = len(rows)
+        logits = self._decode_batch(len(rows))
+        self.stats.decode_batches += 1
+        start = 0
+        for request in self._active:
+            count = len(request.live)
+            request.logits = logits[start : start + count]
+            request.position += 1
+            start += count
+
+    def _finish(self, request: _Request) -> None:
+        """Release the request's KV slots and cells, and wake its caller."""
+        if request in self._active:
+            self._active.remove(request)
+            memory = llama.llama_get_memory(self._ctx)
+            for seq in request.sequences:
+                llama.llama_memory_seq_rm(memory, seq.slot, -1, -1)
+                self._free_slots.append(seq.slot)
+            self._cells_reserved -= request.cells
+        request.done.set()
+
+    def _accept(self, seq: _Sequence, token: int, logprob: float, request: _Request) -> None:
         seq.tokens.append(token)
         seq.logprobs.append(logprob)
         if self._eog[token]:
@@ -336,45 +488,17 @@ class LlamaCppModel:
             return
         before = len(seq.text)
         seq.text += self._piece(token)
-        for stop in stop_strings:
+        for stop in request.stops:
             at = seq.text.find(stop, max(0, before - len(stop) + 1))
             if at >= 0:
                 seq.finish = "stop"
                 seq.stop_at = len(seq.text[:at].decode("utf-8", errors="replace"))
                 return
-        if len(seq.tokens) >= max_tokens:
+        if len(seq.tokens) >= request.max_tokens:
             seq.finish = "length"
 
-    def _fill(
-        self,
-        batch: llama.llama_batch,
-        tokens: Sequence[int],
-        first_pos: int,
-        seq_ids: range,
-        *,
-        output_last: bool,
-    ) -> None:
-        for i, token in enumerate(tokens):
-            batch.token[i] = token
-            batch.pos[i] = first_pos + i
-            batch.n_seq_id[i] = len(seq_ids)
-            for j, seq_id in enumerate(seq_ids):
-                batch.seq_id[i][j] = seq_id
-            batch.logits[i] = 0
-        batch.logits[len(tokens) - 1] = int(output_last)
-        batch.n_tokens = len(tokens)
-
-    def _fill_step(self, batch: llama.llama_batch, active: list[_Sequence], pos: int) -> None:
-        for i, seq in enumerate(active):
-            batch.token[i] = seq.tokens[-1]
-            batch.pos[i] = pos
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = seq.slot
-            batch.logits[i] = 1
-        batch.n_tokens = len(active)
-
-    def _run(self, batch: llama.llama_batch, n_outputs: int) -> np.ndarray:
-        status = llama.llama_decode(self._ctx, batch)
+    def _decode_batch(self, n_outputs: int) -> np.ndarray:
+        status = llama.llama_decode(self._ctx, self._batch)
         if status != 0:
             raise ThinktankError(f"llama_decode failed with status {status}")
         if not n_outputs:

@@ -37,7 +37,8 @@ _ANSWER_CUE = re.compile(
 _CLAUSE_END = re.compile(r"\.(?!\d)|,\s|\n")
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
 _CHOICE = re.compile(r"\(?\b([A-J])\b\)?")
-_CODE_BLOCK = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
+_FENCE_LANGUAGE = re.compile(r"^(?:python3?|py)?[ \t]*\n")
+_DEFINITION = re.compile(r"^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+\w+", re.MULTILINE)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
@@ -144,13 +145,18 @@ def _extract_text(text: str) -> str | None:
 
 
 def _extract_code(text: str) -> str | None:
-    """The last fenced block that defines something (else the last block, else the text).
+    """The last piece of the text that defines a function or class.
 
-    An unterminated fence (the sample hit max_tokens) still yields its code.
+    Pieces are what the code fences separate, so an unterminated block (the
+    sample hit max_tokens) and a block that only has its closing fence still
+    yield their code. With no definition anywhere (a base model continuing a
+    function's body) the first fenced block, else the whole text, is the code.
     """
-    blocks = [block for block in _CODE_BLOCK.findall(text) if block.strip()]
-    defining = [block for block in blocks if "def " in block or "class " in block]
-    code = (defining or blocks or [text])[-1]
+    pieces = [_FENCE_LANGUAGE.sub("", piece, count=1) for piece in text.split("```")]
+    defining = [piece for piece in pieces if _DEFINITION.search(piece)]
+    if defining:
+        return defining[-1]
+    code = pieces[1] if len(pieces) > 1 else text
     return code if code.strip() else None
 
 
