@@ -70,6 +70,25 @@ def _markdown(run_id: str, config: dict, summaries: list[ConfigSummary], plots: 
     return "\n".join(lines)
 
 
+def _style(
+    axes: plt.Axes,
+    title: str,
+    xlabel: str,
+    *,
+    ylabel: str = "accuracy",
+    log_base: int = 10,
+    legend_size: int = 8,
+) -> None:
+    """The look the accuracy plots share: log x, y from 0 to 1, legend and grid."""
+    axes.set_xscale("log", base=log_base)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_ylim(0, 1)
+    axes.set_title(title)
+    axes.legend(fontsize=legend_size)
+    axes.grid(alpha=0.3)
+
+
 def _save(figure: plt.Figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -89,13 +108,8 @@ def _plot_accuracy_vs_tokens(summaries: list[ConfigSummary], path: Path) -> Path
             ks = range(1, s.samples + 1)
             axes.plot([k * per_sample for k in ks], s.majority_at_k, "-", alpha=0.5,
                       color=line[0].get_color())  # fmt: skip
-    axes.set_xscale("log")
-    axes.set_xlabel("tokens per problem (log)")
-    axes.set_ylabel("accuracy")
-    axes.set_ylim(0, 1)
-    axes.set_title("Accuracy vs tokens (lines: majority@k of the same samples)")
-    axes.legend(fontsize=8)
-    axes.grid(alpha=0.3)
+    _style(axes, "Accuracy vs tokens (lines: majority@k of the same samples)",
+           "tokens per problem (log)")  # fmt: skip
     return _save(figure, path)
 
 
@@ -111,13 +125,8 @@ def _plot_scaling(summaries: list[ConfigSummary], path: Path) -> Path:
             fine = [k / 10 for k in range(10, 10 * s.samples + 1)]
             axes.plot(fine, [_power_law(k, a, b) for k in fine], ":", color=line.get_color(),
                       alpha=0.7)  # fmt: skip
-    axes.set_xscale("log", base=2)
-    axes.set_xlabel("k samples (log)")
-    axes.set_ylabel("fraction of problems")
-    axes.set_ylim(0, 1)
-    axes.set_title("pass@k (dashed, ground-truth upper bound) and majority@k (solid)")
-    axes.legend(fontsize=7)
-    axes.grid(alpha=0.3)
+    _style(axes, "pass@k (dashed, ground-truth upper bound) and majority@k (solid)",
+           "k samples (log)", ylabel="fraction of problems", log_base=2, legend_size=7)  # fmt: skip
     return _save(figure, path)
 
 
@@ -150,11 +159,5 @@ def _plot_pareto(summaries: list[ConfigSummary], path: Path) -> Path:
     front = sorted((s for s in summaries if s.on_pareto_front), key=lambda s: s.cost_per_problem)
     axes.step([s.cost_per_problem for s in front], [s.accuracy for s in front], where="post",
               color="gray", alpha=0.6, label="Pareto front")  # fmt: skip
-    axes.set_xscale("log")
-    axes.set_xlabel("$ per problem (log)")
-    axes.set_ylabel("accuracy")
-    axes.set_ylim(0, 1)
-    axes.set_title("Accuracy-cost Pareto front (stars)")
-    axes.legend(fontsize=8)
-    axes.grid(alpha=0.3)
+    _style(axes, "Accuracy-cost Pareto front (stars)", "$ per problem (log)")
     return _save(figure, path)
