@@ -10,6 +10,8 @@ from thinktank.ledger import Ledger
 from thinktank.meter import Budget
 from thinktank.spec import parse_spec
 from thinktank.strategies import STRATEGIES, SelfConsistency, build_strategy
+from thinktank.strategies.sampling import confidence_weights, decision_confidence
+from thinktank.verify import answer_key
 
 
 def test_spec_strings_build_configured_strategies():
@@ -30,6 +32,9 @@ def test_spec_strings_build_configured_strategies():
         ("self-consistency:n=0", "n must be >= 1"),
         ("self-consistency:n=2,n=3", "given twice"),
         ("single:temperature=-1", "temperature"),
+        ("weighted-vote:weight=loudest", "weight must be one of"),
+        ("adaptive-consistency:batch=20", "batch must be in"),
+        ("adaptive-consistency:confidence=1.5", "confidence"),
     ],
 )
 def test_bad_specs_fail_clearly(spec, message):
@@ -38,7 +43,12 @@ def test_bad_specs_fail_clearly(spec, message):
 
 
 def test_registry_lists_every_strategy_once():
-    assert set(STRATEGIES) == {"single", "self-consistency"}
+    assert set(STRATEGIES) == {
+        "single",
+        "self-consistency",
+        "weighted-vote",
+        "adaptive-consistency",
+    }
 
 
 def test_self_consistency_votes_over_real_samples(isolated_home):
@@ -93,3 +103,43 @@ def test_base_model_gets_a_few_shot_prompt(gemma):
     # The stop strings end the answer before the model invents the next question.
     assert "Question:" not in solution.candidates[0].text
     assert solution.answer is not None
+
+
+def test_weighted_vote_weighs_real_samples_by_their_probability():
+    solution = thinktank.solve(
+        "State the final answer: 6 + 3 =",
+        strategy="weighted-vote:n=6,max_tokens=48,weight=sequence-prob",
+        seed=5,
+    )
+    weights = confidence_weights(solution.candidates, "sequence-prob")
+    assert max(weights) == pytest.approx(1.0)  # normalized to the most likely sample
+    assert all(0 < w <= 1 for w in weights)
+    totals: dict[str, float] = {}
+    for candidate, weight in zip(solution.candidates, weights, strict=True):
+        if candidate.answer is not None:
+            key = answer_key(candidate.answer, "math")
+            totals[key] = totals.get(key, 0.0) + weight
+    assert answer_key(solution.answer, "math") == max(totals, key=totals.get)
+    assert sum(solution.votes.values()) == pytest.approx(sum(totals.values()))
+
+
+def test_decision_confidence_follows_the_beta_rule():
+    assert decision_confidence([4]) == pytest.approx(1 - 0.5**5)
+    assert decision_confidence([2, 2]) == pytest.approx(0.5)
+    assert decision_confidence([3, 1]) < decision_confidence([4]) < decision_confidence([8])
+    assert decision_confidence([]) == 0.0
+
+
+def test_adaptive_consistency_stops_when_decided_and_not_before():
+    easy = thinktank.solve(
+        "What is 1 + 1?",
+        strategy="adaptive-consistency:max_n=12,batch=4,max_tokens=32,temperature=0.3",
+        seed=2,
+    )
+    steps = easy.trace
+    assert [step["samples"] for step in steps] == [4 * (i + 1) for i in range(len(steps))]
+    assert easy.usage.completions == steps[-1]["samples"] <= 12
+    # It stopped at the first batch whose vote was decided, or ran to max_n.
+    assert all(step["confidence"] < 0.95 for step in steps[:-1])
+    assert steps[-1]["confidence"] >= 0.95 or steps[-1]["samples"] == 12
+    assert easy.usage.calls == len(steps)

@@ -19,7 +19,9 @@ class Candidate:
     answer: str | None
     finish_reason: str
     completion_tokens: int
-    #: Mean per-token log-probability: a confidence some aggregators weigh by.
+    #: Log-probability of the whole sample, and per token: confidences that
+    #: weighted votes use. None when the backend gives no logprobs.
+    logprob: float | None = None
     mean_logprob: float | None = None
 
     @classmethod
@@ -30,6 +32,7 @@ class Candidate:
             answer=extract_answer(completion.text, kind),
             finish_reason=completion.finish_reason,
             completion_tokens=completion.completion_tokens,
+            logprob=sum(logprobs) if logprobs else None,
             mean_logprob=sum(logprobs) / len(logprobs) if logprobs else None,
         )
 

@@ -5,9 +5,23 @@ from __future__ import annotations
 from thinktank.errors import SpecError
 from thinktank.spec import build, parse_spec
 from thinktank.strategies.base import Context, Strategy
-from thinktank.strategies.sampling import SelfConsistency, Single
+from thinktank.strategies.sampling import (
+    AdaptiveConsistency,
+    SelfConsistency,
+    Single,
+    WeightedVote,
+)
 
-__all__ = ["STRATEGIES", "Context", "SelfConsistency", "Single", "Strategy", "build_strategy"]
+__all__ = [
+    "STRATEGIES",
+    "AdaptiveConsistency",
+    "Context",
+    "SelfConsistency",
+    "Single",
+    "Strategy",
+    "WeightedVote",
+    "build_strategy",
+]
 
 #: Every strategy by name. A new technique is one class and one line here.
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -15,6 +29,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
     for cls in (
         Single,
         SelfConsistency,
+        WeightedVote,
+        AdaptiveConsistency,
     )
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -75,3 +76,100 @@ class SelfConsistency(SamplingOptions, Strategy):
         candidates = sample_candidates(problem, ctx, self.n, self.sampling())
         vote = majority_vote([c.answer for c in candidates], problem.kind)
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts)
+
+
+WEIGHTS = ("mean-logprob", "sequence-prob")
+
+
+@dataclass
+class WeightedVote(SamplingOptions, Strategy):
+    """Self-consistency where each sample's vote counts by the model's confidence in it.
+
+    ``mean-logprob`` weighs by the geometric mean token probability
+    (exp of the mean log-probability); ``sequence-prob`` by the whole sample's
+    probability, normalized over the n samples.
+    """
+
+    name: ClassVar[str] = "weighted-vote"
+    summary: ClassVar[str] = "n samples, votes weighted by sequence or mean token probability"
+
+    n: int = 8
+    weight: str = "mean-logprob"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
+        if self.weight not in WEIGHTS:
+            raise ValueError(f"weight must be one of {', '.join(WEIGHTS)}")
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        candidates = sample_candidates(problem, ctx, self.n, self.sampling())
+        weights = confidence_weights(candidates, self.weight)
+        vote = majority_vote([c.answer for c in candidates], problem.kind, weights)
+        return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts)
+
+
+def confidence_weights(candidates: list[Candidate], weight: str) -> list[float]:
+    """One weight per candidate; all 1.0 when the backend gave no log-probabilities."""
+    if any(c.logprob is None for c in candidates):
+        return [1.0] * len(candidates)
+    if weight == "mean-logprob":
+        return [math.exp(c.mean_logprob) for c in candidates]
+    best = max(c.logprob for c in candidates)  # normalized: exp of raw sums underflows
+    return [math.exp(c.logprob - best) for c in candidates]
+
+
+@dataclass
+class AdaptiveConsistency(SamplingOptions, Strategy):
+    """Self-consistency that stops sampling once the vote is decided (Aggarwal et al., 2023).
+
+    Samples come in batches of ``batch``; after each, the stopping rule asks how
+    likely the leading answer is to stay ahead of the runner-up: with counts
+    a and b, P(p_a > p_b) under a Beta(a + 1, b + 1) posterior. Sampling stops
+    when that reaches ``confidence``, or at ``max_n`` samples.
+    """
+
+    name: ClassVar[str] = "adaptive-consistency"
+    summary: ClassVar[str] = "samples in small batches until the vote is decided (Beta rule)"
+
+    max_n: int = 16
+    batch: int = 4
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.batch <= self.max_n:
+            raise ValueError("batch must be in 1..max_n")
+        if not 0.5 < self.confidence < 1:
+            raise ValueError("confidence must be in (0.5, 1)")
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        candidates: list[Candidate] = []
+        trace = []
+        vote = majority_vote([], problem.kind)
+        while len(candidates) < self.max_n:
+            batch = sample_candidates(
+                problem, ctx, min(self.batch, self.max_n - len(candidates)), self.sampling()
+            )
+            if not batch:  # the budget ran out
+                break
+            candidates += batch
+            vote = majority_vote([c.answer for c in candidates], problem.kind)
+            decided = decision_confidence(list(vote.counts.values()))
+            trace.append({"samples": len(candidates), "confidence": decided})
+            if decided >= self.confidence:
+                break
+        return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts, trace=trace)
+
+
+def decision_confidence(counts: list[float]) -> float:
+    """P(the leading answer's share beats the runner-up's) under a Beta posterior."""
+    from scipy.special import betainc  # slow to import; only this rule needs it
+
+    if not counts:
+        return 0.0
+    ranked = [*sorted(counts, reverse=True), 0.0]
+    leader, runner_up = ranked[0], ranked[1]
+    # P(X > 1/2) for X ~ Beta(leader + 1, runner_up + 1), the leader's share of the two.
+    return float(1.0 - betainc(leader + 1, runner_up + 1, 0.5))
