@@ -68,6 +68,19 @@ def test_greedy_samples_agree_and_logprobs_are_the_argmax(smollm2):
     assert min(first.logprobs) > -11
 
 
+def test_top_logprobs_list_the_most_likely_tokens_first(smollm2):
+    [completion] = smollm2.generate(
+        SUM_PROMPT, 1, Sampling(temperature=0.0, max_tokens=3, top_logprobs=5)
+    )
+    assert len(completion.top_logprobs) == completion.completion_tokens
+    for top, chosen_logprob in zip(completion.top_logprobs, completion.logprobs, strict=True):
+        values = list(top.values())
+        assert values == sorted(values, reverse=True) and len(values) <= 5
+        assert values[0] == pytest.approx(chosen_logprob, abs=1e-4)  # greedy took the best
+    [plain] = smollm2.generate(SUM_PROMPT, 1, Sampling(temperature=0.0, max_tokens=3))
+    assert plain.top_logprobs is None
+
+
 def test_max_tokens_and_length_finish(smollm2):
     prompt = [{"role": "user", "content": "Write a long story about a dragon."}]
     completions = smollm2.generate(prompt, 3, Sampling(temperature=0.8, max_tokens=5, seed=3))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import thinktank
@@ -12,6 +14,7 @@ from thinktank.spec import parse_spec
 from thinktank.strategies import STRATEGIES, SelfConsistency, build_strategy
 from thinktank.strategies.sampling import confidence_weights, decision_confidence
 from thinktank.verify import answer_key
+from thinktank.verify.self_eval import yes_probability
 
 
 def test_spec_strings_build_configured_strategies():
@@ -35,6 +38,7 @@ def test_spec_strings_build_configured_strategies():
         ("weighted-vote:weight=loudest", "weight must be one of"),
         ("adaptive-consistency:batch=20", "batch must be in"),
         ("adaptive-consistency:confidence=1.5", "confidence"),
+        ("best-of-n:verifier=oracle", "verifier must be one of"),
     ],
 )
 def test_bad_specs_fail_clearly(spec, message):
@@ -48,6 +52,7 @@ def test_registry_lists_every_strategy_once():
         "self-consistency",
         "weighted-vote",
         "adaptive-consistency",
+        "best-of-n",
     }
 
 
@@ -143,3 +148,25 @@ def test_adaptive_consistency_stops_when_decided_and_not_before():
     assert all(step["confidence"] < 0.95 for step in steps[:-1])
     assert steps[-1]["confidence"] >= 0.95 or steps[-1]["samples"] == 12
     assert easy.usage.calls == len(steps)
+
+
+def test_yes_probability_reads_yes_and_no_in_any_form():
+    assert yes_probability({" Yes": math.log(0.3), "no": math.log(0.1), "2": -1.0}) == (
+        pytest.approx(0.75)
+    )
+    assert yes_probability({"The": -0.1}) == 0.5
+
+
+def test_best_of_n_keeps_the_answer_its_verifier_scores_highest(isolated_home):
+    solution = thinktank.solve(
+        "What is 3 + 4?", strategy="best-of-n:n=4,max_tokens=48,verifier=self-eval", seed=1
+    )
+    scored = [c for c in solution.candidates if c.answer is not None]
+    assert scored and all(0.0 <= c.score <= 1.0 for c in scored)
+    best = max(c.score for c in scored)
+    assert solution.votes[solution.answer] == pytest.approx(best)
+    # One sampling call, then one judging call per distinct answer, all metered.
+    distinct = {answer_key(c.answer, "math") for c in scored}
+    assert solution.usage.calls == 1 + len(distinct)
+    rows = Ledger().calls(solution.run_id)
+    assert sum(r.n for r in rows) == solution.usage.completions == 4 + len(distinct)

@@ -23,6 +23,8 @@ class Candidate:
     #: weighted votes use. None when the backend gives no logprobs.
     logprob: float | None = None
     mean_logprob: float | None = None
+    #: A verifier's score, when a strategy used one.
+    score: float | None = None
 
     @classmethod
     def from_completion(cls, completion: Completion, kind: Kind) -> Candidate:

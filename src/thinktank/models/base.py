@@ -28,8 +28,12 @@ class Sampling:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    #: Also return the k most likely tokens at each position, with their logprobs.
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.top_logprobs <= 20:
+            raise ValueError("top_logprobs must be in 0..20")
         if self.temperature < 0:
             raise ValueError("temperature must be >= 0")
         if not 0 < self.top_p <= 1:
@@ -57,6 +61,9 @@ class Completion:
     finish_reason: FinishReason
     prompt_tokens: int
     seed: int | None = None
+    #: With ``Sampling.top_logprobs = k``: per position, the k most likely token
+    #: texts and their logprobs (temperature 1), most likely first.
+    top_logprobs: tuple[dict[str, float], ...] | None = None
 
     @property
     def completion_tokens(self) -> int:

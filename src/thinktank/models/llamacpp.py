@@ -93,6 +93,7 @@ class _Sequence:
     tokens: list[int]
     logprobs: list[float]
     text: bytearray
+    top: list[dict[str, float]] = field(default_factory=list)  # with top_logprobs
     finish: FinishReason | None = None
     stop_at: int | None = None  # character offset where a stop string begins
 
@@ -333,6 +334,7 @@ class LlamaCppModel:
             finish_reason=seq.finish or "length",
             prompt_tokens=prompt_tokens,
             seed=seed,
+            top_logprobs=tuple(seq.top) if seq.top else None,
         )
 
     # -- the scheduler thread --------------------------------------------------
@@ -435,6 +437,9 @@ class LlamaCppModel:
                 continue
             live = request.live
             chosen, logprobs = _sample(request.logits, [s.rng for s in live], request.sampling)
+            if request.sampling.top_logprobs:
+                for seq, row in zip(live, request.logits, strict=True):
+                    seq.top.append(self._top_logprobs(row, request.sampling.top_logprobs))
             for seq, token, logprob in zip(live, chosen, logprobs, strict=True):
                 self._accept(seq, int(token), float(logprob), request)
             self.stats.sampled_tokens += len(live)
@@ -496,6 +501,17 @@ class LlamaCppModel:
                 return
         if len(seq.tokens) >= request.max_tokens:
             seq.finish = "length"
+
+    def _top_logprobs(self, logits: np.ndarray, k: int) -> dict[str, float]:
+        """The k most likely next tokens' texts and logprobs; a repeated text keeps the best."""
+        shifted = logits - logits.max()
+        log_norm = np.log(np.exp(shifted).sum())
+        best = np.argpartition(-shifted, k)[:k]
+        top: dict[str, float] = {}
+        for token in best[np.argsort(-shifted[best])]:
+            text = self._piece(int(token)).decode("utf-8", errors="replace")
+            top.setdefault(text, float(shifted[token] - log_norm))
+        return top
 
     def _decode_batch(self, n_outputs: int) -> np.ndarray:
         status = llama.llama_decode(self._ctx, self._batch)

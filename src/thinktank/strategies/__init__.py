@@ -7,6 +7,7 @@ from thinktank.spec import build, parse_spec
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import (
     AdaptiveConsistency,
+    BestOfN,
     SelfConsistency,
     Single,
     WeightedVote,
@@ -15,6 +16,7 @@ from thinktank.strategies.sampling import (
 __all__ = [
     "STRATEGIES",
     "AdaptiveConsistency",
+    "BestOfN",
     "Context",
     "SelfConsistency",
     "Single",
@@ -31,6 +33,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         SelfConsistency,
         WeightedVote,
         AdaptiveConsistency,
+        BestOfN,
     )
 }
 

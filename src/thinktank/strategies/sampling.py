@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from thinktank.aggregate import majority_vote
@@ -13,6 +13,7 @@ from thinktank.problem import Problem
 from thinktank.prompts import build_prompt, stop_strings
 from thinktank.solution import Candidate, Solution
 from thinktank.strategies.base import Context, Strategy
+from thinktank.verify.self_eval import VERIFIERS
 
 
 def sample_candidates(
@@ -173,3 +174,36 @@ def decision_confidence(counts: list[float]) -> float:
     leader, runner_up = ranked[0], ranked[1]
     # P(X > 1/2) for X ~ Beta(leader + 1, runner_up + 1), the leader's share of the two.
     return float(1.0 - betainc(leader + 1, runner_up + 1, 0.5))
+
+
+@dataclass
+class BestOfN(SamplingOptions, Strategy):
+    """Sample n answers, score each with a verifier, keep the best-scored one.
+
+    Ties (and equal scores) go to the answer sampled first. With an imperfect
+    verifier, accuracy can fall as n grows ("Inference Scaling fLaws").
+    """
+
+    name: ClassVar[str] = "best-of-n"
+    summary: ClassVar[str] = "n samples, the one a verifier scores highest (self-eval, ...)"
+
+    n: int = 8
+    verifier: str = "self-eval"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
+        if self.verifier not in VERIFIERS:
+            raise ValueError(f"verifier must be one of {', '.join(VERIFIERS)}")
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        candidates = sample_candidates(problem, ctx, self.n, self.sampling())
+        scores = VERIFIERS[self.verifier]().score(problem, candidates, ctx)
+        candidates = [replace(c, score=s) for c, s in zip(candidates, scores, strict=True)]
+        answered = [c for c in candidates if c.answer is not None]
+        best = max(answered, key=lambda c: c.score, default=None)  # max keeps the first of ties
+        ranking: dict[str, float] = {}
+        for c in sorted(answered, key=lambda c: -c.score):
+            ranking.setdefault(c.answer, c.score)
+        return Solution(answer=best.answer if best else None, candidates=candidates, votes=ranking)
