@@ -69,3 +69,24 @@ def test_humaneval_canonical_solution_passes_and_a_wrong_one_fails(truncate_numb
     assert not run_python(humaneval_program(entry, wrong_body)).passed
     whole_function = "def truncate_number(number: float) -> float:\n    return number % 1.0\n"
     assert run_python(humaneval_program(entry, whole_function)).passed
+
+
+def test_public_tests_verifier_scores_the_share_of_examples_passed(truncate_number):
+    from thinktank.problem import Problem
+    from thinktank.solution import Candidate
+    from thinktank.verify.verifiers import PublicTests
+
+    problem = Problem(
+        "HumanEval/2",
+        truncate_number["prompt"],
+        "code",
+        ("assert truncate_number(3.5) == 0.5", "assert truncate_number(2.25) == 0.25"),
+    )
+    right = Candidate("", "    return number % 1.0\n", "stop", 5)
+    half = Candidate("", "    return 0.5\n", "stop", 5)
+    broken = Candidate("", "    return (\n", "stop", 5)
+    none = Candidate("", None, "stop", 5)
+    scores = PublicTests().score(problem, [right, half, broken, none], ctx=None)
+    assert scores == [1.0, 0.5, 0.0, 0.0]
+    no_tests = Problem("p", truncate_number["prompt"], "code")
+    assert PublicTests().score(no_tests, [right], ctx=None) == [0.5]

@@ -14,7 +14,7 @@ from thinktank.spec import parse_spec
 from thinktank.strategies import STRATEGIES, SelfConsistency, build_strategy
 from thinktank.strategies.sampling import confidence_weights, decision_confidence
 from thinktank.verify import answer_key
-from thinktank.verify.self_eval import yes_probability
+from thinktank.verify.verifiers import yes_probability
 
 
 def test_spec_strings_build_configured_strategies():
@@ -39,6 +39,8 @@ def test_spec_strings_build_configured_strategies():
         ("adaptive-consistency:batch=20", "batch must be in"),
         ("adaptive-consistency:confidence=1.5", "confidence"),
         ("best-of-n:verifier=oracle", "verifier must be one of"),
+        ("best-of-n:verifier=py:no_such_module:f", "No module named"),
+        ("best-of-majority:min_share=0", "min_share"),
     ],
 )
 def test_bad_specs_fail_clearly(spec, message):
@@ -53,6 +55,7 @@ def test_registry_lists_every_strategy_once():
         "weighted-vote",
         "adaptive-consistency",
         "best-of-n",
+        "best-of-majority",
     }
 
 
@@ -170,3 +173,35 @@ def test_best_of_n_keeps_the_answer_its_verifier_scores_highest(isolated_home):
     assert solution.usage.calls == 1 + len(distinct)
     rows = Ledger().calls(solution.run_id)
     assert sum(r.n for r in rows) == solution.usage.completions == 4 + len(distinct)
+
+
+def prefer_short_answers(problem, candidate) -> float:
+    """A user verifier for the test below: shorter answers score higher."""
+    return 1.0 / (1 + len(candidate.answer or ""))
+
+
+def test_a_user_function_verifier_from_a_module_path():
+    solution = thinktank.solve(
+        "What is 3 + 4?",
+        strategy="best-of-n:n=4,max_tokens=48,verifier=py:tests.test_strategies:prefer_short_answers",
+        seed=1,
+    )
+    scored = [c for c in solution.candidates if c.answer is not None]
+    assert all(c.score == pytest.approx(prefer_short_answers(None, c)) for c in scored)
+    assert len(solution.answer) == min(len(c.answer) for c in scored)
+    assert solution.usage.calls == 1  # the user's function made no model calls
+
+
+def test_best_of_majority_verifies_only_frequent_answers():
+    solution = thinktank.solve(
+        "What is 3 + 4?", strategy="best-of-majority:n=8,max_tokens=48,min_share=0.25", seed=1
+    )
+    counts = {}
+    for c in solution.candidates:
+        if c.answer is not None:
+            key = answer_key(c.answer, "math")
+            counts[key] = counts.get(key, 0) + 1
+    for c in solution.candidates:
+        frequent = c.answer is not None and counts[answer_key(c.answer, "math")] >= 2
+        assert (c.score is not None) == frequent
+    assert counts[answer_key(solution.answer, "math")] >= 2

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 
 from thinktank.errors import SpecError
 from thinktank.problem import KINDS, Problem, Task
-from thinktank.verify.sandbox import run_python
+from thinktank.verify.sandbox import python_solution, run_python
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,7 @@ def _docstring_tests(entry: dict[str, Any]) -> tuple[str, ...]:
 
 def humaneval_program(entry: dict[str, Any], code: str) -> str:
     """The program that checks ``code`` against the hidden tests of ``entry``."""
-    defines_entry = re.search(rf"def\s+{re.escape(entry['entry_point'])}\s*\(", code)
-    # A whole function redefines the stub; a bare body continues the prompt.
-    solution = f"{entry['prompt']}\n{code}" if defines_entry else entry["prompt"] + code
+    solution = python_solution(entry["prompt"], code)
     return f"{solution}\n\n{entry['test']}\n\ncheck({entry['entry_point']})\n"
 
 

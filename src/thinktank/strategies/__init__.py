@@ -7,6 +7,7 @@ from thinktank.spec import build, parse_spec
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import (
     AdaptiveConsistency,
+    BestOfMajority,
     BestOfN,
     SelfConsistency,
     Single,
@@ -16,6 +17,7 @@ from thinktank.strategies.sampling import (
 __all__ = [
     "STRATEGIES",
     "AdaptiveConsistency",
+    "BestOfMajority",
     "BestOfN",
     "Context",
     "SelfConsistency",
@@ -34,6 +36,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         WeightedVote,
         AdaptiveConsistency,
         BestOfN,
+        BestOfMajority,
     )
 }
 

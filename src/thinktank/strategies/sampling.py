@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -13,7 +14,8 @@ from thinktank.problem import Problem
 from thinktank.prompts import build_prompt, stop_strings
 from thinktank.solution import Candidate, Solution
 from thinktank.strategies.base import Context, Strategy
-from thinktank.verify.self_eval import VERIFIERS
+from thinktank.verify import answer_key
+from thinktank.verify.verifiers import build_verifier
 
 
 def sample_candidates(
@@ -194,16 +196,73 @@ class BestOfN(SamplingOptions, Strategy):
         super().__post_init__()
         if self.n < 1:
             raise ValueError("n must be >= 1")
-        if self.verifier not in VERIFIERS:
-            raise ValueError(f"verifier must be one of {', '.join(VERIFIERS)}")
+        build_verifier(self.verifier)  # a bad verifier spec fails when the strategy is built
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates = sample_candidates(problem, ctx, self.n, self.sampling())
-        scores = VERIFIERS[self.verifier]().score(problem, candidates, ctx)
-        candidates = [replace(c, score=s) for c, s in zip(candidates, scores, strict=True)]
-        answered = [c for c in candidates if c.answer is not None]
-        best = max(answered, key=lambda c: c.score, default=None)  # max keeps the first of ties
-        ranking: dict[str, float] = {}
-        for c in sorted(answered, key=lambda c: -c.score):
-            ranking.setdefault(c.answer, c.score)
-        return Solution(answer=best.answer if best else None, candidates=candidates, votes=ranking)
+        return verified_choice(problem, ctx, candidates, self.verifier)
+
+
+@dataclass
+class BestOfMajority(SamplingOptions, Strategy):
+    """Best-of-Majority (Di et al., 2025): only answers sampled often enough are
+    candidates; among them the verifier's favourite wins.
+
+    Filtering by frequency first keeps a flawed verifier from promoting a rare
+    wrong answer, so accuracy should not degrade as n grows.
+    """
+
+    name: ClassVar[str] = "best-of-majority"
+    summary: ClassVar[str] = "answers with >= min_share of the votes, then the verifier's best"
+
+    n: int = 16
+    min_share: float = 0.125
+    verifier: str = "self-eval"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
+        if not 0 < self.min_share <= 1:
+            raise ValueError("min_share must be in (0, 1]")
+        build_verifier(self.verifier)
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        candidates = sample_candidates(problem, ctx, self.n, self.sampling())
+        vote = majority_vote([c.answer for c in candidates], problem.kind)
+        threshold = self.min_share * len(candidates)
+        frequent = {answer_key(a, problem.kind) for a, count in vote.counts.items()
+                    if count >= threshold} or set(list(vote.counts)[:1])  # fmt: skip
+        return verified_choice(
+            problem,
+            ctx,
+            candidates,
+            self.verifier,
+            eligible=lambda c: answer_key(c.answer, problem.kind) in frequent,
+        )
+
+
+def verified_choice(
+    problem: Problem,
+    ctx: Context,
+    candidates: list[Candidate],
+    verifier: str,
+    eligible: Callable[[Candidate], bool] = lambda c: True,
+) -> Solution:
+    """Score the eligible answered candidates and answer with the best (first of ties).
+
+    Only eligible candidates are verified (the others keep ``score=None``);
+    ``votes`` ranks each distinct verified answer by its best score.
+    """
+    chosen = [c for c in candidates if c.answer is not None and eligible(c)]
+    scores = iter(build_verifier(verifier).score(problem, chosen, ctx))
+    scored = [
+        replace(c, score=next(scores)) if c.answer is not None and eligible(c) else c
+        for c in candidates
+    ]
+    verified = [c for c in scored if c.score is not None]
+    best = max(verified, key=lambda c: c.score, default=None)  # max keeps the first of ties
+    ranking: dict[str, float] = {}
+    for c in sorted(verified, key=lambda c: -c.score):
+        ranking.setdefault(c.answer, c.score)
+    return Solution(answer=best.answer if best else None, candidates=scored, votes=ranking)

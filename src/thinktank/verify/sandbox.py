@@ -10,6 +10,7 @@ timeout kills its whole process group.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -101,3 +102,13 @@ def run_python(code: str, limits: Limits | None = None) -> SandboxResult:
         stdout=stdout[-_OUTPUT_LIMIT:],
         stderr=stderr[-_OUTPUT_LIMIT:],
     )
+
+
+def python_solution(prompt: str, code: str) -> str:
+    """The program a code answer stands for, given the prompt it answers.
+
+    A whole definition (``def``/``class`` at the start of a line) follows the
+    prompt and replaces its stub; anything else is a body that continues it.
+    """
+    defines = re.search(r"^(?:async\s+)?(?:def|class)\s", code, re.MULTILINE)
+    return f"{prompt}\n{code}" if defines else prompt + code
