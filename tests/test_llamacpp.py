@@ -81,6 +81,22 @@ def test_top_logprobs_list_the_most_likely_tokens_first(smollm2):
     assert plain.top_logprobs is None
 
 
+def test_a_prune_rule_stops_single_samples_early(smollm2):
+    prompt = [{"role": "user", "content": "Write a long story about a dragon."}]
+    seen: list[int] = []
+
+    def after_three(logprobs):
+        seen.append(len(logprobs))
+        return len(logprobs) >= 3 and logprobs[0] < 0  # every sample: prune at 3 tokens
+
+    completions = smollm2.generate(
+        prompt, 3, Sampling(temperature=0.8, max_tokens=40, seed=3), prune=after_three
+    )
+    assert [c.finish_reason for c in completions] == ["pruned"] * 3
+    assert [c.completion_tokens for c in completions] == [3, 3, 3]
+    assert max(seen) == 3
+
+
 def test_max_tokens_and_length_finish(smollm2):
     prompt = [{"role": "user", "content": "Write a long story about a dragon."}]
     completions = smollm2.generate(prompt, 3, Sampling(temperature=0.8, max_tokens=5, seed=3))

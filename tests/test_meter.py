@@ -101,7 +101,7 @@ class WorstCaseModel:
     def count_tokens(self, prompt):
         return 3
 
-    def generate(self, prompt, n=1, sampling=None, *, deadline=None, progress=None):
+    def generate(self, prompt, n=1, sampling=None, *, deadline=None, progress=None, prune=None):
         threading.Event().wait(0.01)
         return [Completion("x", (1,) * sampling.max_tokens, None, "length", 3) for _ in range(n)]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import thinktank
 from thinktank.errors import SpecError
@@ -12,7 +14,11 @@ from thinktank.ledger import Ledger
 from thinktank.meter import Budget
 from thinktank.spec import parse_spec
 from thinktank.strategies import STRATEGIES, SelfConsistency, build_strategy
-from thinktank.strategies.sampling import confidence_weights, decision_confidence
+from thinktank.strategies.sampling import (
+    confidence_weights,
+    decision_confidence,
+    lowest_window_confidence,
+)
 from thinktank.verify import answer_key
 from thinktank.verify.verifiers import yes_probability
 
@@ -41,6 +47,8 @@ def test_spec_strings_build_configured_strategies():
         ("best-of-n:verifier=oracle", "verifier must be one of"),
         ("best-of-n:verifier=py:no_such_module:f", "No module named"),
         ("best-of-majority:min_share=0", "min_share"),
+        ("deepconf:warmup=20", "warmup must be in"),
+        ("deepconf:keep=0", "keep must be in"),
     ],
 )
 def test_bad_specs_fail_clearly(spec, message):
@@ -56,6 +64,7 @@ def test_registry_lists_every_strategy_once():
         "adaptive-consistency",
         "best-of-n",
         "best-of-majority",
+        "deepconf",
     }
 
 
@@ -205,3 +214,34 @@ def test_best_of_majority_verifies_only_frequent_answers():
         frequent = c.answer is not None and counts[answer_key(c.answer, "math")] >= 2
         assert (c.score is not None) == frequent
     assert counts[answer_key(solution.answer, "math")] >= 2
+
+
+@given(logprobs=st.lists(st.floats(-20, 0), min_size=1, max_size=40), window=st.integers(1, 12))
+def test_lowest_window_confidence_is_the_weakest_stretch(logprobs, window):
+    if len(logprobs) <= window:
+        expected = sum(logprobs) / len(logprobs)
+    else:
+        expected = min(
+            sum(logprobs[i : i + window]) / window for i in range(len(logprobs) - window + 1)
+        )
+    assert lowest_window_confidence(logprobs, window) == pytest.approx(expected, abs=1e-9)
+
+
+def test_deepconf_drops_and_stops_weak_traces():
+    solution = thinktank.solve(
+        "What is 3 + 4?", strategy="deepconf:n=12,warmup=4,max_tokens=96", seed=1
+    )
+    [step] = solution.trace
+    pruned = [c for c in solution.candidates if c.finish_reason == "pruned"]
+    voters = [
+        c for c in solution.candidates
+        if c.finish_reason != "pruned" and c.score >= step["bar"]
+    ]  # fmt: skip
+    assert len(solution.candidates) == 12 and step["pruned"] == len(pruned)
+    assert step["voters"] == len(voters)
+    assert solution.usage.calls == 2  # the warm-up, then the rest in one batch
+    # Pruned traces were stopped before their full length.
+    for c in pruned:
+        assert c.completion_tokens < 96
+    voted = {answer_key(c.answer, "math") for c in voters if c.answer is not None}
+    assert {answer_key(a, "math") for a in solution.votes} == voted

@@ -15,7 +15,14 @@ from dataclasses import asdict, dataclass
 
 from thinktank.errors import BudgetExhausted
 from thinktank.ledger import CallRow, Ledger
-from thinktank.models.base import Completion, Model, ProgressCallback, Prompt, Sampling
+from thinktank.models.base import (
+    Completion,
+    Model,
+    ProgressCallback,
+    Prompt,
+    PruneRule,
+    Sampling,
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class Meter:
         sampling: Sampling | None = None,
         *,
         progress: ProgressCallback | None = None,
+        prune: PruneRule | None = None,
     ) -> list[Completion]:
         """Call ``model.generate`` within the budget; may return fewer or shorter samples.
 
@@ -115,7 +123,7 @@ class Meter:
         started = time.monotonic()
         try:
             completions = model.generate(
-                prompt, n, sampling, deadline=self.deadline, progress=track
+                prompt, n, sampling, deadline=self.deadline, progress=track, prune=prune
             )
         except KeyboardInterrupt:
             # Record what the interrupted call had already spent, then let it stop the run.

@@ -16,7 +16,7 @@ class Message(TypedDict):
 #: text that the model continues as is.
 Prompt = str | Sequence[Message]
 
-FinishReason = Literal["stop", "length", "budget"]
+FinishReason = Literal["stop", "length", "budget", "pruned"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,9 @@ class Price:
 
 #: Called with the number of tokens generated so far in the current call.
 ProgressCallback = Callable[[int], None]
+#: Called after each token with that sample's token logprobs so far; True stops
+#: the sample early (``finish_reason="pruned"``): tokens never written cost nothing.
+PruneRule = Callable[[Sequence[float]], bool]
 
 
 @runtime_checkable
@@ -114,11 +117,13 @@ class Model(Protocol):
         *,
         deadline: float | None = None,
         progress: ProgressCallback | None = None,
+        prune: PruneRule | None = None,
     ) -> list[Completion]:
         """Sample ``n`` completions of ``prompt``.
 
         ``deadline`` is a `time.monotonic()` instant: decoding stops there and the
-        unfinished completions end with ``finish_reason="budget"``.
+        unfinished completions end with ``finish_reason="budget"``. ``prune``
+        stops single samples early (see `PruneRule`).
         """
         ...
 

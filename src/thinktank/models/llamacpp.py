@@ -38,6 +38,7 @@ from thinktank.models.base import (
     Price,
     ProgressCallback,
     Prompt,
+    PruneRule,
     Sampling,
 )
 
@@ -110,6 +111,7 @@ class _Request:
     deadline: float | None
     progress: ProgressCallback | None
     progress_offset: int  # tokens of earlier requests of the same call
+    prune: PruneRule | None
     position: int = 0  # KV position of the next token (the same for all its sequences)
     logits: np.ndarray | None = None  # one row per live sequence, to sample from
     done: threading.Event = field(default_factory=threading.Event)
@@ -263,6 +265,7 @@ class LlamaCppModel:
         *,
         deadline: float | None = None,
         progress: ProgressCallback | None = None,
+        prune: PruneRule | None = None,
     ) -> list[Completion]:
         sampling = sampling or Sampling()
         if n < 1:
@@ -291,6 +294,7 @@ class LlamaCppModel:
                 deadline=deadline,
                 progress=progress,
                 progress_offset=start * max_tokens,
+                prune=prune,
             )
             for start in range(0, n, per_request)
         ]
@@ -501,6 +505,8 @@ class LlamaCppModel:
                 return
         if len(seq.tokens) >= request.max_tokens:
             seq.finish = "length"
+        elif request.prune is not None and request.prune(seq.logprobs):
+            seq.finish = "pruned"
 
     def _top_logprobs(self, logits: np.ndarray, k: int) -> dict[str, float]:
         """The k most likely next tokens' texts and logprobs; a repeated text keeps the best."""

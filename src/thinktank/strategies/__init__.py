@@ -9,6 +9,7 @@ from thinktank.strategies.sampling import (
     AdaptiveConsistency,
     BestOfMajority,
     BestOfN,
+    DeepConf,
     SelfConsistency,
     Single,
     WeightedVote,
@@ -20,6 +21,7 @@ __all__ = [
     "BestOfMajority",
     "BestOfN",
     "Context",
+    "DeepConf",
     "SelfConsistency",
     "Single",
     "Strategy",
@@ -37,6 +39,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         AdaptiveConsistency,
         BestOfN,
         BestOfMajority,
+        DeepConf,
     )
 }
 

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from thinktank.meter import Meter
-from thinktank.models.base import Completion, Model, ProgressCallback, Prompt, Sampling
+from thinktank.models.base import (
+    Completion,
+    Model,
+    ProgressCallback,
+    Prompt,
+    PruneRule,
+    Sampling,
+)
 from thinktank.problem import Problem
 from thinktank.solution import Solution
 
@@ -26,12 +33,16 @@ class Context:
     progress: ProgressCallback | None = None
     _calls: itertools.count = field(default_factory=itertools.count, repr=False)
 
-    def generate(self, prompt: Prompt, n: int, sampling: Sampling) -> list[Completion]:
+    def generate(
+        self, prompt: Prompt, n: int, sampling: Sampling, *, prune: PruneRule | None = None
+    ) -> list[Completion]:
         """Sample through the meter. Each call gets its own seed derived from ``self.seed``."""
         call = next(self._calls)
         if self.seed is not None and sampling.seed is None:
             sampling = sampling.with_(seed=self.seed * 1_000_003 + call)
-        return self.meter.generate(self.model, prompt, n, sampling, progress=self.progress)
+        return self.meter.generate(
+            self.model, prompt, n, sampling, progress=self.progress, prune=prune
+        )
 
 
 class Strategy(ABC):

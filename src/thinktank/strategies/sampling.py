@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from thinktank.aggregate import majority_vote
 from thinktank.errors import BudgetExhausted
-from thinktank.models.base import Sampling
+from thinktank.models.base import Completion, PruneRule, Sampling
 from thinktank.problem import Problem
 from thinktank.prompts import build_prompt, stop_strings
 from thinktank.solution import Candidate, Solution
@@ -18,16 +18,27 @@ from thinktank.verify import answer_key
 from thinktank.verify.verifiers import build_verifier
 
 
-def sample_candidates(
-    problem: Problem, ctx: Context, n: int, sampling: Sampling
-) -> list[Candidate]:
-    """``n`` candidates from one batched call; fewer (maybe none) if the budget cuts in."""
+def sample_completions(
+    problem: Problem,
+    ctx: Context,
+    n: int,
+    sampling: Sampling,
+    prune: PruneRule | None = None,
+) -> list[Completion]:
+    """``n`` samples from one batched call; fewer (maybe none) if the budget cuts in."""
     prompt = build_prompt(problem, ctx.model)
     sampling = sampling.with_(stop=sampling.stop + stop_strings(problem, ctx.model))
     try:
-        completions = ctx.generate(prompt, n, sampling)
+        return ctx.generate(prompt, n, sampling, prune=prune)
     except BudgetExhausted:
         return []
+
+
+def sample_candidates(
+    problem: Problem, ctx: Context, n: int, sampling: Sampling
+) -> list[Candidate]:
+    """`sample_completions`, each with its extracted answer."""
+    completions = sample_completions(problem, ctx, n, sampling)
     return [Candidate.from_completion(c, problem.kind) for c in completions]
 
 
@@ -266,3 +277,86 @@ def verified_choice(
     for c in sorted(verified, key=lambda c: -c.score):
         ranking.setdefault(c.answer, c.score)
     return Solution(answer=best.answer if best else None, candidates=scored, votes=ranking)
+
+
+@dataclass
+class DeepConf(SamplingOptions, Strategy):
+    """Confidence-filtered voting with early stopping (DeepConf-style, Fu et al., 2025).
+
+    A trace's confidence is its weakest stretch: the lowest mean token
+    log-probability over any ``window`` consecutive tokens. ``warmup`` traces
+    are sampled in full and set the bar at the confidence that ``keep`` of them
+    reach; the other traces are stopped as soon as a window falls below the
+    bar (the tokens they would have written are saved). Traces under the bar
+    are dropped and the rest vote, weighted by exp(confidence).
+    """
+
+    name: ClassVar[str] = "deepconf"
+    summary: ClassVar[str] = (
+        "confidence-weighted vote; low-confidence traces dropped or stopped early"
+    )
+
+    n: int = 16
+    warmup: int = 4
+    window: int = 16
+    keep: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.warmup <= self.n:
+            raise ValueError("warmup must be in 1..n")
+        if self.window < 1:
+            raise ValueError("window must be >= 1")
+        if not 0 < self.keep <= 1:
+            raise ValueError("keep must be in (0, 1]")
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        sampling = self.sampling()
+        warm = sample_completions(problem, ctx, self.warmup, sampling)
+        bar = _quantile([lowest_window_confidence(c.logprobs, self.window) for c in warm
+                         if c.logprobs], 1 - self.keep)  # fmt: skip
+        rest: list[Completion] = []
+        if warm and self.n > self.warmup:
+            window = self.window
+
+            def weak(logprobs: Sequence[float]) -> bool:
+                return len(logprobs) >= window and sum(logprobs[-window:]) / window < bar
+
+            rest = sample_completions(problem, ctx, self.n - self.warmup, sampling, prune=weak)
+        candidates = [
+            replace(
+                Candidate.from_completion(c, problem.kind),
+                score=lowest_window_confidence(c.logprobs, self.window) if c.logprobs else None,
+            )
+            for c in warm + rest
+        ]
+        voters = [c for c in candidates if c.finish_reason != "pruned"
+                  and (c.score is None or c.score >= bar)]  # fmt: skip
+        vote = majority_vote(
+            [c.answer for c in voters],
+            problem.kind,
+            [1.0 if c.score is None else math.exp(c.score) for c in voters],
+        )
+        pruned = sum(c.finish_reason == "pruned" for c in candidates)
+        trace = [{"bar": bar, "voters": len(voters), "pruned": pruned}]
+        return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts, trace=trace)
+
+
+def lowest_window_confidence(logprobs: Sequence[float], window: int) -> float:
+    """The lowest mean log-probability over ``window`` consecutive tokens (all, if fewer)."""
+    if len(logprobs) <= window:
+        return sum(logprobs) / len(logprobs) if logprobs else 0.0
+    total = sum(logprobs[:window])
+    lowest = total
+    for i in range(window, len(logprobs)):
+        total += logprobs[i] - logprobs[i - window]
+        lowest = min(lowest, total)
+    return lowest / window
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """The q-quantile of values (lower interpolation); -inf for no values: nothing is cut."""
+    if not values:
+        return -math.inf
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
