@@ -65,6 +65,7 @@ def test_registry_lists_every_strategy_once():
         "best-of-n",
         "best-of-majority",
         "deepconf",
+        "rpc",
     }
 
 
@@ -245,3 +246,14 @@ def test_deepconf_drops_and_stops_weak_traces():
         assert c.completion_tokens < 96
     voted = {answer_key(c.answer, "math") for c in voters if c.answer is not None}
     assert {answer_key(a, "math") for a in solution.votes} == voted
+
+
+def test_rpc_prunes_improbable_paths_before_a_weighted_vote():
+    solution = thinktank.solve("What is 3 + 4?", strategy="rpc:n=8,max_tokens=64", seed=1)
+    [step] = solution.trace
+    weights = confidence_weights(solution.candidates, "mean-logprob")
+    kept = [(c, w) for c, w in zip(solution.candidates, weights, strict=True) if w >= step["floor"]]
+    assert step["kept"] == len(kept) and step["kept"] + step["pruned"] == 8
+    assert sum(solution.votes.values()) == pytest.approx(
+        sum(w for c, w in kept if c.answer is not None)
+    )

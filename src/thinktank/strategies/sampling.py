@@ -124,6 +124,40 @@ class WeightedVote(SamplingOptions, Strategy):
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts)
 
 
+@dataclass
+class ReasoningPrunedConsistency(SamplingOptions, Strategy):
+    """RPC (Zhou et al., 2025): prune low-probability reasoning paths, then a
+    perplexity-consistency vote.
+
+    Each sample's probability is its geometric-mean token probability. Samples
+    more than ``prune_sigmas`` standard deviations below the mean are dropped
+    (the paper fits a Weibull mixture to find them; this is the simple
+    stand-in), and the rest vote weighted by their probability.
+    """
+
+    name: ClassVar[str] = "rpc"
+    summary: ClassVar[str] = "drop low-probability paths, then a probability-weighted vote"
+
+    n: int = 8
+    prune_sigmas: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        candidates = sample_candidates(problem, ctx, self.n, self.sampling())
+        weights = confidence_weights(candidates, "mean-logprob")
+        mean = sum(weights) / len(weights) if weights else 0.0
+        spread = math.sqrt(sum((w - mean) ** 2 for w in weights) / len(weights)) if weights else 0.0
+        floor = mean - self.prune_sigmas * spread
+        kept = [(c, w) for c, w in zip(candidates, weights, strict=True) if w >= floor]
+        vote = majority_vote([c.answer for c, _ in kept], problem.kind, [w for _, w in kept])
+        trace = [{"kept": len(kept), "pruned": len(candidates) - len(kept), "floor": floor}]
+        return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts, trace=trace)
+
+
 def confidence_weights(candidates: list[Candidate], weight: str) -> list[float]:
     """One weight per candidate; all 1.0 when the backend gave no log-probabilities."""
     if any(c.logprob is None for c in candidates):
