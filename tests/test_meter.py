@@ -147,3 +147,24 @@ def test_an_interrupted_call_is_still_recorded(smollm2, tmp_path):
     _check_ledger_matches(ledger, meter)
     # The model is usable again right away.
     assert smollm2.generate(SUM_PROMPT, 1, Sampling(max_tokens=4, seed=1))[0].text
+
+
+def test_a_cancelled_meter_stops_its_call_and_refuses_new_ones(smollm2, tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db")
+    cancel = threading.Event()
+    meter = Meter(ledger=ledger, run_id="cancelled", cancel=cancel)
+
+    def cancel_after_a_few(tokens: int) -> None:
+        if tokens >= 6:
+            cancel.set()  # as a bench run does when Ctrl-C reaches its main thread
+
+    with pytest.raises(KeyboardInterrupt):
+        meter.generate(
+            smollm2, SUM_PROMPT, 2, Sampling(temperature=1.0, max_tokens=60, seed=1),
+            progress=cancel_after_a_few,
+        )  # fmt: skip
+    [row] = ledger.calls("cancelled")
+    assert 6 <= row.completion_tokens <= 8  # stopped at the next step
+    with pytest.raises(KeyboardInterrupt):
+        meter.generate(smollm2, SUM_PROMPT, 1, Sampling(max_tokens=4))
+    assert len(ledger.calls("cancelled")) == 1

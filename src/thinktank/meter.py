@@ -69,8 +69,12 @@ class Meter:
         run_id: str = "",
         strategy: str = "",
         problem_id: str = "",
+        cancel: threading.Event | None = None,
     ) -> None:
         self.budget = budget or Budget()
+        #: Once set, calls in flight stop at their next token and new ones are refused,
+        #: both raising KeyboardInterrupt (how a bench run stops its other problems).
+        self.cancel = cancel
         self.ledger = ledger
         self.run_id = run_id
         self.strategy = strategy
@@ -104,6 +108,8 @@ class Meter:
 
         Raises `BudgetExhausted` when not even one token fits.
         """
+        if self.cancel is not None and self.cancel.is_set():
+            raise KeyboardInterrupt
         sampling = sampling or Sampling()
         prompt_tokens = model.count_tokens(prompt)
         with self._lock:
@@ -117,6 +123,8 @@ class Meter:
         def track(tokens: int) -> None:
             nonlocal generated
             generated = tokens
+            if self.cancel is not None and self.cancel.is_set():
+                raise KeyboardInterrupt
             if progress is not None:
                 progress(tokens)
 

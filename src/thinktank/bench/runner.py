@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -89,9 +90,16 @@ def run_bench(
         if (strategy.spec, model.name, task.problem.id) not in finished
     ]
 
+    cancel = threading.Event()
+
     def solve(job: tuple[Strategy, Model, Task]) -> ResultRow:
         row = solve_task(
-            *job, run_id=plan.run_id, seed=plan.seed, budget=plan.budget, ledger=ledger
+            *job,
+            run_id=plan.run_id,
+            seed=plan.seed,
+            budget=plan.budget,
+            ledger=ledger,
+            cancel=cancel,
         )
         if ledger.record_result(row) and on_result is not None:
             on_result(row)
@@ -107,6 +115,7 @@ def run_bench(
                 for future in as_completed(futures):
                     future.result()
             except BaseException:
+                cancel.set()  # problems in flight stop at their next token
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
     ledger.finish_run(plan.run_id, answer=None, budget_exhausted=False)
@@ -122,11 +131,12 @@ def solve_task(
     seed: int,
     budget: Budget | None,
     ledger: Ledger,
+    cancel: threading.Event | None = None,
 ) -> ResultRow:
     """Solve one task and score it. The strategy receives the Problem, never the Task."""
     problem = task.problem
     meter = Meter(budget, ledger=ledger, run_id=run_id, strategy=strategy.spec,
-                  problem_id=problem.id)  # fmt: skip
+                  problem_id=problem.id, cancel=cancel)  # fmt: skip
     problem_seed = zlib.crc32(f"{seed}/{problem.id}".encode())
     solution = strategy.solve(problem, Context(model=model, meter=meter, seed=problem_seed))
     # Evaluation starts here: only now is the reference used.

@@ -15,12 +15,14 @@ that one problem's long tail would leave nearly empty.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import math
 import os
 import secrets
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -72,7 +74,17 @@ def _init_backend() -> None:
             llama.llama_backend_init()
             if not os.environ.get("THINKTANK_DEBUG"):
                 llama.llama_log_set(_quiet_log, ctypes.c_void_p(0))
+            atexit.register(_close_all)
             _backend_ready = True
+
+
+_open_models: weakref.WeakSet[LlamaCppModel] = weakref.WeakSet()
+
+
+def _close_all() -> None:
+    """At exit, stop every scheduler thread before llama.cpp's memory goes away."""
+    for model in list(_open_models):
+        model.close()
 
 
 @dataclass
@@ -181,6 +193,7 @@ class LlamaCppModel:
         self._scheduler: threading.Thread | None = None
         self._closed = False
         self.stats = DecodeStats()
+        _open_models.add(self)
 
     def __repr__(self) -> str:
         return f"LlamaCppModel(name={self.name!r}, path={str(self.path)!r})"
@@ -188,6 +201,8 @@ class LlamaCppModel:
     def close(self) -> None:
         """Stop the scheduler (after the calls in flight) and free llama.cpp's memory."""
         with self._wakeup:
+            if self._closed:
+                return
             self._closed = True
             self._wakeup.notify_all()
         if self._scheduler is not None:
@@ -303,8 +318,12 @@ class LlamaCppModel:
             for request in requests:
                 request.done.wait()
         except BaseException:
+            # Ctrl-C: let the scheduler drop these at its next step before the
+            # exception unwinds, so no llama_decode is running as Python exits.
             for request in requests:
                 request.cancelled = True
+            for request in requests:
+                request.done.wait(timeout=30)
             raise
         for request in requests:
             if request.error is not None:
