@@ -1,4 +1,9 @@
-"""Repeated sampling: one sample, or many and a majority vote (self-consistency)."""
+"""Repeated sampling: one sample, or many turned into one answer.
+
+By vote (plain, probability-weighted, pruned, confidence-filtered, adaptive)
+or by a verifier's pick (best-of-n, best-of-majority). Every strategy here
+samples through `sample_completions`: one batched call per round.
+"""
 
 from __future__ import annotations
 
@@ -58,6 +63,18 @@ class SamplingOptions:
 
 
 @dataclass
+class ManySamples(SamplingOptions):
+    """Sampling options plus ``n``, the number of samples."""
+
+    n: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
+
+
+@dataclass
 class Single(SamplingOptions, Strategy):
     """One sample (greedy by default): the baseline every other strategy must beat."""
 
@@ -73,18 +90,11 @@ class Single(SamplingOptions, Strategy):
 
 
 @dataclass
-class SelfConsistency(SamplingOptions, Strategy):
+class SelfConsistency(ManySamples, Strategy):
     """Sample ``n`` reasoning paths and take the most frequent answer (Wang et al., 2022)."""
 
     name: ClassVar[str] = "self-consistency"
     summary: ClassVar[str] = "n samples in one batch, majority vote over equivalent answers"
-
-    n: int = 8
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.n < 1:
-            raise ValueError("n must be >= 1")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates = sample_candidates(problem, ctx, self.n, self.sampling())
@@ -96,7 +106,7 @@ WEIGHTS = ("mean-logprob", "sequence-prob")
 
 
 @dataclass
-class WeightedVote(SamplingOptions, Strategy):
+class WeightedVote(ManySamples, Strategy):
     """Self-consistency where each sample's vote counts by the model's confidence in it.
 
     ``mean-logprob`` weighs by the geometric mean token probability
@@ -107,13 +117,10 @@ class WeightedVote(SamplingOptions, Strategy):
     name: ClassVar[str] = "weighted-vote"
     summary: ClassVar[str] = "n samples, votes weighted by sequence or mean token probability"
 
-    n: int = 8
     weight: str = "mean-logprob"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.n < 1:
-            raise ValueError("n must be >= 1")
         if self.weight not in WEIGHTS:
             raise ValueError(f"weight must be one of {', '.join(WEIGHTS)}")
 
@@ -125,7 +132,7 @@ class WeightedVote(SamplingOptions, Strategy):
 
 
 @dataclass
-class ReasoningPrunedConsistency(SamplingOptions, Strategy):
+class ReasoningPrunedConsistency(ManySamples, Strategy):
     """RPC (Zhou et al., 2025): prune low-probability reasoning paths, then a
     perplexity-consistency vote.
 
@@ -138,13 +145,10 @@ class ReasoningPrunedConsistency(SamplingOptions, Strategy):
     name: ClassVar[str] = "rpc"
     summary: ClassVar[str] = "drop low-probability paths, then a probability-weighted vote"
 
-    n: int = 8
     prune_sigmas: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.n < 1:
-            raise ValueError("n must be >= 1")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates = sample_candidates(problem, ctx, self.n, self.sampling())
@@ -224,7 +228,7 @@ def decision_confidence(counts: list[float]) -> float:
 
 
 @dataclass
-class BestOfN(SamplingOptions, Strategy):
+class BestOfN(ManySamples, Strategy):
     """Sample n answers, score each with a verifier, keep the best-scored one.
 
     Ties (and equal scores) go to the answer sampled first. With an imperfect
@@ -234,13 +238,10 @@ class BestOfN(SamplingOptions, Strategy):
     name: ClassVar[str] = "best-of-n"
     summary: ClassVar[str] = "n samples, the one a verifier scores highest (self-eval, ...)"
 
-    n: int = 8
     verifier: str = "self-eval"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.n < 1:
-            raise ValueError("n must be >= 1")
         build_verifier(self.verifier)  # a bad verifier spec fails when the strategy is built
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
@@ -249,7 +250,7 @@ class BestOfN(SamplingOptions, Strategy):
 
 
 @dataclass
-class BestOfMajority(SamplingOptions, Strategy):
+class BestOfMajority(ManySamples, Strategy):
     """Best-of-Majority (Di et al., 2025): only answers sampled often enough are
     candidates; among them the verifier's favourite wins.
 
@@ -266,8 +267,6 @@ class BestOfMajority(SamplingOptions, Strategy):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.n < 1:
-            raise ValueError("n must be >= 1")
         if not 0 < self.min_share <= 1:
             raise ValueError("min_share must be in (0, 1]")
         build_verifier(self.verifier)
@@ -314,7 +313,7 @@ def verified_choice(
 
 
 @dataclass
-class DeepConf(SamplingOptions, Strategy):
+class DeepConf(ManySamples, Strategy):
     """Confidence-filtered voting with early stopping (DeepConf-style, Fu et al., 2025).
 
     A trace's confidence is its weakest stretch: the lowest mean token
