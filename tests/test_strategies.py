@@ -257,3 +257,16 @@ def test_rpc_prunes_improbable_paths_before_a_weighted_vote():
     assert sum(solution.votes.values()) == pytest.approx(
         sum(w for c, w in kept if c.answer is not None)
     )
+
+
+def test_another_model_can_judge_and_its_calls_are_metered_under_its_name(gemma):
+    solution = thinktank.solve(
+        "What is 3 + 4?", strategy="best-of-n:n=4,max_tokens=48,verifier=judge@gemma3-270m", seed=1
+    )
+    rows = Ledger().calls(solution.run_id)
+    judged = {answer_key(c.answer, "math") for c in solution.candidates if c.answer is not None}
+    assert [r.model for r in rows] == ["smollm2"] + ["gemma3-270m"] * len(judged)
+    assert all(r.completion_tokens == 1 for r in rows[1:])
+    assert sum(r.cost_usd for r in rows) == pytest.approx(solution.usage.cost_usd)
+    with pytest.raises(SpecError, match="unknown model"):
+        build_strategy("best-of-n:verifier=judge@no-such-model")

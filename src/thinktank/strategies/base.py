@@ -34,14 +34,21 @@ class Context:
     _calls: itertools.count = field(default_factory=itertools.count, repr=False)
 
     def generate(
-        self, prompt: Prompt, n: int, sampling: Sampling, *, prune: PruneRule | None = None
+        self,
+        prompt: Prompt,
+        n: int,
+        sampling: Sampling,
+        *,
+        prune: PruneRule | None = None,
+        model: Model | None = None,
     ) -> list[Completion]:
-        """Sample through the meter. Each call gets its own seed derived from ``self.seed``."""
+        """Sample through the meter, from ``self.model`` unless another ``model`` is named
+        (a judge, a cheaper model). Each call's seed is derived from ``self.seed``."""
         call = next(self._calls)
         if self.seed is not None and sampling.seed is None:
             sampling = sampling.with_(seed=self.seed * 1_000_003 + call)
         return self.meter.generate(
-            self.model, prompt, n, sampling, progress=self.progress, prune=prune
+            model or self.model, prompt, n, sampling, progress=self.progress, prune=prune
         )
 
 

@@ -2,8 +2,9 @@
 
 A verifier turns (problem, candidates) into one score per candidate in [0, 1].
 Model calls go through the strategy's context, so they are metered and
-budgeted like any other. Spec strings: ``self-eval``, ``public-tests``,
-``py:MODULE:FUNCTION`` (a user function ``(problem, candidate) -> float``).
+budgeted like any other. Spec strings: ``self-eval``, ``judge@MODEL``,
+``public-tests``, ``py:MODULE:FUNCTION`` (a user function
+``(problem, candidate) -> float``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from thinktank.errors import BudgetExhausted
-from thinktank.models.base import Prompt, Sampling
+from thinktank.errors import BudgetExhausted, ThinktankError
+from thinktank.models.base import Model, Prompt, Sampling
 from thinktank.problem import Problem
 from thinktank.verify.extract import answer_key
 from thinktank.verify.sandbox import Limits, python_solution, run_python
@@ -32,16 +33,21 @@ class Verifier(Protocol):
         ...
 
 
-class SelfEvaluation:
-    """The model's own probability of "Yes" to "Is this answer correct?".
+class Judge:
+    """A model's probability of "Yes" to "Is this answer correct?" (pointwise).
 
-    One greedy token per distinct answer, read from the top log-probabilities:
+    The judge is the solving model itself (``self-eval``) or another model
+    (``judge@MODEL``, e.g. ``judge@gemma3-270m``). One greedy token per
+    distinct answer, read from the top log-probabilities:
     P(yes) / (P(yes) + P(no)), 0.5 when neither word is among the top tokens.
     Candidates without an answer score 0.
     """
 
-    name: ClassVar[str] = "self-eval"
+    name: ClassVar[str] = "judge"
     _QUESTION = "Is the proposed answer correct? Reply Yes or No."
+
+    def __init__(self, model: Model | None = None) -> None:
+        self.model = model  # None: the model that solves the problem judges it
 
     def score(self, problem: Problem, candidates: list[Candidate], ctx: Context) -> list[float]:
         by_answer: dict[str, float] = {}
@@ -60,10 +66,12 @@ class SelfEvaluation:
         return scores
 
     def _judge(self, problem: Problem, answer: str, ctx: Context) -> float:
+        judge = self.model or ctx.model
         [completion] = ctx.generate(
-            self._prompt(problem, answer, ctx.model.capabilities.chat),
+            self._prompt(problem, answer, judge.capabilities.chat),
             1,
             Sampling(temperature=0.0, max_tokens=1, top_logprobs=20),
+            model=judge,
         )
         return yes_probability(completion.top_logprobs[0] if completion.top_logprobs else {})
 
@@ -72,6 +80,12 @@ class SelfEvaluation:
         if chat:
             return [{"role": "user", "content": question}]
         return f"{question}\nAnswer:"
+
+
+class SelfEvaluation(Judge):
+    """The solving model judges its own answers (see `Judge`)."""
+
+    name: ClassVar[str] = "self-eval"
 
 
 def yes_probability(top: dict[str, float]) -> float:
@@ -141,6 +155,13 @@ def build_verifier(spec: str) -> Verifier:
     """``self-eval`` | ``public-tests`` | ``py:MODULE:FUNCTION`` -> a verifier."""
     if spec in VERIFIERS:
         return VERIFIERS[spec]()
+    if spec.startswith("judge@"):
+        from thinktank.models import load_model
+
+        try:
+            return Judge(load_model(spec.removeprefix("judge@")))
+        except ThinktankError as exc:
+            raise ValueError(f"verifier {spec!r}: {exc}") from None
     if spec.startswith("py:"):
         module_name, _, function_name = spec[3:].rpartition(":")
         try:
@@ -150,4 +171,6 @@ def build_verifier(spec: str) -> Verifier:
         if not callable(function):
             raise ValueError(f"verifier {spec!r}: {function_name} is not callable")
         return FunctionVerifier(function)
-    raise ValueError(f"verifier must be one of {', '.join(VERIFIERS)} or py:MODULE:FUNCTION")
+    raise ValueError(
+        f"verifier must be one of {', '.join(VERIFIERS)}, judge@MODEL or py:MODULE:FUNCTION"
+    )
