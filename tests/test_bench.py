@@ -195,6 +195,7 @@ def test_bench_json_report_and_bad_input(isolated_home, tmp_path):
     assert pngs == {"accuracy_vs_tokens.png", "pass_and_majority_at_k.png", "cost_of_pass.png",
                     "pareto.png"}  # fmt: skip
     assert "upper bound" in (out / "report.md").read_text()
+    assert all(run["best_of_k"] == [] for run in payload["runs"])  # no verifier in this run
     again = _cli("report", payload["run_id"], "--out", str(tmp_path / "r2"), home=isolated_home)
     assert again.returncode == 0 and (tmp_path / "r2" / "report.md").exists()
 
@@ -213,3 +214,18 @@ def test_an_edited_jsonl_suite_starts_a_new_run(tmp_path):
     path.write_text('{"question": "What is 3 + 3?", "answer": "6"}\n')
     second = thinktank.benchmark(f"jsonl:{path}", ["single:max_tokens=8"], ledger=ledger)
     assert first.run_id != second.run_id
+
+
+def test_verifier_analysis_from_a_best_of_n_run(tmp_path):
+    outcome = thinktank.benchmark(
+        CHAIN_SUM.format(size=3), ["best-of-n:n=3,max_tokens=32"], ledger=Ledger(tmp_path / "l.db")
+    )
+    [summary] = outcome.summaries
+    assert len(summary.best_of_k) == 3
+    assert summary.best_of_k[-1] == pytest.approx(summary.accuracy)  # k = n is best-of-n itself
+    assert summary.best_of_k[0] == pytest.approx(summary.majority_at_k[0])  # one sample
+    assert summary.verifier_false_positive_rate is None or (
+        0 <= summary.verifier_false_positive_rate <= 1
+    )
+    report = thinktank.report(outcome.run_id, tmp_path / "out", Ledger(tmp_path / "l.db"))
+    assert (report.parent / "verifier_scaling.png").exists()

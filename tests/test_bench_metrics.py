@@ -12,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from thinktank.bench.metrics import (
+    best_of_k,
+    false_positive_rate,
     fit_coverage_power_law,
     majority_at_k,
     pass_at_k,
@@ -68,3 +70,25 @@ def test_cost_of_pass_and_pareto_front():
     assert math.isinf(cost_of_pass(0.02, 0.0))
     points = [(1.0, 0.5), (2.0, 0.4), (3.0, 0.8), (0.5, 0.1)]
     assert pareto_front(points) == [3, 0, 2]  # (2.0, 0.4) is beaten by (1.0, 0.5)
+
+
+def test_best_of_k_matches_enumeration_and_ends_at_best_of_n():
+    scores = [0.2, 0.9, None, 0.9, 0.4]
+    correct = [True, False, True, True, False]
+    # k = n: the first of the two 0.9s (sample 1) is picked, and it is wrong.
+    assert best_of_k(scores, correct, 5) == 0.0
+    # k = 1: a random single sample.
+    assert best_of_k(scores, correct, 1) == pytest.approx(3 / 5)
+    hits = []
+    for subset in itertools.combinations(range(5), 2):
+        scored = [i for i in subset if scores[i] is not None] or list(subset)
+        best = max(scored, key=lambda i: scores[i] if scores[i] is not None else -1)
+        hits.append(correct[best])
+    assert best_of_k(scores, correct, 2) == pytest.approx(np.mean(hits))
+
+
+def test_false_positive_rate_counts_accepted_wrong_samples():
+    scores = [0.9, 0.6, 0.1, None, 0.95]
+    correct = [True, False, False, False, False]
+    assert false_positive_rate(scores, correct) == pytest.approx(2 / 3)
+    assert false_positive_rate([0.9], [True]) is None

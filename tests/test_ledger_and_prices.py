@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from thinktank.economics import PriceBook, local_price, price_book
@@ -64,3 +66,27 @@ def test_bad_price_book_is_a_clear_error(tmp_path):
     bad.write_text("[models.a]\ninput_per_mtok = 1\n")
     with pytest.raises(ThinktankError, match="bad price book"):
         PriceBook([bad])
+
+
+def test_a_ledger_from_before_the_verifier_column_is_upgraded(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the results table as first released
+        db.execute(
+            "CREATE TABLE results (run_id TEXT NOT NULL, strategy TEXT NOT NULL, model TEXT NOT"
+            " NULL, problem_id TEXT NOT NULL, answer TEXT, score REAL NOT NULL, sample_keys TEXT"
+            " NOT NULL, sample_scores TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,"
+            " completion_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL, seconds REAL NOT NULL,"
+            " budget_exhausted INTEGER NOT NULL, created_at REAL NOT NULL,"
+            " PRIMARY KEY (run_id, strategy, model, problem_id))"
+        )
+        db.execute(
+            "INSERT INTO results VALUES ('r', 's', 'm', 'p', '4', 1.0, '[\"4\"]', '[1.0]', 5, 6,"
+            " 0.0, 0.1, 0, 0.0)"
+        )
+    ledger = Ledger(path)
+    [old] = ledger.results("r")
+    assert old.sample_verifier_scores == [] and old.sample_keys == ["4"]
+    ledger.record_result(dataclasses.replace(old, problem_id="q", sample_verifier_scores=[0.7]))
+    assert [r.sample_verifier_scores for r in ledger.results("r")] == [[], [0.7]]

@@ -10,7 +10,7 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from thinktank.config import home
@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS results (
     seconds REAL NOT NULL,
     budget_exhausted INTEGER NOT NULL,
     created_at REAL NOT NULL,
+    sample_verifier_scores TEXT,
     PRIMARY KEY (run_id, strategy, model, problem_id)
 );
 """
@@ -98,6 +99,8 @@ class ResultRow:
     cost_usd: float
     seconds: float
     budget_exhausted: bool
+    #: Each sample's verifier score, for strategies that used a verifier.
+    sample_verifier_scores: list[float | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,9 @@ class Ledger:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+        if "sample_verifier_scores" not in columns:  # a ledger from before the column
+            self._db.execute("ALTER TABLE results ADD COLUMN sample_verifier_scores TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -208,8 +214,8 @@ class Ledger:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO results (run_id, strategy, model, problem_id, answer,"
                 " score, sample_keys, sample_scores, prompt_tokens, completion_tokens,"
-                " cost_usd, seconds, budget_exhausted, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " cost_usd, seconds, budget_exhausted, created_at, sample_verifier_scores)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.run_id,
                     row.strategy,
@@ -225,6 +231,7 @@ class Ledger:
                     row.seconds,
                     int(row.budget_exhausted),
                     time.time(),
+                    json.dumps(row.sample_verifier_scores),
                 ),
             )
         return cursor.rowcount == 1
@@ -234,11 +241,19 @@ class Ledger:
             rows = self._db.execute(
                 "SELECT run_id, strategy, model, problem_id, answer, score, sample_keys,"
                 " sample_scores, prompt_tokens, completion_tokens, cost_usd, seconds,"
-                " budget_exhausted FROM results WHERE run_id = ? ORDER BY created_at",
+                " budget_exhausted, sample_verifier_scores FROM results WHERE run_id = ?"
+                " ORDER BY created_at",
                 (run_id,),
             ).fetchall()
         return [
-            ResultRow(*row[:6], json.loads(row[6]), json.loads(row[7]), *row[8:12], bool(row[12]))
+            ResultRow(
+                *row[:6],
+                json.loads(row[6]),
+                json.loads(row[7]),
+                *row[8:12],
+                bool(row[12]),
+                json.loads(row[13] or "[]"),
+            )
             for row in rows
         ]
 

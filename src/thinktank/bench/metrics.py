@@ -37,6 +37,17 @@ def pass_at_k(n: int, correct: int, k: int) -> float:
     return 1.0 - math.comb(n - correct, k) / math.comb(n, k)
 
 
+def subsets_of(n: int, k: int, *, draws: int = 200, seed: int = 0) -> Iterable[Sequence[int]]:
+    """Every k-subset of range(n) when there are at most ``draws``, else ``draws``
+    seeded random ones; each in increasing order (sampling order)."""
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} must be in 1..{n}")
+    if math.comb(n, k) <= draws:
+        return itertools.combinations(range(n), k)
+    rng = np.random.default_rng(seed)
+    return (np.sort(rng.choice(n, k, replace=False)) for _ in range(draws))
+
+
 def majority_at_k(
     keys: Sequence[str | None],
     correct: Sequence[bool],
@@ -49,19 +60,10 @@ def majority_at_k(
 
     ``keys`` are the samples' canonical answers (None abstains), ``correct`` their
     correctness. Ties go to the answer sampled first, as in `majority_vote`.
-    Exact (every subset) when there are at most ``draws`` subsets, else averaged
-    over ``draws`` seeded random subsets.
+    Exact when there are at most ``draws`` subsets (see `subsets_of`).
     """
-    n = len(keys)
-    if not 1 <= k <= n:
-        raise ValueError(f"k={k} must be in 1..{n}")
-    if math.comb(n, k) <= draws:
-        subsets: Iterable[Sequence[int]] = itertools.combinations(range(n), k)
-    else:
-        rng = np.random.default_rng(seed)
-        subsets = (np.sort(rng.choice(n, k, replace=False)) for _ in range(draws))
     hits = []
-    for subset in subsets:
+    for subset in subsets_of(len(keys), k, draws=draws, seed=seed):
         totals: dict[str, int] = {}
         first: dict[str, int] = {}
         for index in subset:
@@ -75,6 +77,34 @@ def majority_at_k(
         winner = max(totals, key=lambda key: (totals[key], -first[key]))
         hits.append(float(correct[first[winner]]))
     return float(np.mean(hits))
+
+
+def best_of_k(
+    scores: Sequence[float | None],
+    correct: Sequence[bool],
+    k: int,
+    *,
+    draws: int = 200,
+    seed: int = 0,
+) -> float:
+    """Expected correctness of the best-scored sample of a random k-subset.
+
+    Unscored samples (None) are picked only if nothing in the subset is scored;
+    ties go to the sample drawn first, as in best-of-n.
+    """
+    hits = []
+    for subset in subsets_of(len(scores), k, draws=draws, seed=seed):
+        best = max(subset, key=lambda i: -math.inf if scores[i] is None else scores[i])
+        hits.append(float(correct[best]))
+    return float(np.mean(hits))
+
+
+def false_positive_rate(
+    scores: Sequence[float | None], correct: Sequence[bool], threshold: float = 0.5
+) -> float | None:
+    """Share of wrong, scored samples that the verifier accepts (score >= threshold)."""
+    wrong = [s for s, ok in zip(scores, correct, strict=True) if not ok and s is not None]
+    return sum(s >= threshold for s in wrong) / len(wrong) if wrong else None
 
 
 def fit_coverage_power_law(ks: Sequence[int], coverage: Sequence[float]) -> tuple[float, float]:

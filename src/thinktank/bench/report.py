@@ -28,6 +28,8 @@ def write_report(run_id: str, config: dict, summaries: list[ConfigSummary], out_
     ]
     if any(s.samples > 1 for s in summaries):
         plots.insert(1, _plot_scaling(summaries, out_dir / "pass_and_majority_at_k.png"))
+    if any(s.best_of_k for s in summaries):
+        plots.insert(2, _plot_verifier(summaries, out_dir / "verifier_scaling.png"))
     path = out_dir / "report.md"
     path.write_text(_markdown(run_id, config, summaries, plots))
     return path
@@ -62,6 +64,12 @@ def _markdown(run_id: str, config: dict, summaries: list[ConfigSummary], plots: 
         "perfect selector could reach and are **not** any strategy's accuracy.",
         "- *majority@k*: expected accuracy of a vote over k of the same samples (no resampling).",
     ]
+    for s in summaries:
+        if s.verifier_false_positive_rate is not None:
+            lines.append(
+                f"- verifier of {label(s)}: accepts {s.verifier_false_positive_rate:.0%} of wrong"
+                " samples (score >= 0.5; measured against the ground truth, evaluation only)"
+            )
     fits = [s for s in summaries if s.coverage_power_law]
     for s in fits:
         a, b = s.coverage_power_law
@@ -127,6 +135,20 @@ def _plot_scaling(summaries: list[ConfigSummary], path: Path) -> Path:
                       alpha=0.7)  # fmt: skip
     _style(axes, "pass@k (dashed, ground-truth upper bound) and majority@k (solid)",
            "k samples (log)", ylabel="fraction of problems", log_base=2, legend_size=7)  # fmt: skip
+    return _save(figure, path)
+
+
+def _plot_verifier(summaries: list[ConfigSummary], path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for s in (s for s in summaries if s.best_of_k):
+        ks = list(range(1, s.samples + 1))
+        (line,) = axes.plot(ks, s.best_of_k, "o-", label=f"best-scored of k, {label(s)}")
+        axes.plot(ks, s.majority_at_k, ":", color=line.get_color(), alpha=0.7,
+                  label=f"majority@k, {label(s)}")  # fmt: skip
+        axes.plot(ks, s.pass_at_k, "--", color=line.get_color(), alpha=0.4,
+                  label=f"pass@k (upper bound), {label(s)}")  # fmt: skip
+    _style(axes, "Verifier scaling: accuracy of the best-scored of k samples",
+           "k samples (log)", log_base=2, legend_size=7)  # fmt: skip
     return _save(figure, path)
 
 

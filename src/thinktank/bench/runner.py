@@ -164,4 +164,9 @@ def solve_task(
         cost_usd=usage.cost_usd,
         seconds=usage.seconds,
         budget_exhausted=solution.budget_exhausted or meter.exhausted,
+        sample_verifier_scores=(
+            [c.score for c in solution.candidates]
+            if any(c.score is not None for c in solution.candidates)
+            else []
+        ),
     )

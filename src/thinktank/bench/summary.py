@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from thinktank.bench.metrics import (
+    best_of_k,
+    false_positive_rate,
     fit_coverage_power_law,
     majority_at_k,
     pass_at_k,
@@ -41,6 +43,13 @@ class ConfigSummary:
     majority_at_k: list[float] = field(default_factory=list)
     #: (a, b) of coverage(k) = exp(a * k**b), fitted to pass_at_k; None if unfit.
     coverage_power_law: tuple[float, float] | None = None
+    #: For strategies that score their samples (a verifier, a confidence):
+    #: expected accuracy of the best-scored of k samples, k = 1..samples. An
+    #: imperfect verifier shows here as a curve that flattens or bends down.
+    best_of_k: list[float] = field(default_factory=list)
+    #: Share of wrong samples the verifier accepts (score >= 0.5), measured
+    #: against the ground truth on the evaluation side; None without [0, 1] scores.
+    verifier_false_positive_rate: float | None = None
     on_frontier: bool = False  # lowest cost-of-pass of the run
     on_pareto_front: bool = False  # no configuration is both cheaper and more accurate
 
@@ -116,12 +125,30 @@ def _summarize(rows: list[ResultRow], strategy: str, model: str, suite: str) -> 
         / n
         for k in ks
     ]
+    if all(r.sample_verifier_scores for r in rows):
+        _verifier_analysis(summary, rows, ks)
     if samples >= 3:
         try:
             summary.coverage_power_law = fit_coverage_power_law(list(ks), summary.pass_at_k)
         except (ValueError, RuntimeError):  # flat coverage, or the fit did not converge
             summary.coverage_power_law = None
     return summary
+
+
+def _verifier_analysis(summary: ConfigSummary, rows: list[ResultRow], ks: range) -> None:
+    correct = [[s >= 1 for s in r.sample_scores] for r in rows]
+    summary.best_of_k = [
+        sum(
+            best_of_k(r.sample_verifier_scores, ok, k, seed=i)
+            for i, (r, ok) in enumerate(zip(rows, correct, strict=True))
+        )
+        / len(rows)
+        for k in ks
+    ]
+    scores = [s for r in rows for s in r.sample_verifier_scores]
+    flags = [ok for per_row in correct for ok in per_row]
+    if all(s is None or 0 <= s <= 1 for s in scores):  # a verifier's, not a log-prob confidence
+        summary.verifier_false_positive_rate = false_positive_rate(scores, flags)
 
 
 def _correct(row: ResultRow) -> int:
