@@ -134,8 +134,14 @@ def test_deadline_stops_decoding(smollm2):
 
 def test_more_samples_than_one_batch_holds(smollm2):
     n = MAX_BATCH_SEQUENCES + 3
-    completions = smollm2.generate(SUM_PROMPT, n, Sampling(temperature=1.0, max_tokens=2, seed=2))
+    reported: list[int] = []
+    completions = smollm2.generate(
+        SUM_PROMPT, n, Sampling(temperature=1.0, max_tokens=2, seed=2), progress=reported.append
+    )
     assert len(completions) == n
+    # Progress counts the whole call, over the requests it was split into.
+    assert reported == sorted(reported)
+    assert reported[-1] == sum(c.completion_tokens for c in completions)
     assert len({c.token_ids for c in completions}) > 3
 
 
@@ -163,6 +169,32 @@ def test_concurrent_calls_are_batched_together_without_crosstalk(smollm2):
     # Greedy decoding is immune to the last-bit float differences batching may cause.
     assert [results[i] for i in range(len(prompts))] == expected
     assert concurrent_steps < sequential_steps  # several calls shared decode steps
+
+
+def test_a_failing_callback_fails_only_its_own_call(smollm2):
+    def broken(logprobs):
+        raise ValueError("a bad prune rule")
+
+    results: dict[str, object] = {}
+
+    def call(name: str, prune) -> None:
+        try:
+            results[name] = smollm2.generate(
+                SUM_PROMPT, 2, Sampling(temperature=1.0, max_tokens=8, seed=1), prune=prune
+            )
+        except ValueError as exc:
+            results[name] = exc
+
+    threads = [
+        threading.Thread(target=call, args=("broken", broken)),
+        threading.Thread(target=call, args=("fine", None)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert isinstance(results["broken"], ValueError)
+    assert len(results["fine"]) == 2
 
 
 def test_calls_wait_for_free_slots_when_the_batch_is_full(smollm2):

@@ -86,7 +86,8 @@ def test_public_tests_verifier_scores_the_share_of_examples_passed(truncate_numb
     half = Candidate("", "    return 0.5\n", "stop", 5)
     broken = Candidate("", "    return (\n", "stop", 5)
     none = Candidate("", None, "stop", 5)
-    scores = PublicTests().score(problem, [right, half, broken, none], ctx=None)
-    assert scores == [1.0, 0.5, 0.0, 0.0]
+    quits = Candidate("", "    return 0.5\nraise SystemExit(0)\n", "stop", 5)  # before the checks
+    scores = PublicTests().score(problem, [right, half, broken, none, quits], ctx=None)
+    assert scores == [1.0, 0.5, 0.0, 0.0, 0.0]
     no_tests = Problem("p", truncate_number["prompt"], "code")
     assert PublicTests().score(no_tests, [right], ctx=None) == [0.5]

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import thinktank
+from thinktank.aggregate import majority_vote
 from thinktank.errors import SpecError
 from thinktank.ledger import Ledger
 from thinktank.meter import Budget
@@ -270,3 +271,15 @@ def test_another_model_can_judge_and_its_calls_are_metered_under_its_name(gemma)
     assert sum(r.cost_usd for r in rows) == pytest.approx(solution.usage.cost_usd)
     with pytest.raises(SpecError, match="unknown model"):
         build_strategy("best-of-n:verifier=judge@no-such-model")
+
+
+def test_best_of_majority_keeps_the_leader_when_no_answer_is_frequent():
+    # min_share=1: no answer holds every vote unless all agree; the leader is still verified.
+    solution = thinktank.solve(
+        "What is 3 + 4?", strategy="best-of-majority:n=8,max_tokens=48,min_share=1", seed=1
+    )
+    scored = {answer_key(c.answer, "math") for c in solution.candidates if c.score is not None}
+    leader = answer_key(next(iter(majority_vote(
+        [c.answer for c in solution.candidates], "math").counts)), "math")  # fmt: skip
+    assert scored == {leader}
+    assert answer_key(solution.answer, "math") == leader

@@ -266,7 +266,7 @@ def _bench(args: argparse.Namespace) -> int:
         console=stderr,
         disable=not stderr.is_terminal,
     )
-    scores: list[float] = []
+    solved: list[bool] = []
     task_id = progress.add_task("loading", total=None, accuracy="")
 
     def on_plan(plan: Any) -> None:
@@ -275,8 +275,8 @@ def _bench(args: argparse.Namespace) -> int:
                         completed=plan.done)  # fmt: skip
 
     def on_result(row: Any) -> None:
-        scores.append(row.score)
-        accuracy = f"accuracy so far {sum(scores) / len(scores):.2f}"
+        solved.append(row.score >= 1)  # full credit, as the summary counts it
+        accuracy = f"accuracy so far {sum(solved) / len(solved):.2f}"
         progress.update(task_id, advance=1, accuracy=accuracy)
 
     with progress:

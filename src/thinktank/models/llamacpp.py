@@ -112,18 +112,25 @@ class _Sequence:
 
 
 @dataclass
-class _Request:
-    """Up to MAX_BATCH_SEQUENCES samples of one prompt, decoded in lockstep."""
+class _Call:
+    """What the requests of one `generate` call share."""
 
-    prompt_ids: tuple[int, ...]
-    sequences: list[_Sequence]
     sampling: Sampling
     max_tokens: int
     stops: tuple[bytes, ...]
     deadline: float | None
     progress: ProgressCallback | None
-    progress_offset: int  # tokens of earlier requests of the same call
     prune: PruneRule | None
+    generated: int = 0  # tokens sampled so far over all its requests
+
+
+@dataclass
+class _Request:
+    """Up to MAX_BATCH_SEQUENCES samples of one prompt, decoded in lockstep."""
+
+    prompt_ids: tuple[int, ...]
+    sequences: list[_Sequence]
+    call: _Call
     position: int = 0  # KV position of the next token (the same for all its sequences)
     logits: np.ndarray | None = None  # one row per live sequence, to sample from
     done: threading.Event = field(default_factory=threading.Event)
@@ -133,7 +140,7 @@ class _Request:
     @property
     def cells(self) -> int:
         """KV cells it may need: the shared prompt plus every sample at full length."""
-        return len(self.prompt_ids) + len(self.sequences) * self.max_tokens
+        return len(self.prompt_ids) + len(self.sequences) * self.call.max_tokens
 
     @property
     def live(self) -> list[_Sequence]:
@@ -295,7 +302,14 @@ class LlamaCppModel:
             raise ThinktankError(f"prompt plus max_tokens exceed {MAX_CONTEXT_CELLS} tokens")
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
         per_request = min(MAX_BATCH_SEQUENCES, (MAX_CONTEXT_CELLS - len(prompt_ids)) // max_tokens)
-        stops = tuple(s.encode() for s in sampling.stop if s)
+        call = _Call(
+            sampling=sampling,
+            max_tokens=max_tokens,
+            stops=tuple(s.encode() for s in sampling.stop if s),
+            deadline=deadline,
+            progress=progress,
+            prune=prune,
+        )
         requests = [
             _Request(
                 prompt_ids=prompt_ids,
@@ -303,13 +317,7 @@ class LlamaCppModel:
                     _Sequence(i, -1, np.random.default_rng([seed, i]), [], [], bytearray())
                     for i in range(start, min(n, start + per_request))
                 ],
-                sampling=sampling,
-                max_tokens=max_tokens,
-                stops=stops,
-                deadline=deadline,
-                progress=progress,
-                progress_offset=start * max_tokens,
-                prune=prune,
+                call=call,
             )
             for start in range(0, n, per_request)
         ]
@@ -458,25 +466,12 @@ class LlamaCppModel:
             if request.cancelled:
                 self._finish(request)
                 continue
-            live = request.live
-            chosen, logprobs = _sample(request.logits, [s.rng for s in live], request.sampling)
-            if request.sampling.top_logprobs:
-                for seq, row in zip(live, request.logits, strict=True):
-                    seq.top.append(self._top_logprobs(row, request.sampling.top_logprobs))
-            for seq, token, logprob in zip(live, chosen, logprobs, strict=True):
-                self._accept(seq, int(token), float(logprob), request)
-            self.stats.sampled_tokens += len(live)
-            if request.progress is not None:
-                generated = sum(len(s.tokens) for s in request.sequences)
-                try:
-                    request.progress(request.progress_offset + generated)
-                except BaseException as exc:  # e.g. Ctrl-C raised in the caller's callback
-                    request.error = exc
-                    self._finish(request)
-                    continue
-            if request.deadline is not None and time.monotonic() >= request.deadline:
-                for seq in request.live:
-                    seq.finish = "budget"
+            try:
+                self._sample_request(request)
+            except BaseException as exc:  # a caller's callback (progress, prune) raised
+                request.error = exc  # it fails its own call, not the others in the batch
+                self._finish(request)
+                continue
             if not request.live:
                 self._finish(request)
         rows = [(request, seq) for request in self._active for seq in request.live]
@@ -497,6 +492,22 @@ class LlamaCppModel:
             request.position += 1
             start += count
 
+    def _sample_request(self, request: _Request) -> None:
+        call, live = request.call, request.live
+        chosen, logprobs = _sample(request.logits, [s.rng for s in live], call.sampling)
+        if call.sampling.top_logprobs:
+            for seq, row in zip(live, request.logits, strict=True):
+                seq.top.append(self._top_logprobs(row, call.sampling.top_logprobs))
+        for seq, token, logprob in zip(live, chosen, logprobs, strict=True):
+            self._accept(seq, int(token), float(logprob), call)
+        self.stats.sampled_tokens += len(live)
+        call.generated += len(live)
+        if call.progress is not None:
+            call.progress(call.generated)
+        if call.deadline is not None and time.monotonic() >= call.deadline:
+            for seq in request.live:
+                seq.finish = "budget"
+
     def _finish(self, request: _Request) -> None:
         """Release the request's KV slots and cells, and wake its caller."""
         if request in self._active:
@@ -508,7 +519,7 @@ class LlamaCppModel:
             self._cells_reserved -= request.cells
         request.done.set()
 
-    def _accept(self, seq: _Sequence, token: int, logprob: float, request: _Request) -> None:
+    def _accept(self, seq: _Sequence, token: int, logprob: float, call: _Call) -> None:
         seq.tokens.append(token)
         seq.logprobs.append(logprob)
         if self._eog[token]:
@@ -516,15 +527,15 @@ class LlamaCppModel:
             return
         before = len(seq.text)
         seq.text += self._piece(token)
-        for stop in request.stops:
+        for stop in call.stops:
             at = seq.text.find(stop, max(0, before - len(stop) + 1))
             if at >= 0:
                 seq.finish = "stop"
                 seq.stop_at = len(seq.text[:at].decode("utf-8", errors="replace"))
                 return
-        if len(seq.tokens) >= request.max_tokens:
+        if len(seq.tokens) >= call.max_tokens:
             seq.finish = "length"
-        elif request.prune is not None and request.prune(seq.logprobs):
+        elif call.prune is not None and call.prune(seq.logprobs):
             seq.finish = "pruned"
 
     def _top_logprobs(self, logits: np.ndarray, k: int) -> dict[str, float]:

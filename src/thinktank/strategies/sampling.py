@@ -275,8 +275,10 @@ class BestOfMajority(ManySamples, Strategy):
         candidates = sample_candidates(problem, ctx, self.n, self.sampling())
         vote = majority_vote([c.answer for c in candidates], problem.kind)
         threshold = self.min_share * len(candidates)
-        frequent = {answer_key(a, problem.kind) for a, count in vote.counts.items()
-                    if count >= threshold} or set(list(vote.counts)[:1])  # fmt: skip
+        # The leader always stays in, even when no answer reaches the threshold.
+        ranked = list(vote.counts.items())
+        frequent = {answer_key(answer, problem.kind) for i, (answer, count) in enumerate(ranked)
+                    if count >= threshold or i == 0}  # fmt: skip
         return verified_choice(
             problem,
             ctx,

@@ -127,9 +127,10 @@ class PublicTests:
             f"{python_solution(problem.prompt, code)}\n\n_passed = 0\n{checks}print(_passed)\n"
         )
         result = run_python(program, Limits(wall_seconds=5, cpu_seconds=5))
-        if not result.passed:
-            return 0.0
-        return int(result.stdout.split()[-1]) / len(problem.public_tests)
+        last = result.stdout.split()[-1:]
+        if not result.passed or not last or not last[0].isdigit():
+            return 0.0  # crashed, or exited before the checks ran
+        return min(int(last[0]), len(problem.public_tests)) / len(problem.public_tests)
 
 
 class FunctionVerifier:
