@@ -10,12 +10,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+import types
 from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
 
 import thinktank
+from thinktank.aggregate import dawid_skene
 from thinktank.bench.runner import solve_task
 from thinktank.bench.suites import load_suite
 from thinktank.errors import SpecError
@@ -84,7 +86,7 @@ def _reachable(obj, seen=None, depth=0):
         children = list(obj)
     elif hasattr(obj, "__dict__"):
         children = list(vars(obj).values())
-    if getattr(obj, "__closure__", None):
+    if isinstance(obj, types.FunctionType) and obj.__closure__:
         children += [cell.cell_contents for cell in obj.__closure__]
     for child in children:
         yield from _reachable(child, seen, depth + 1)
@@ -229,3 +231,94 @@ def test_verifier_analysis_from_a_best_of_n_run(tmp_path):
     )
     report = thinktank.report(outcome.run_id, tmp_path / "out", Ledger(tmp_path / "l.db"))
     assert (report.parent / "verifier_scaling.png").exists()
+
+
+class CountingModel:
+    """The real model, counting the tokens it is asked to sample."""
+
+    def __init__(self, model):
+        self.model, self.sampled = model, 0
+        self.name, self.capabilities, self.price = model.name, model.capabilities, model.price
+
+    def count_tokens(self, prompt):
+        return self.model.count_tokens(prompt)
+
+    def generate(self, prompt, n=1, sampling=None, **options):
+        completions = self.model.generate(prompt, n, sampling, **options)
+        self.sampled += sum(c.completion_tokens for c in completions)
+        return completions
+
+
+def test_strategies_share_seeded_samples_and_each_pays_for_them(smollm2, tmp_path):
+    suite = CHAIN_SUM.format(size=2)
+    strategies = ["self-consistency:n=4,max_tokens=24", "weighted-vote:n=4,max_tokens=24"]
+    drawn = {}
+    for share in (True, False):
+        model = CountingModel(smollm2)
+        outcome = thinktank.benchmark(
+            suite, strategies, [model], ledger=Ledger(tmp_path / f"{share}.db"), concurrency=1,
+            share_samples=share,
+        )  # fmt: skip
+        drawn[share] = model.sampled
+        vote, weighted = outcome.summaries
+        # Each strategy is charged for every sample, drawn or replayed.
+        assert vote.completion_tokens == weighted.completion_tokens > 0
+        assert vote.cost_usd == pytest.approx(weighted.cost_usd)
+        rows = Ledger(tmp_path / f"{share}.db").results(outcome.run_id)
+        by_strategy = {}
+        for row in rows:
+            by_strategy.setdefault(row.strategy, []).append(row.sample_keys)
+        # The same samples (paired comparison): at concurrency 1 also when drawn twice.
+        assert by_strategy[vote.strategy] == by_strategy[weighted.strategy]
+        assert drawn[share] == (1 if share else 2) * vote.completion_tokens
+
+
+def test_adaptive_consistency_votes_over_the_first_samples_of_the_same_stream(tmp_path):
+    ledger = Ledger(tmp_path / "l.db")
+    strategies = [
+        "self-consistency:n=6,max_tokens=24",
+        "adaptive-consistency:max_n=6,max_tokens=24",
+    ]
+    outcome = thinktank.benchmark(CHAIN_SUM.format(size=3), strategies, ledger=ledger)
+    keys = {}
+    for row in ledger.results(outcome.run_id):
+        keys.setdefault(row.problem_id, {})[row.strategy.partition(":")[0]] = row.sample_keys
+    for problem in keys.values():
+        drawn = problem["adaptive-consistency"]
+        assert 2 <= len(drawn) <= 6 and drawn == problem["self-consistency"][: len(drawn)]
+
+
+@dataclass
+class Guesses(Strategy):
+    """Answers with two guesses without sampling: a wrong one first, then a right one."""
+
+    name: ClassVar[str] = "guesses"
+    summary: ClassVar[str] = "test double"
+
+    def solve(self, problem, ctx):
+        a, b = (int(x) for x in problem.prompt.split("What is ")[1].rstrip("?").split(" + "))
+        return Solution(answer=str(a + b + 1), candidates=[], alternatives=[str(a + b)])
+
+
+def test_a_problem_answered_with_k_guesses_counts_if_any_is_right(smollm2, tmp_path):
+    task = Task(Problem("p1", "What is 2 + 3?"), "5", scorer=lambda answer, ref: answer == ref)
+    row = solve_task(
+        Guesses(), smollm2, task, run_id="r", seed=0, budget=None, ledger=Ledger(tmp_path / "l.db")
+    )
+    assert (row.answer, row.score) == ("6", 1.0)
+
+
+def test_truth_inference_re_answers_the_batch_from_worker_reliability(tmp_path):
+    ledger = Ledger(tmp_path / "l.db")
+    spec = "truth-inference:n=4,temperatures=0.3/1.2,max_tokens=32"
+    outcome = thinktank.benchmark(CHAIN_SUM.format(size=4), [spec], ledger=ledger)
+    [summary] = outcome.summaries
+    workers = {f"smollm2|{v}|T={t}" for v in ("instruct", "step-by-step") for t in ("0.3", "1.2")}
+    assert set(summary.worker_reliability) == set(summary.worker_accuracy) == workers
+    assert all(0 < p < 1 for p in summary.worker_reliability.values())
+    rows = ledger.results(outcome.run_id)
+    estimate = dawid_skene([list(zip(r.sample_workers, r.sample_keys, strict=True)) for r in rows])
+    for row, key in zip(rows, estimate.answers, strict=True):
+        # Each answer is the batch estimate, scored as the evaluator scored that sample.
+        assert row.answer == key
+        assert row.score == (row.sample_scores[row.sample_keys.index(key)] if key else 0.0)

@@ -9,6 +9,7 @@ import pytest
 from thinktank.economics import PriceBook, local_price, price_book
 from thinktank.errors import ThinktankError
 from thinktank.ledger import CallRow, Ledger
+from thinktank.models.base import Price
 
 
 def test_ledger_persists_and_summarizes_runs(tmp_path):
@@ -68,11 +69,18 @@ def test_bad_price_book_is_a_clear_error(tmp_path):
         PriceBook([bad])
 
 
-def test_a_ledger_from_before_the_verifier_column_is_upgraded(tmp_path):
+def test_a_ledger_from_before_the_newer_columns_is_upgraded(tmp_path):
     import sqlite3
 
     path = tmp_path / "old.db"
-    with sqlite3.connect(path) as db:  # the results table as first released
+    with sqlite3.connect(path) as db:  # the results and calls tables as first released
+        db.execute(
+            "CREATE TABLE calls (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,"
+            " problem_id TEXT, strategy TEXT, model TEXT NOT NULL, n INTEGER NOT NULL,"
+            " prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,"
+            " seconds REAL NOT NULL, cost_usd REAL NOT NULL, created_at REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO calls VALUES (1, 'r', 'p', 's', 'm', 2, 10, 20, 0.5, 0.0, 0.0)")
         db.execute(
             "CREATE TABLE results (run_id TEXT NOT NULL, strategy TEXT NOT NULL, model TEXT NOT"
             " NULL, problem_id TEXT NOT NULL, answer TEXT, score REAL NOT NULL, sample_keys TEXT"
@@ -88,5 +96,28 @@ def test_a_ledger_from_before_the_verifier_column_is_upgraded(tmp_path):
     ledger = Ledger(path)
     [old] = ledger.results("r")
     assert old.sample_verifier_scores == [] and old.sample_keys == ["4"]
-    ledger.record_result(dataclasses.replace(old, problem_id="q", sample_verifier_scores=[0.7]))
-    assert [r.sample_verifier_scores for r in ledger.results("r")] == [[], [0.7]]
+    assert (old.cached_tokens, old.sample_workers) == (0, [])
+    ledger.record_result(
+        dataclasses.replace(
+            old, problem_id="q", sample_verifier_scores=[0.7], cached_tokens=3,
+            sample_workers=["w"],
+        )
+    )  # fmt: skip
+    assert [(r.sample_verifier_scores, r.cached_tokens, r.sample_workers)
+            for r in ledger.results("r")] == [([], 0, []), ([0.7], 3, ["w"])]  # fmt: skip
+    [old_call] = ledger.calls("r")
+    assert old_call.cached_tokens == 0
+    ledger.record_call(dataclasses.replace(old_call, cached_tokens=7))
+    assert [c.cached_tokens for c in ledger.calls("r")] == [0, 7]
+
+
+def test_cached_prompt_tokens_cost_a_tenth_unless_priced(tmp_path):
+    default = Price(input_per_mtok=10, output_per_mtok=40)
+    # 1M prompt tokens of which 0.5M cached: 0.5 x $10 + 0.5 x $1, no completion.
+    assert default.cost(1_000_000, 0, cached_tokens=500_000) == pytest.approx(5.5)
+    book_path = tmp_path / "prices.toml"
+    book_path.write_text(
+        "[models.c]\ninput_per_mtok = 10\noutput_per_mtok = 40\ncached_input_per_mtok = 5\n"
+    )
+    priced = PriceBook([book_path]).get("c")
+    assert priced.cost(1_000_000, 0, cached_tokens=1_000_000) == pytest.approx(5)

@@ -10,18 +10,19 @@ import pytest
 
 from thinktank.errors import ThinktankError
 from thinktank.models.base import Sampling
-from thinktank.models.llamacpp import MAX_BATCH_SEQUENCES, _draw
+from thinktank.models.llamacpp import MAX_BATCH_SEQUENCES, LlamaCppModel, _draw
 
 from .conftest import SUM_PROMPT
 
 
 def test_n_samples_share_one_prefill_and_differ(smollm2):
     prompt_tokens = smollm2.count_tokens(SUM_PROMPT)
-    before = smollm2.stats.prefill_tokens
+    before = smollm2.stats.prefill_tokens + smollm2.stats.cached_tokens
     completions = smollm2.generate(SUM_PROMPT, 8, Sampling(temperature=1.0, max_tokens=12, seed=5))
     assert len(completions) == 8
-    # The prompt was decoded once for all 8 sequences, not 8 times.
-    assert smollm2.stats.prefill_tokens - before == prompt_tokens
+    # The prompt was put in the KV cache once for all 8 sequences (decoded, or
+    # partly taken from the prefix cache), not 8 times.
+    assert smollm2.stats.prefill_tokens + smollm2.stats.cached_tokens - before == prompt_tokens
     assert all(c.prompt_tokens == prompt_tokens for c in completions)
     assert len({c.text for c in completions}) >= 4, [c.text for c in completions]
 
@@ -242,3 +243,53 @@ def test_top_p_draws_stay_in_the_nucleus_with_the_right_frequencies(size):
     expected = probs[nucleus] / probs[nucleus].sum()
     observed = np.array([(draws == token).mean() for token in nucleus])
     assert np.abs(observed - expected).max() < 0.02
+
+
+def test_a_repeated_prompt_comes_from_the_prefix_cache_and_samples_the_same(smollm2):
+    prompt = [{"role": "user", "content": "Name a colour of the rainbow."}]
+    sampling = Sampling(temperature=1.0, max_tokens=10, seed=11)
+    first = smollm2.generate(prompt, 3, sampling)
+    prefilled, cached = smollm2.stats.prefill_tokens, smollm2.stats.cached_tokens
+    again = smollm2.generate(prompt, 3, sampling)
+    assert smollm2.stats.prefill_tokens == prefilled  # nothing decoded again
+    assert smollm2.stats.cached_tokens - cached == smollm2.count_tokens(prompt)
+    assert all(c.cached_tokens == c.prompt_tokens for c in again)
+    assert [c.token_ids for c in again] == [c.token_ids for c in first]
+
+
+def test_a_longer_prompt_prefills_only_what_the_cache_lacks(smollm2):
+    opening = [{"role": "user", "content": "What is 12 + 30?"}]
+    follow_up = [
+        *opening,
+        {"role": "assistant", "content": "12 + 30 = 42."},
+        {"role": "user", "content": "And 42 + 1?"},
+    ]
+    greedy = Sampling(temperature=0.0, max_tokens=12)
+    smollm2.generate(opening, 1, greedy)
+    prefilled = smollm2.stats.prefill_tokens
+    [cached] = smollm2.generate(follow_up, 1, greedy)
+    reused = smollm2.count_tokens(opening)
+    assert cached.cached_tokens == reused
+    assert smollm2.stats.prefill_tokens - prefilled == smollm2.count_tokens(follow_up) - reused
+    # The same text as from a model without the cache (greedy: immune to float noise).
+    uncached = LlamaCppModel(smollm2.path, name="uncached", chat=True, prefix_cache=0)
+    try:
+        [fresh] = uncached.generate(follow_up, 1, greedy)
+    finally:
+        uncached.close()
+    assert fresh.cached_tokens == 0
+    assert cached.text == fresh.text
+
+
+def test_sample_offset_continues_the_seeded_stream(smollm2):
+    # The first token is drawn from the prompt's logits alone, which do not depend
+    # on the batch: it shows which random stream a sample used. (Later tokens can
+    # differ in the last float bits with the batch's size.)
+    prompt = [{"role": "user", "content": "Say one random word."}]
+    sampling = Sampling(temperature=2.0, max_tokens=2, seed=21)
+    eight = smollm2.generate(prompt, 8, sampling)
+    last_four = smollm2.generate(prompt, 4, sampling.with_(sample_offset=4))
+    first_four = smollm2.generate(prompt, 4, sampling)
+    assert [c.token_ids[0] for c in last_four] == [c.token_ids[0] for c in eight[4:]]
+    assert [c.token_ids[0] for c in first_four] == [c.token_ids[0] for c in eight[:4]]
+    assert [c.token_ids[0] for c in last_four] != [c.token_ids[0] for c in first_four]

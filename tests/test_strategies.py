@@ -21,7 +21,7 @@ from thinktank.strategies.sampling import (
     lowest_window_confidence,
 )
 from thinktank.verify import answer_key
-from thinktank.verify.verifiers import yes_probability
+from thinktank.verify.verifiers import option_probability, yes_probability
 
 
 def test_spec_strings_build_configured_strategies():
@@ -50,6 +50,12 @@ def test_spec_strings_build_configured_strategies():
         ("best-of-majority:min_share=0", "min_share"),
         ("deepconf:warmup=20", "warmup must be in"),
         ("deepconf:keep=0", "keep must be in"),
+        ("best-of-majority:k=0", "k must be"),
+        ("best-of-n:verifier=pairwise@no-such-model", "unknown model"),
+        ("diverse-prompts:n=4,approaches=5", "approaches must be in"),
+        ("truth-inference:variants=shouting", "variants must be taken from"),
+        ("truth-inference:temperatures=hot/cold", "temperatures must be numbers"),
+        ("truth-inference:n=3", "every worker"),
     ],
 )
 def test_bad_specs_fail_clearly(spec, message):
@@ -67,6 +73,8 @@ def test_registry_lists_every_strategy_once():
         "best-of-majority",
         "deepconf",
         "rpc",
+        "diverse-prompts",
+        "truth-inference",
     }
 
 
@@ -152,7 +160,8 @@ def test_decision_confidence_follows_the_beta_rule():
 def test_adaptive_consistency_stops_when_decided_and_not_before():
     easy = thinktank.solve(
         "What is 1 + 1?",
-        strategy="adaptive-consistency:max_n=12,batch=4,max_tokens=32,temperature=0.3",
+        strategy="adaptive-consistency:max_n=12,batch=4,max_tokens=32,temperature=0.3,"
+        "confidence=0.95",
         seed=2,
     )
     steps = easy.trace
@@ -169,6 +178,9 @@ def test_yes_probability_reads_yes_and_no_in_any_form():
         pytest.approx(0.75)
     )
     assert yes_probability({"The": -0.1}) == 0.5
+    assert option_probability({"A": math.log(0.2), " b": math.log(0.6)}, "a", "b") == (
+        pytest.approx(0.25)
+    )
 
 
 def test_best_of_n_keeps_the_answer_its_verifier_scores_highest(isolated_home):
@@ -283,3 +295,79 @@ def test_best_of_majority_keeps_the_leader_when_no_answer_is_frequent():
         [c.answer for c in solution.candidates], "math").counts)), "math")  # fmt: skip
     assert scored == {leader}
     assert answer_key(solution.answer, "math") == leader
+
+
+def test_adaptive_consistency_batches_reuse_the_cached_prompt():
+    adaptive = thinktank.solve(
+        "What is 3 + 4?",
+        strategy="adaptive-consistency:max_n=6,batch=2,max_tokens=24,confidence=0.99",
+        seed=5,
+    )
+    calls = Ledger().calls(adaptive.run_id)
+    assert len(calls) == len(adaptive.trace) > 1
+    # Later batches take the prompt from the prefix cache instead of decoding it again.
+    assert all(c.cached_tokens == c.prompt_tokens for c in calls[1:])
+    assert adaptive.usage.cached_tokens == sum(c.cached_tokens for c in calls) > 0
+
+
+def test_pairwise_judge_compares_every_pair_of_distinct_answers_both_ways(isolated_home):
+    solution = thinktank.solve(
+        "What is 3 + 4?",
+        strategy="best-of-n:n=6,max_tokens=48,verifier=pairwise,temperature=1.0",
+        seed=3,
+    )
+    by_answer = {answer_key(c.answer, "math"): c.score for c in solution.candidates
+                 if c.answer is not None}  # fmt: skip
+    distinct = len(by_answer)
+    assert all(0.0 <= score <= 1.0 for score in by_answer.values())
+    # Each pair shares one win between its two answers: scores sum to distinct / 2.
+    if distinct > 1:
+        assert sum(by_answer.values()) == pytest.approx(distinct / 2)
+    else:
+        assert list(by_answer.values()) == [1.0]
+    assert solution.usage.calls == 1 + distinct * (distinct - 1)
+    assert solution.votes[solution.answer] == max(by_answer.values())
+
+
+def test_best_of_majority_can_answer_with_its_k_best_frequent_answers():
+    solution = thinktank.solve(
+        "What is 3 + 4?",
+        strategy="best-of-majority:n=8,max_tokens=48,min_share=0.125,k=3,temperature=1.0",
+        seed=4,
+    )
+    ranked = list(solution.votes)
+    assert solution.answers == ranked[:3]
+    keys = [answer_key(a, "math") for a in solution.answers]
+    assert len(set(keys)) == len(keys)  # k different answers, not k forms of one
+
+
+def test_diverse_prompts_gives_each_approach_its_share_of_samples():
+    solution = thinktank.solve(
+        "What is 3 + 4?", strategy="diverse-prompts:n=5,approaches=2,max_tokens=32", seed=1
+    )
+    assert [step["approach"] for step in solution.trace] and len(solution.trace) == 2
+    workers = [c.worker for c in solution.candidates]
+    assert workers == ["approach 1"] * 3 + ["approach 2"] * 2
+    assert solution.usage.calls == 3  # the approaches, then one batch per approach
+    rows = Ledger().calls(solution.run_id)
+    assert [r.n for r in rows] == [1, 3, 2]
+
+
+def test_truth_inference_pools_its_workers_on_one_problem():
+    solution = thinktank.solve(
+        "What is 3 + 4?",
+        strategy="truth-inference:n=6,variants=instruct/plain,temperatures=0.3/1.0,max_tokens=32",
+        seed=1,
+    )
+    workers = [c.worker for c in solution.candidates]
+    assert workers == [
+        "smollm2|instruct|T=0.3",
+        "smollm2|instruct|T=0.3",
+        "smollm2|instruct|T=1",
+        "smollm2|instruct|T=1",
+        "smollm2|plain|T=0.3",
+        "smollm2|plain|T=1",
+    ]  # fmt: skip  (6 samples over 4 workers: the first two draw one more)
+    # Alone, a problem gets the plain vote of all its workers.
+    vote = majority_vote([c.answer for c in solution.candidates], "math")
+    assert solution.answer == vote.winner

@@ -96,6 +96,7 @@ def benchmark(
     budget: Budget | None = None,
     ledger: Ledger | None = None,
     concurrency: int = 4,
+    share_samples: bool = True,
     on_plan: Callable[[BenchPlan], None] | None = None,
     on_result: Callable[[ResultRow], None] | None = None,
 ) -> BenchOutcome:
@@ -106,12 +107,20 @@ def benchmark(
     ``concurrency`` problems are solved at once; the embedded backend batches
     their samples together (results then depend slightly on which problems
     shared a batch, so a seed reproduces a run exactly only at concurrency 1).
+    ``share_samples`` lets strategies that draw the same seeded samples share
+    them (drawn once, metered for each; see `run_bench`).
     """
     ledger = ledger if ledger is not None else Ledger()
     plan = plan_bench(suite, strategies, models, seed=seed, budget=budget, ledger=ledger)
     if on_plan is not None:
         on_plan(plan)
-    results = run_bench(plan, ledger=ledger, concurrency=concurrency, on_result=on_result)
+    results = run_bench(
+        plan,
+        ledger=ledger,
+        concurrency=concurrency,
+        share_samples=share_samples,
+        on_result=on_result,
+    )
     config = ledger.bench_config(plan.run_id) or {}
     return BenchOutcome(plan.run_id, config, summarize(results, config))
 

@@ -121,6 +121,13 @@ def _parser() -> argparse.ArgumentParser:
         help="problems in flight at once (default 4): the embedded model decodes their "
         "samples in one batch",
     )
+    bench.add_argument(
+        "--no-share-samples",
+        dest="share_samples",
+        action="store_false",
+        help="draw every strategy's samples afresh (by default strategies that draw the same "
+        "seeded samples get them once, and each is still charged for them)",
+    )
     bench.add_argument("--out", help="also write the report and results.json into this folder")
     bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     bench.set_defaults(handler=_bench)
@@ -237,7 +244,8 @@ def _solve(args: argparse.Namespace) -> int:
         votes = ", ".join(f"{answer}: {count:g}" for answer, count in solution.votes.items())
         stderr.print(f"votes  {votes or 'none'}")
     stderr.print(
-        f"usage  {usage.completions} completions, {usage.prompt_tokens} prompt + "
+        f"usage  {usage.completions} completions, {usage.prompt_tokens} prompt"
+        f"{f' ({usage.cached_tokens} cached)' if usage.cached_tokens else ''} + "
         f"{usage.completion_tokens} completion tokens, ${usage.cost_usd:.8f}, "
         f"{usage.seconds:.1f} s  (run {solution.run_id})"
     )
@@ -287,6 +295,7 @@ def _bench(args: argparse.Namespace) -> int:
             seed=args.seed,
             budget=_budget(args),
             concurrency=args.concurrency,
+            share_samples=args.share_samples,
             on_plan=on_plan,
             on_result=on_result,
         )

@@ -45,11 +45,19 @@ def _read(path: Path) -> dict[str, Price]:
     try:
         data = tomllib.loads(path.read_text())
         return {
-            name: Price(float(entry["input_per_mtok"]), float(entry["output_per_mtok"]))
+            name: Price(
+                float(entry["input_per_mtok"]),
+                float(entry["output_per_mtok"]),
+                _optional_float(entry.get("cached_input_per_mtok")),
+            )
             for name, entry in data.get("models", {}).items()
         }
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ThinktankError(f"bad price book {path}: {exc}") from None
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)
 
 
 @cache

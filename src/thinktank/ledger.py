@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS calls (
     completion_tokens INTEGER NOT NULL,
     seconds REAL NOT NULL,
     cost_usd REAL NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    cached_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS calls_by_run ON calls(run_id);
 CREATE TABLE IF NOT EXISTS bench_runs (
@@ -62,6 +63,8 @@ CREATE TABLE IF NOT EXISTS results (
     budget_exhausted INTEGER NOT NULL,
     created_at REAL NOT NULL,
     sample_verifier_scores TEXT,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    sample_workers TEXT,
     PRIMARY KEY (run_id, strategy, model, problem_id)
 );
 """
@@ -78,6 +81,7 @@ class CallRow:
     completion_tokens: int
     seconds: float
     cost_usd: float
+    cached_tokens: int = 0  # the part of prompt_tokens a prefix cache served
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,9 @@ class ResultRow:
     budget_exhausted: bool
     #: Each sample's verifier score, for strategies that used a verifier.
     sample_verifier_scores: list[float | None] = field(default_factory=list)
+    cached_tokens: int = 0  # the part of prompt_tokens a prefix cache served
+    #: Who drew each sample, for strategies that pool several samplers.
+    sample_workers: list[str | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -131,9 +138,23 @@ class Ledger:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
-        if "sample_verifier_scores" not in columns:  # a ledger from before the column
-            self._db.execute("ALTER TABLE results ADD COLUMN sample_verifier_scores TEXT")
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a ledger written by an older thinktank up to the current schema."""
+        added = {
+            "results": {
+                "sample_verifier_scores": "TEXT",
+                "cached_tokens": "INTEGER NOT NULL DEFAULT 0",
+                "sample_workers": "TEXT",
+            },
+            "calls": {"cached_tokens": "INTEGER NOT NULL DEFAULT 0"},
+        }
+        for table, columns in added.items():
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column, declaration in columns.items():
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         with self._lock:
@@ -169,8 +190,8 @@ class Ledger:
         with self._lock:
             self._db.execute(
                 "INSERT INTO calls (run_id, problem_id, strategy, model, n, prompt_tokens,"
-                " completion_tokens, seconds, cost_usd, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " completion_tokens, seconds, cost_usd, created_at, cached_tokens)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.run_id,
                     row.problem_id,
@@ -182,6 +203,7 @@ class Ledger:
                     row.seconds,
                     row.cost_usd,
                     time.time(),
+                    row.cached_tokens,
                 ),
             )
 
@@ -189,7 +211,7 @@ class Ledger:
         with self._lock:
             rows = self._db.execute(
                 "SELECT run_id, problem_id, strategy, model, n, prompt_tokens, completion_tokens,"
-                " seconds, cost_usd FROM calls WHERE run_id = ? ORDER BY id",
+                " seconds, cost_usd, cached_tokens FROM calls WHERE run_id = ? ORDER BY id",
                 (run_id,),
             ).fetchall()
         return [CallRow(*row) for row in rows]
@@ -214,8 +236,9 @@ class Ledger:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO results (run_id, strategy, model, problem_id, answer,"
                 " score, sample_keys, sample_scores, prompt_tokens, completion_tokens,"
-                " cost_usd, seconds, budget_exhausted, created_at, sample_verifier_scores)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " cost_usd, seconds, budget_exhausted, created_at, sample_verifier_scores,"
+                " cached_tokens, sample_workers)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.run_id,
                     row.strategy,
@@ -232,16 +255,32 @@ class Ledger:
                     int(row.budget_exhausted),
                     time.time(),
                     json.dumps(row.sample_verifier_scores),
+                    row.cached_tokens,
+                    json.dumps(row.sample_workers),
                 ),
             )
         return cursor.rowcount == 1
+
+    def revise_result(
+        self, run_id: str, strategy: str, model: str, problem_id: str, answer: str | None,
+        score: float,
+    ) -> None:  # fmt: skip
+        """Replace a result's answer and score (a strategy that re-answers a whole batch)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE results SET answer = ?, score = ?"
+                " WHERE run_id = ? AND strategy = ? AND model = ? AND problem_id = ?",
+                (answer, score, run_id, strategy, model, problem_id),
+            )
 
     def results(self, run_id: str) -> list[ResultRow]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT run_id, strategy, model, problem_id, answer, score, sample_keys,"
                 " sample_scores, prompt_tokens, completion_tokens, cost_usd, seconds,"
-                " budget_exhausted, sample_verifier_scores FROM results WHERE run_id = ?"
+                " budget_exhausted, sample_verifier_scores, cached_tokens, sample_workers"
+                " FROM results"
+                " WHERE run_id = ?"
                 " ORDER BY created_at",
                 (run_id,),
             ).fetchall()
@@ -253,6 +292,8 @@ class Ledger:
                 *row[8:12],
                 bool(row[12]),
                 json.loads(row[13] or "[]"),
+                row[14],
+                json.loads(row[15] or "[]"),
             )
             for row in rows
         ]

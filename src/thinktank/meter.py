@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from thinktank.errors import BudgetExhausted
@@ -44,6 +45,8 @@ class Usage:
     """What a run consumed. ``seconds`` is time spent inside model calls."""
 
     prompt_tokens: int = 0
+    #: The part of ``prompt_tokens`` a prefix cache served (cheaper, see `Price`).
+    cached_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
     seconds: float = 0.0
@@ -58,8 +61,62 @@ class Usage:
         return {**asdict(self), "total_tokens": self.total_tokens}
 
 
+class SampleStore:
+    """Seeded samples kept for replay, so strategies compared on a benchmark vote over
+    the very same samples (a paired comparison) and each sample is drawn once.
+
+    A seeded sample is fixed by (model, prompt, sampling, seed, index): sample i of
+    a call with n samples is sample i of any larger call with the same seed. A
+    replayed call is metered exactly as the original was (tokens, dollars and
+    seconds): each strategy still pays for what it would have drawn alone. A call
+    on a stream that another thread is drawing waits for it, then replays.
+    """
+
+    def __init__(self) -> None:
+        self._samples: dict[tuple, tuple[Completion, float]] = {}
+        self._drawing: dict[tuple, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def replay_or_draw(
+        self,
+        model: Model,
+        prompt: Prompt,
+        n: int,
+        sampling: Sampling,
+        draw: Callable[[], tuple[list[Completion], float]],
+    ) -> tuple[list[Completion], float]:
+        """The call's n completions and seconds: stored ones if all were drawn, else
+        ``draw()``'s (then kept)."""
+        stream = (model.name, repr(prompt), sampling.with_(sample_offset=0))
+        keys = [(stream, sampling.sample_offset + i) for i in range(n)]
+        while True:
+            with self._lock:
+                found = [self._samples.get(key) for key in keys]
+                if all(entry is not None for entry in found):
+                    return [c for c, _ in found], max(seconds for _, seconds in found)
+                busy = self._drawing.get(stream)
+                if busy is None:
+                    self._drawing[stream] = drawing = threading.Event()
+                    break
+            busy.wait()
+        try:
+            completions, seconds = draw()
+            with self._lock:
+                for key, completion in zip(keys, completions, strict=False):
+                    self._samples.setdefault(key, (completion, seconds))
+        finally:
+            with self._lock:
+                del self._drawing[stream]
+            drawing.set()
+        return completions, seconds
+
+
 class Meter:
-    """Fits calls into a `Budget`, counts their `Usage`, writes one ledger row per call."""
+    """Fits calls into a `Budget`, counts their `Usage`, writes one ledger row per call.
+
+    With a `SampleStore`, seeded calls without a prune rule or deadline are
+    replayed from it when it holds their samples.
+    """
 
     def __init__(
         self,
@@ -70,8 +127,10 @@ class Meter:
         strategy: str = "",
         problem_id: str = "",
         cancel: threading.Event | None = None,
+        samples: SampleStore | None = None,
     ) -> None:
         self.budget = budget or Budget()
+        self.samples = samples
         #: Once set, calls in flight stop at their next token and new ones are refused,
         #: both raising KeyboardInterrupt (how a bench run stops its other problems).
         self.cancel = cancel
@@ -118,6 +177,47 @@ class Meter:
             worst_cost = model.price.cost(prompt_tokens, n * sampling.max_tokens)
             self._reserved_tokens += worst_tokens
             self._reserved_cost += worst_cost
+        shareable = (
+            self.samples is not None
+            and sampling.seed is not None
+            and prune is None
+            and self.deadline is None
+        )
+
+        def draw() -> tuple[list[Completion], float]:
+            return self._call(model, prompt, n, sampling, progress, prune)
+
+        try:
+            if shareable:
+                completions, seconds = self.samples.replay_or_draw(model, prompt, n, sampling, draw)
+            else:
+                completions, seconds = draw()
+        finally:
+            with self._lock:
+                self._reserved_tokens -= worst_tokens
+                self._reserved_cost -= worst_cost
+        self._record(
+            model,
+            len(completions),
+            prompt_tokens,
+            sum(c.completion_tokens for c in completions),
+            seconds,
+            cached_tokens=min((c.cached_tokens for c in completions), default=0),
+        )
+        if any(c.finish_reason == "budget" for c in completions):
+            self.exhausted = True
+        return completions
+
+    def _call(
+        self,
+        model: Model,
+        prompt: Prompt,
+        n: int,
+        sampling: Sampling,
+        progress: ProgressCallback | None,
+        prune: PruneRule | None,
+    ) -> tuple[list[Completion], float]:
+        """The model call itself, and its seconds; an interrupted call is recorded as such."""
         generated = 0
 
         def track(tokens: int) -> None:
@@ -135,26 +235,24 @@ class Meter:
             )
         except KeyboardInterrupt:
             # Record what the interrupted call had already spent, then let it stop the run.
+            prompt_tokens = model.count_tokens(prompt)
             self._record(model, n, prompt_tokens, generated, time.monotonic() - started)
             raise
-        finally:
-            with self._lock:
-                self._reserved_tokens -= worst_tokens
-                self._reserved_cost -= worst_cost
-        completion_tokens = sum(c.completion_tokens for c in completions)
-        self._record(
-            model, len(completions), prompt_tokens, completion_tokens, time.monotonic() - started
-        )
-        if any(c.finish_reason == "budget" for c in completions):
-            self.exhausted = True
-        return completions
+        return completions, time.monotonic() - started
 
     def _record(
-        self, model: Model, n: int, prompt_tokens: int, completion_tokens: int, seconds: float
+        self,
+        model: Model,
+        n: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+        seconds: float,
+        cached_tokens: int = 0,
     ) -> None:
-        cost = model.price.cost(prompt_tokens, completion_tokens)
+        cost = model.price.cost(prompt_tokens, completion_tokens, cached_tokens)
         with self._lock:
             self.usage.prompt_tokens += prompt_tokens
+            self.usage.cached_tokens += cached_tokens
             self.usage.completion_tokens += completion_tokens
             self.usage.cost_usd += cost
             self.usage.seconds += seconds
@@ -169,6 +267,7 @@ class Meter:
                     model=model.name,
                     n=n,
                     prompt_tokens=prompt_tokens,
+                    cached_tokens=cached_tokens,
                     completion_tokens=completion_tokens,
                     seconds=seconds,
                     cost_usd=cost,

@@ -38,18 +38,41 @@ BASE_MODEL_STOPS = ("\nQuestion:", "\n\n")
 BASE_MODEL_CODE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 
 
-def build_prompt(problem: Problem, model: Model) -> Prompt:
-    """The prompt for ``problem`` in the form ``model`` understands."""
+#: Ways of putting the same problem, for strategies that pool several prompts:
+#: ``instruct`` is the default; ``step-by-step`` asks for the steps first;
+#: ``plain`` is the bare question (no instruction, no examples).
+PROMPT_VARIANTS = ("instruct", "step-by-step", "plain")
+_STEP_BY_STEP = "Think step by step, then give the answer."
+
+
+def build_prompt(
+    problem: Problem, model: Model, *, variant: str = "instruct", approach: str | None = None
+) -> Prompt:
+    """The prompt for ``problem`` in the form ``model`` understands.
+
+    ``variant`` is one of `PROMPT_VARIANTS`; ``approach`` (DIV-SE) tells the model
+    how to go about it.
+    """
+    if variant not in PROMPT_VARIANTS:
+        raise ValueError(f"prompt variant must be one of {', '.join(PROMPT_VARIANTS)}")
+    question = problem.prompt
+    if approach:
+        question += f"\n\nApproach: {approach}"
+    if variant == "step-by-step" and problem.kind != "code":
+        question += f"\n\n{_STEP_BY_STEP}"
     if model.capabilities.chat:
-        messages: list[Message] = [
-            {"role": "system", "content": _INSTRUCTION[problem.kind]},
-            {"role": "user", "content": problem.prompt},
-        ]
+        messages: list[Message] = [{"role": "user", "content": question}]
+        if variant != "plain":
+            messages.insert(0, {"role": "system", "content": _INSTRUCTION[problem.kind]})
         return messages
     if problem.kind == "code":
         return problem.prompt  # a base model continues the function's body
-    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in _FEW_SHOT[problem.kind])
-    return f"{shots}Question: {problem.prompt}\nAnswer:"
+    shots = (
+        ""
+        if variant == "plain"
+        else "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in _FEW_SHOT[problem.kind])
+    )
+    return f"{shots}Question: {question}\nAnswer:"
 
 
 def stop_strings(problem: Problem, model: Model) -> tuple[str, ...]:

@@ -25,11 +25,18 @@ class Candidate:
     mean_logprob: float | None = None
     #: A verifier's score, when a strategy used one.
     score: float | None = None
+    #: Who drew it, for strategies that pool several kinds of sampler (a prompt
+    #: variant, a temperature, a model): truth inference estimates each one's
+    #: reliability.
+    worker: str | None = None
 
     @classmethod
-    def from_completion(cls, completion: Completion, kind: Kind) -> Candidate:
+    def from_completion(
+        cls, completion: Completion, kind: Kind, worker: str | None = None
+    ) -> Candidate:
         logprobs = completion.logprobs
         return cls(
+            worker=worker,
             text=completion.text,
             answer=extract_answer(completion.text, kind),
             finish_reason=completion.finish_reason,
@@ -54,6 +61,14 @@ class Solution:
     problem_id: str = ""
     run_id: str = ""
     trace: list[dict[str, Any]] = field(default_factory=list)
+    #: Further answers, best first, for strategies that answer with k guesses
+    #: (pass@k output); a benchmark counts the problem solved if any is right.
+    alternatives: list[str] = field(default_factory=list)
+
+    @property
+    def answers(self) -> list[str | None]:
+        """The answer, then the alternatives."""
+        return [self.answer, *self.alternatives]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,4 +82,5 @@ class Solution:
             "problem_id": self.problem_id,
             "run_id": self.run_id,
             "trace": self.trace,
+            "alternatives": self.alternatives,
         }

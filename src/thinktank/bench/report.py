@@ -70,6 +70,22 @@ def _markdown(run_id: str, config: dict, summaries: list[ConfigSummary], plots: 
                 f"- verifier of {label(s)}: accepts {s.verifier_false_positive_rate:.0%} of wrong"
                 " samples (score >= 0.5; measured against the ground truth, evaluation only)"
             )
+    for s in summaries:
+        if s.worker_reliability:
+            lines += [
+                "",
+                f"Workers of {label(s)}: reliability estimated by Dawid-Skene from agreement "
+                "alone, against the share of each worker's samples that were right (ground "
+                "truth, evaluation only).",
+                "",
+                "| worker | estimated reliability | accuracy of its samples |",
+                "|---|---|---|",
+                *[
+                    f"| {worker} | {p:.2f} | {s.worker_accuracy.get(worker, math.nan):.2f} |"
+                    for worker, p in s.worker_reliability.items()
+                ],
+                "",
+            ]
     fits = [s for s in summaries if s.coverage_power_law]
     for s in fits:
         a, b = s.coverage_power_law

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 from thinktank.bench.suites import Suite, load_suite
 from thinktank.ledger import Ledger, ResultRow
-from thinktank.meter import Budget, Meter
+from thinktank.meter import Budget, Meter, SampleStore
 from thinktank.models import Model, load_model
 from thinktank.problem import Task
 from thinktank.strategies import Context, Strategy, build_strategy
@@ -78,9 +78,16 @@ def run_bench(
     *,
     ledger: Ledger,
     concurrency: int = 1,
+    share_samples: bool = True,
     on_result: Callable[[ResultRow], None] | None = None,
 ) -> list[ResultRow]:
-    """Solve what is left of ``plan``; returns all of the run's results."""
+    """Solve what is left of ``plan``; returns all of the run's results.
+
+    With ``share_samples``, strategies drawing the same seeded samples of a
+    problem (self-consistency and best-of-n with the same n, say) get the very
+    same samples, drawn once: their comparison is paired, and each is still
+    metered as if it had drawn them alone (see `SampleStore`).
+    """
     finished = {(r.strategy, r.model, r.problem_id) for r in ledger.results(plan.run_id)}
     jobs = [
         (strategy, model, task)
@@ -91,6 +98,7 @@ def run_bench(
     ]
 
     cancel = threading.Event()
+    samples = SampleStore() if share_samples else None
 
     def solve(job: tuple[Strategy, Model, Task]) -> ResultRow:
         row = solve_task(
@@ -100,6 +108,7 @@ def run_bench(
             budget=plan.budget,
             ledger=ledger,
             cancel=cancel,
+            samples=samples,
         )
         if ledger.record_result(row) and on_result is not None:
             on_result(row)
@@ -118,8 +127,34 @@ def run_bench(
                 cancel.set()  # problems in flight stop at their next token
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
+    revise_batches(plan, ledger)
     ledger.finish_run(plan.run_id, answer=None, budget_exhausted=False)
     return ledger.results(plan.run_id)
+
+
+def revise_batches(plan: BenchPlan, ledger: Ledger) -> None:
+    """Let strategies that pool evidence across problems re-answer the whole batch.
+
+    The new answer is one the problem's samples gave, so its score is the one the
+    evaluator already gave that sample: no ground truth reaches the strategy.
+    """
+    results = ledger.results(plan.run_id)
+    for strategy in plan.strategies:
+        for model in plan.models:
+            rows = [r for r in results if (r.strategy, r.model) == (strategy.spec, model.name)]
+            items = [
+                [(worker or "", key) for worker, key in
+                 zip(r.sample_workers or [None] * len(r.sample_keys), r.sample_keys, strict=True)]
+                for r in rows
+            ]  # fmt: skip
+            revised = strategy.revise_batch(items) if rows else None
+            if revised is None:
+                continue
+            for row, key in zip(rows, revised[0], strict=True):
+                score = row.sample_scores[row.sample_keys.index(key)] if key is not None else 0.0
+                if key != row.answer or score != row.score:
+                    ledger.revise_result(plan.run_id, row.strategy, row.model, row.problem_id,
+                                         key, score)  # fmt: skip
 
 
 def solve_task(
@@ -132,20 +167,19 @@ def solve_task(
     budget: Budget | None,
     ledger: Ledger,
     cancel: threading.Event | None = None,
+    samples: SampleStore | None = None,
 ) -> ResultRow:
     """Solve one task and score it. The strategy receives the Problem, never the Task."""
     problem = task.problem
     meter = Meter(budget, ledger=ledger, run_id=run_id, strategy=strategy.spec,
-                  problem_id=problem.id, cancel=cancel)  # fmt: skip
+                  problem_id=problem.id, cancel=cancel, samples=samples)  # fmt: skip
     problem_seed = zlib.crc32(f"{seed}/{problem.id}".encode())
     solution = strategy.solve(problem, Context(model=model, meter=meter, seed=problem_seed))
     # Evaluation starts here: only now is the reference used.
     scores: dict[str | None, float] = {}
-    for candidate in solution.candidates:
-        if candidate.answer not in scores:
-            scores[candidate.answer] = task.score(candidate.answer)
-    if solution.answer not in scores:
-        scores[solution.answer] = task.score(solution.answer)
+    for answer in [c.answer for c in solution.candidates] + solution.answers:
+        if answer not in scores:
+            scores[answer] = task.score(answer)
     usage = meter.usage
     return ResultRow(
         run_id=run_id,
@@ -153,17 +187,24 @@ def solve_task(
         model=model.name,
         problem_id=problem.id,
         answer=solution.answer,
-        score=scores[solution.answer],
+        # With several answers (pass@k output) the problem is solved if any one is.
+        score=max(scores[answer] for answer in solution.answers),
         sample_keys=[
             None if c.answer is None else answer_key(c.answer, problem.kind)
             for c in solution.candidates
         ],
         sample_scores=[scores[c.answer] for c in solution.candidates],
         prompt_tokens=usage.prompt_tokens,
+        cached_tokens=usage.cached_tokens,
         completion_tokens=usage.completion_tokens,
         cost_usd=usage.cost_usd,
         seconds=usage.seconds,
         budget_exhausted=solution.budget_exhausted or meter.exhausted,
+        sample_workers=(
+            [c.worker for c in solution.candidates]
+            if any(c.worker is not None for c in solution.candidates)
+            else []
+        ),
         sample_verifier_scores=(
             [c.score for c in solution.candidates]
             if any(c.score is not None for c in solution.candidates)

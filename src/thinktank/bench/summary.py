@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from thinktank.aggregate import dawid_skene
 from thinktank.bench.metrics import (
     best_of_k,
     false_positive_rate,
@@ -28,7 +29,7 @@ class ConfigSummary:
     n_problems: int
     accuracy: float
     ci95: tuple[float, float]
-    total_tokens: int
+    total_tokens: int  # prompt + completion
     cost_usd: float
     #: Expected dollars per correct answer; None when nothing was solved.
     cost_of_pass_usd: float | None
@@ -50,6 +51,16 @@ class ConfigSummary:
     #: Share of wrong samples the verifier accepts (score >= 0.5), measured
     #: against the ground truth on the evaluation side; None without [0, 1] scores.
     verifier_false_positive_rate: float | None = None
+    #: For strategies that pool several samplers (workers): each worker's
+    #: reliability as Dawid-Skene estimates it from agreement alone, and, from
+    #: the ground truth (evaluation side), the share of its samples that were right.
+    worker_reliability: dict[str, float] = field(default_factory=dict)
+    worker_accuracy: dict[str, float] = field(default_factory=dict)
+    #: The totals behind total_tokens; cached_tokens is the part of the prompt
+    #: tokens a prefix cache served (cheaper; see `Price`).
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
     on_frontier: bool = False  # lowest cost-of-pass of the run
     on_pareto_front: bool = False  # no configuration is both cheaper and more accurate
 
@@ -108,6 +119,9 @@ def _summarize(rows: list[ResultRow], strategy: str, model: str, suite: str) -> 
         cost_of_pass_usd=_finite(cost_of_pass(cost / n, accuracy)),
         seconds=sum(r.seconds for r in rows),
         budget_exhausted=sum(r.budget_exhausted for r in rows),
+        prompt_tokens=sum(r.prompt_tokens for r in rows),
+        cached_tokens=sum(r.cached_tokens for r in rows),
+        completion_tokens=sum(r.completion_tokens for r in rows),
     )
     samples = min(len(r.sample_scores) for r in rows)
     if samples == 0:
@@ -127,6 +141,8 @@ def _summarize(rows: list[ResultRow], strategy: str, model: str, suite: str) -> 
     ]
     if all(r.sample_verifier_scores for r in rows):
         _verifier_analysis(summary, rows, ks)
+    if all(r.sample_workers for r in rows):
+        _worker_analysis(summary, rows)
     if samples >= 3:
         try:
             summary.coverage_power_law = fit_coverage_power_law(list(ks), summary.pass_at_k)
@@ -149,6 +165,16 @@ def _verifier_analysis(summary: ConfigSummary, rows: list[ResultRow], ks: range)
     flags = [ok for per_row in correct for ok in per_row]
     if all(s is None or 0 <= s <= 1 for s in scores):  # a verifier's, not a log-prob confidence
         summary.verifier_false_positive_rate = false_positive_rate(scores, flags)
+
+
+def _worker_analysis(summary: ConfigSummary, rows: list[ResultRow]) -> None:
+    pairs = [list(zip(r.sample_workers, r.sample_keys, strict=True)) for r in rows]
+    summary.worker_reliability = dawid_skene(pairs).reliability
+    right: dict[str, list[bool]] = {}
+    for r in rows:
+        for worker, score in zip(r.sample_workers, r.sample_scores, strict=True):
+            right.setdefault(worker, []).append(score >= 1)
+    summary.worker_accuracy = {w: sum(v) / len(v) for w, v in sorted(right.items())}
 
 
 def _correct(row: ResultRow) -> int:

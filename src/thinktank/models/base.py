@@ -30,8 +30,14 @@ class Sampling:
     seed: int | None = None
     #: Also return the k most likely tokens at each position, with their logprobs.
     top_logprobs: int = 0
+    #: Sample i of the call is sample ``sample_offset + i`` of the seed's stream, so
+    #: a strategy can draw more samples of a stream it began (backends that take
+    #: seeds per sample honour it; the others draw fresh samples).
+    sample_offset: int = 0
 
     def __post_init__(self) -> None:
+        if self.sample_offset < 0:
+            raise ValueError("sample_offset must be >= 0")
         if not 0 <= self.top_logprobs <= 20:
             raise ValueError("top_logprobs must be in 0..20")
         if self.temperature < 0:
@@ -52,7 +58,9 @@ class Completion:
     ``logprobs[i]`` is the model's log-probability (temperature 1, before top-p) of
     ``token_ids[i]``; None when the backend does not expose them.
     ``prompt_tokens`` is the prompt length of the call that produced this completion
-    (shared by all its siblings: count it once per call, not per completion).
+    (shared by all its siblings: count it once per call, not per completion), of
+    which ``cached_tokens`` came from the backend's prefix cache instead of being
+    computed again.
     """
 
     text: str
@@ -61,6 +69,7 @@ class Completion:
     finish_reason: FinishReason
     prompt_tokens: int
     seed: int | None = None
+    cached_tokens: int = 0
     #: With ``Sampling.top_logprobs = k``: per position, the k most likely token
     #: texts and their logprobs (temperature 1), most likely first.
     top_logprobs: tuple[dict[str, float], ...] | None = None
@@ -77,16 +86,32 @@ class Capabilities:
     batched: bool = True  # n samples share one prefill and decode as one batch
 
 
+#: Cached prompt tokens cost this share of the input price unless a price says otherwise
+#: (the usual discount of hosted APIs; for a local model: the prefill it skips).
+CACHED_INPUT_SHARE = 0.1
+
+
 @dataclass(frozen=True)
 class Price:
-    """US dollars per million tokens."""
+    """US dollars per million tokens. ``cached_input_per_mtok`` defaults to
+    `CACHED_INPUT_SHARE` of the input price."""
 
     input_per_mtok: float
     output_per_mtok: float
+    cached_input_per_mtok: float | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """Dollars for a call; ``cached_tokens`` is the part of ``prompt_tokens`` served
+        from a prefix cache."""
+        cached_price = (
+            self.cached_input_per_mtok
+            if self.cached_input_per_mtok is not None
+            else self.input_per_mtok * CACHED_INPUT_SHARE
+        )
         return (
-            prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+            (prompt_tokens - cached_tokens) * self.input_per_mtok
+            + cached_tokens * cached_price
+            + completion_tokens * self.output_per_mtok
         ) / 1e6
 
 

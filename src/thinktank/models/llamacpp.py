@@ -11,6 +11,14 @@ context, admits each call's sequences as soon as KV slots and cells are free,
 and decodes every live sequence of every call in one ``llama_decode`` per step
 (continuous batching). Problems solved in parallel therefore fill the batch
 that one problem's long tail would leave nearly empty.
+
+Prompts stay in the KV cache after their call (a prefix cache of
+``prefix_cache`` entries, least recently used evicted first). A later prompt
+that starts with a cached one copies those cells (``llama_memory_seq_cp``,
+which in the unified cache only tags them) and prefills just the rest: the
+rounds of adaptive sampling and the steps of a search pay for their shared
+prompt once. An exact repeat also reuses the stored next-token logits, so it
+samples exactly what a fresh prefill would.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
@@ -54,6 +62,8 @@ MAX_CONTEXT_CELLS = 32768
 #: KV cells of a new context: room for several calls in flight at once (each
 #: reserves its prompt plus n x max_tokens), about 380 MB for SmolLM2-135M.
 MIN_CONTEXT_CELLS = 16384
+#: Prompts kept in the KV cache for reuse, by default.
+PREFIX_CACHE_ENTRIES = 8
 #: Top-p first looks for the nucleus among this many most likely tokens (cheap),
 #: and sorts the whole vocabulary only when they do not reach ``top_p``.
 _NUCLEUS_PROBE = 64
@@ -92,6 +102,7 @@ class DecodeStats:
     """Work done by llama.cpp since the model was loaded (shows batching at work)."""
 
     prefill_tokens: int = 0  # prompt tokens decoded (once per wave, however large n is)
+    cached_tokens: int = 0  # prompt tokens taken from the prefix cache instead
     decode_batches: int = 0  # llama_decode calls after the prefill, one per step
     sampled_tokens: int = 0
 
@@ -132,6 +143,7 @@ class _Request:
     sequences: list[_Sequence]
     call: _Call
     position: int = 0  # KV position of the next token (the same for all its sequences)
+    cached_tokens: int = 0  # prompt tokens the prefix cache supplied
     logits: np.ndarray | None = None  # one row per live sequence, to sample from
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
@@ -147,11 +159,21 @@ class _Request:
         return [s for s in self.sequences if s.finish is None]
 
 
+@dataclass
+class _CachedPrompt:
+    """A prompt whose KV cells are kept under their own sequence id."""
+
+    slot: int
+    prompt_ids: tuple[int, ...]
+    logits: np.ndarray  # the next-token logits after the whole prompt (one row)
+
+
 class LlamaCppModel:
     """A GGUF model served by llama.cpp in this process.
 
     Thread-safe: concurrent `generate` calls are batched together by one
-    scheduler thread (see the module docstring).
+    scheduler thread (see the module docstring). ``prefix_cache`` is how many
+    recent prompts stay in the KV cache for reuse (0 turns the cache off).
     """
 
     def __init__(
@@ -162,7 +184,10 @@ class LlamaCppModel:
         chat: bool,
         price: Price | None = None,
         n_threads: int | None = None,
+        prefix_cache: int = PREFIX_CACHE_ENTRIES,
     ) -> None:
+        if prefix_cache < 0:
+            raise ValueError("prefix_cache must be >= 0")
         self.path = Path(path)
         if not self.path.is_file():
             raise ThinktankError(f"model file not found: {self.path}")
@@ -194,6 +219,10 @@ class LlamaCppModel:
         self._ctx_cells = 0
         self._cells_reserved = 0
         self._free_slots: list[int] = []
+        self._prefix_cache_size = prefix_cache
+        # Least recently used first; touched by the scheduler thread only.
+        self._prefixes: OrderedDict[tuple[int, ...], _CachedPrompt] = OrderedDict()
+        self._free_cache_slots: list[int] = []
         self._queue: deque[_Request] = deque()
         self._active: list[_Request] = []  # touched by the scheduler thread only
         self._wakeup = threading.Condition()
@@ -315,7 +344,10 @@ class LlamaCppModel:
                 prompt_ids=prompt_ids,
                 sequences=[
                     _Sequence(i, -1, np.random.default_rng([seed, i]), [], [], bytearray())
-                    for i in range(start, min(n, start + per_request))
+                    for i in range(
+                        sampling.sample_offset + start,
+                        sampling.sample_offset + min(n, start + per_request),
+                    )
                 ],
                 call=call,
             )
@@ -337,7 +369,7 @@ class LlamaCppModel:
             if request.error is not None:
                 raise request.error
         return [
-            self._completion(seq, len(prompt_ids), seed)
+            self._completion(seq, len(prompt_ids), request.cached_tokens, seed)
             for request in requests
             for seq in request.sequences
         ]
@@ -354,7 +386,9 @@ class LlamaCppModel:
                 self._scheduler.start()
             self._wakeup.notify_all()
 
-    def _completion(self, seq: _Sequence, prompt_tokens: int, seed: int) -> Completion:
+    def _completion(
+        self, seq: _Sequence, prompt_tokens: int, cached_tokens: int, seed: int
+    ) -> Completion:
         text = seq.text.decode("utf-8", errors="replace")
         if seq.stop_at is not None:
             text = text[: seq.stop_at]
@@ -364,6 +398,7 @@ class LlamaCppModel:
             logprobs=tuple(seq.logprobs),
             finish_reason=seq.finish or "length",
             prompt_tokens=prompt_tokens,
+            cached_tokens=cached_tokens,
             seed=seed,
             top_logprobs=tuple(seq.top) if seq.top else None,
         )
@@ -406,6 +441,8 @@ class LlamaCppModel:
                 self._new_context(request.cells)  # only while nothing is in flight
             if k > len(self._free_slots) or self._cells_reserved + request.cells > self._ctx_cells:
                 break
+            while self._prefixes and self._cells_in_use + request.cells > self._ctx_cells:
+                self._evict_prefix()
             self._queue.popleft()
             for seq in request.sequences:
                 seq.slot = self._free_slots.pop()
@@ -420,7 +457,7 @@ class LlamaCppModel:
         params = llama.llama_context_default_params()
         params.n_ctx = cells
         params.n_batch = params.n_ubatch = _PREFILL_CHUNK
-        params.n_seq_max = MAX_BATCH_SEQUENCES
+        params.n_seq_max = MAX_BATCH_SEQUENCES + self._prefix_cache_size
         params.kv_unified = True
         params.n_threads = params.n_threads_batch = self._n_threads
         params.no_perf = True
@@ -431,6 +468,10 @@ class LlamaCppModel:
         self._batch = llama.llama_batch_init(_PREFILL_CHUNK, 0, MAX_BATCH_SEQUENCES)
         self._free_slots = list(range(MAX_BATCH_SEQUENCES - 1, -1, -1))
         self._cells_reserved = 0
+        self._prefixes.clear()
+        self._free_cache_slots = list(
+            range(MAX_BATCH_SEQUENCES, MAX_BATCH_SEQUENCES + self._prefix_cache_size)
+        )
 
     def _free_context(self) -> None:
         if self._batch is not None:
@@ -441,24 +482,81 @@ class LlamaCppModel:
             self._ctx = None
 
     def _prefill(self, request: _Request) -> None:
-        """Decode the prompt once for all the request's sequences."""
-        prompt, batch = request.prompt_ids, self._batch
-        slots = [seq.slot for seq in request.sequences]
-        last_row = None
-        for start in range(0, len(prompt), _PREFILL_CHUNK):
-            chunk = prompt[start : start + _PREFILL_CHUNK]
+        """Put the prompt in the KV cache once for all the request's sequences.
+
+        The longest cached prefix is copied; only the tokens after it are decoded.
+        """
+        prompt, slots = request.prompt_ids, [seq.slot for seq in request.sequences]
+        cached, reused = self._longest_prefix(prompt)
+        memory = llama.llama_get_memory(self._ctx)
+        if cached is not None:
+            for slot in slots:
+                llama.llama_memory_seq_cp(memory, cached.slot, slot, 0, reused)
+        if cached is not None and reused == len(prompt):
+            last_row = cached.logits
+        else:
+            last_row = self._decode_prompt(prompt, reused, slots)
+            self._remember(prompt, slots[0], last_row)
+        self.stats.cached_tokens += reused
+        request.cached_tokens = reused
+        request.logits = np.repeat(last_row, len(slots), axis=0)
+        request.position = len(prompt)
+
+    def _decode_prompt(self, prompt: tuple[int, ...], start: int, slots: list[int]) -> np.ndarray:
+        """Decode ``prompt[start:]`` into every slot; the logits after its last token."""
+        batch, last_row = self._batch, None
+        for begin in range(start, len(prompt), _PREFILL_CHUNK):
+            chunk = prompt[begin : begin + _PREFILL_CHUNK]
             for i, token in enumerate(chunk):
-                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, len(slots)
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, begin + i, len(slots)
                 for j, slot in enumerate(slots):
                     batch.seq_id[i][j] = slot
                 batch.logits[i] = 0
-            is_last = start + _PREFILL_CHUNK >= len(prompt)
+            is_last = begin + _PREFILL_CHUNK >= len(prompt)
             batch.logits[len(chunk) - 1] = int(is_last)
             batch.n_tokens = len(chunk)
             last_row = self._decode_batch(1 if is_last else 0)
             self.stats.prefill_tokens += len(chunk)
-        request.logits = np.repeat(last_row, len(slots), axis=0)
-        request.position = len(prompt)
+        return last_row
+
+    def _longest_prefix(self, prompt: tuple[int, ...]) -> tuple[_CachedPrompt | None, int]:
+        """The cached prompt sharing the most leading tokens with ``prompt``, and how many.
+
+        At least the last prompt token is decoded again unless the cached prompt
+        is the very same (whose logits are stored).
+        """
+        best, best_length = None, 0
+        for cached in self._prefixes.values():
+            if cached.prompt_ids == prompt:
+                best, best_length = cached, len(prompt)
+                break
+            length = min(_common_prefix(cached.prompt_ids, prompt), len(prompt) - 1)
+            if length > best_length:
+                best, best_length = cached, length
+        if best is not None:
+            self._prefixes.move_to_end(best.prompt_ids)
+        return best, best_length
+
+    def _remember(self, prompt: tuple[int, ...], slot: int, logits: np.ndarray) -> None:
+        """Keep the prompt's cells (now in ``slot``) under a cache slot of their own."""
+        if not self._prefix_cache_size or prompt in self._prefixes:
+            return
+        if not self._free_cache_slots:
+            self._evict_prefix()
+        cache_slot = self._free_cache_slots.pop()
+        memory = llama.llama_get_memory(self._ctx)
+        llama.llama_memory_seq_cp(memory, slot, cache_slot, 0, len(prompt))
+        self._prefixes[prompt] = _CachedPrompt(cache_slot, prompt, logits)
+
+    def _evict_prefix(self) -> None:
+        _, cached = self._prefixes.popitem(last=False)
+        llama.llama_memory_seq_rm(llama.llama_get_memory(self._ctx), cached.slot, -1, -1)
+        self._free_cache_slots.append(cached.slot)
+
+    @property
+    def _cells_in_use(self) -> int:
+        """Cells reserved by requests in flight plus those the prefix cache holds."""
+        return self._cells_reserved + sum(len(p) for p in self._prefixes)
 
     def _step(self) -> None:
         """Sample one token for every live sequence, then decode them all in one batch."""
@@ -557,6 +655,13 @@ class LlamaCppModel:
             return np.empty((0, self.n_vocab), dtype=np.float32)
         pointer = llama.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(pointer, shape=(n_outputs, self.n_vocab)).copy()
+
+
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
 
 
 def _sample(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from thinktank.errors import SpecError
 from thinktank.spec import build, parse_spec
 from thinktank.strategies.base import Context, Strategy
+from thinktank.strategies.ensemble import DiversePrompts, TruthInference
 from thinktank.strategies.sampling import (
     AdaptiveConsistency,
     BestOfMajority,
@@ -23,10 +24,12 @@ __all__ = [
     "BestOfN",
     "Context",
     "DeepConf",
+    "DiversePrompts",
     "ReasoningPrunedConsistency",
     "SelfConsistency",
     "Single",
     "Strategy",
+    "TruthInference",
     "WeightedVote",
     "build_strategy",
 ]
@@ -43,6 +46,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
         BestOfN,
         BestOfMajority,
         DeepConf,
+        DiversePrompts,
+        TruthInference,
     )
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -65,6 +66,18 @@ class Strategy(ABC):
     @abstractmethod
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         """Answer ``problem``. Return the best answer so far if the budget runs out."""
+
+    def revise_batch(
+        self, items: Sequence[Sequence[tuple[str, str | None]]]
+    ) -> tuple[list[str | None], dict[str, float]] | None:
+        """Re-answer a whole benchmark batch at once; None keeps every answer as solved.
+
+        ``items`` holds each problem's (worker, answer key) pairs, one per sample.
+        A strategy that pools evidence across problems (truth inference) returns
+        each problem's answer key and each worker's estimated reliability; the
+        benchmark runner calls this once every problem is solved.
+        """
+        return None
 
     @property
     def spec(self) -> str:

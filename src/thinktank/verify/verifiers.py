@@ -3,7 +3,7 @@
 A verifier turns (problem, candidates) into one score per candidate in [0, 1].
 Model calls go through the strategy's context, so they are metered and
 budgeted like any other. Spec strings: ``self-eval``, ``judge@MODEL``,
-``public-tests``, ``py:MODULE:FUNCTION`` (a user function
+``pairwise[@MODEL]``, ``public-tests``, ``py:MODULE:FUNCTION`` (a user function
 ``(problem, candidate) -> float``).
 """
 
@@ -88,15 +88,87 @@ class SelfEvaluation(Judge):
     name: ClassVar[str] = "self-eval"
 
 
+class PairwiseJudge:
+    """A model compares answers two at a time: "Which answer is correct, A or B?"
+
+    Every pair of distinct answers is shown in both orders (which cancels the
+    judge's taste for the first or second position), and P(A) / (P(A) + P(B))
+    is read from the top log-probabilities of one greedy token. An answer's
+    score is its mean probability of winning against the others; the only
+    answer scores 1. Pairs grow as the square of the distinct answers: at most
+    ``MAX_ANSWERS`` (the most frequent) are compared, the rest score 0. The
+    judge is the solving model (``pairwise``) or another (``pairwise@MODEL``).
+    """
+
+    name: ClassVar[str] = "pairwise"
+    MAX_ANSWERS = 6
+    _QUESTION = "Which proposed answer is correct? Reply A or B."
+
+    def __init__(self, model: Model | None = None) -> None:
+        self.model = model
+
+    def score(self, problem: Problem, candidates: list[Candidate], ctx: Context) -> list[float]:
+        counts: dict[str, int] = {}
+        shown: dict[str, str] = {}
+        for c in candidates:
+            if c.answer is not None:
+                key = answer_key(c.answer, problem.kind)
+                counts[key] = counts.get(key, 0) + 1
+                shown.setdefault(key, c.answer)
+        keys = sorted(counts, key=lambda key: -counts[key])[: self.MAX_ANSWERS]
+        wins = dict.fromkeys(keys, 0.0)
+        for i, first in enumerate(keys):
+            for second in keys[i + 1 :]:
+                try:
+                    p_first = (
+                        self._prefers_a(problem, shown[first], shown[second], ctx)
+                        + 1.0
+                        - self._prefers_a(problem, shown[second], shown[first], ctx)
+                    ) / 2
+                except BudgetExhausted:
+                    p_first = 0.5  # undecided
+                wins[first] += p_first
+                wins[second] += 1.0 - p_first
+        rivals = max(len(keys) - 1, 1)
+        by_key = {key: 1.0 if len(keys) == 1 else win / rivals for key, win in wins.items()}
+        return [
+            0.0 if c.answer is None else by_key.get(answer_key(c.answer, problem.kind), 0.0)
+            for c in candidates
+        ]
+
+    def _prefers_a(self, problem: Problem, a: str, b: str, ctx: Context) -> float:
+        judge = self.model or ctx.model
+        question = (
+            f"Question: {problem.prompt}\nProposed answer A: {a}\nProposed answer B: {b}\n"
+            f"{self._QUESTION}"
+        )
+        prompt: Prompt = (
+            [{"role": "user", "content": question}]
+            if judge.capabilities.chat
+            else f"{question}\nAnswer:"
+        )
+        [completion] = ctx.generate(
+            prompt, 1, Sampling(temperature=0.0, max_tokens=1, top_logprobs=20), model=judge
+        )
+        top = completion.top_logprobs[0] if completion.top_logprobs else {}
+        return option_probability(top, "a", "b")
+
+
 def yes_probability(top: dict[str, float]) -> float:
     """P(yes) / (P(yes) + P(no)) from one position's top tokens (any case, any spacing)."""
-    mass = {"yes": 0.0, "no": 0.0}
+    return option_probability(top, "yes", "no")
+
+
+def option_probability(top: dict[str, float], option: str, other: str) -> float:
+    """P(option) / (P(option) + P(other)) from one position's top tokens, any case and
+    spacing; 0.5 when neither is among them."""
+    mass = {option: 0.0, other: 0.0}
     for text, logprob in top.items():
         word = text.strip().lower()
         if word in mass:
             mass[word] += math.exp(logprob)
-    total = mass["yes"] + mass["no"]
-    return mass["yes"] / total if total > 0 else 0.5
+    total = mass[option] + mass[other]
+    return mass[option] / total if total > 0 else 0.5
 
 
 class PublicTests:
@@ -148,19 +220,24 @@ class FunctionVerifier:
 #: Verifiers by name, for spec strings such as ``best-of-n:verifier=self-eval``.
 VERIFIERS: dict[str, type[Verifier]] = {
     SelfEvaluation.name: SelfEvaluation,
+    PairwiseJudge.name: PairwiseJudge,
     PublicTests.name: PublicTests,
 }
+#: Verifiers that another model runs: ``NAME@MODEL``.
+_JUDGES: dict[str, type[Judge | PairwiseJudge]] = {"judge": Judge, "pairwise": PairwiseJudge}
 
 
 def build_verifier(spec: str) -> Verifier:
-    """``self-eval`` | ``public-tests`` | ``py:MODULE:FUNCTION`` -> a verifier."""
+    """``self-eval`` | ``pairwise[@MODEL]`` | ``judge@MODEL`` | ``public-tests`` |
+    ``py:MODULE:FUNCTION`` -> a verifier."""
     if spec in VERIFIERS:
         return VERIFIERS[spec]()
-    if spec.startswith("judge@"):
+    name, at, model = spec.partition("@")
+    if at and name in _JUDGES:
         from thinktank.models import load_model
 
         try:
-            return Judge(load_model(spec.removeprefix("judge@")))
+            return _JUDGES[name](load_model(model))
         except ThinktankError as exc:
             raise ValueError(f"verifier {spec!r}: {exc}") from None
     if spec.startswith("py:"):
@@ -173,5 +250,6 @@ def build_verifier(spec: str) -> Verifier:
             raise ValueError(f"verifier {spec!r}: {function_name} is not callable")
         return FunctionVerifier(function)
     raise ValueError(
-        f"verifier must be one of {', '.join(VERIFIERS)}, judge@MODEL or py:MODULE:FUNCTION"
+        f"verifier must be one of {', '.join(VERIFIERS)}, judge@MODEL, pairwise@MODEL"
+        " or py:MODULE:FUNCTION"
     )
