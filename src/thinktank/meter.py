@@ -67,8 +67,9 @@ class SampleStore:
 
     A seeded sample is fixed by (model, prompt, sampling, seed, index): sample i of
     a call with n samples is sample i of any larger call with the same seed. A
-    replayed call is metered exactly as the original was (tokens, dollars and
-    seconds): each strategy still pays for what it would have drawn alone. A call
+    replayed call is metered as if drawn (tokens and dollars exactly; seconds as
+    its samples' share of the original call's): each strategy still pays for
+    what it would have drawn alone. A call
     on a stream that another thread is drawing waits for it, then replays.
     """
 
@@ -93,7 +94,7 @@ class SampleStore:
             with self._lock:
                 found = [self._samples.get(key) for key in keys]
                 if all(entry is not None for entry in found):
-                    return [c for c, _ in found], max(seconds for _, seconds in found)
+                    return [c for c, _ in found], sum(seconds for _, seconds in found)
                 busy = self._drawing.get(stream)
                 if busy is None:
                     self._drawing[stream] = drawing = threading.Event()
@@ -101,9 +102,10 @@ class SampleStore:
             busy.wait()
         try:
             completions, seconds = draw()
+            share = seconds / max(len(completions), 1)  # a replay pays its samples' share
             with self._lock:
                 for key, completion in zip(keys, completions, strict=False):
-                    self._samples.setdefault(key, (completion, seconds))
+                    self._samples.setdefault(key, (completion, share))
         finally:
             with self._lock:
                 del self._drawing[stream]

@@ -94,7 +94,7 @@ class DiversePrompts(ManySamples, Strategy):
 
 
 @dataclass
-class TruthInference(ManySamples, Strategy):
+class TruthInference(Strategy):
     """Workers of different prompt variants and temperatures, aggregated by Dawid-Skene.
 
     Each (model, prompt variant, temperature) is a worker that draws an equal
@@ -114,9 +114,11 @@ class TruthInference(ManySamples, Strategy):
     n: int = 16
     variants: str = "instruct/step-by-step"
     temperatures: str = "0.7/1.0"
+    top_p: float = 1.0
+    max_tokens: int = 256
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        Sampling(top_p=self.top_p, max_tokens=self.max_tokens)  # checks them
         for variant in self._variants:
             if variant not in PROMPT_VARIANTS:
                 raise ValueError(f"variants must be taken from {', '.join(PROMPT_VARIANTS)}")
@@ -126,6 +128,8 @@ class TruthInference(ManySamples, Strategy):
             raise ValueError("temperatures must be numbers separated by '/'") from None
         if any(t < 0 for t in temperatures):
             raise ValueError("temperatures must be >= 0")
+        if not self._variants or not temperatures:
+            raise ValueError("give at least one variant and one temperature")
         if self.n < len(self._variants) * len(temperatures):
             raise ValueError("n must give every worker (variant x temperature) a sample")
 
@@ -146,7 +150,7 @@ class TruthInference(ManySamples, Strategy):
                 problem,
                 ctx,
                 share,
-                self.sampling().with_(temperature=temperature),
+                Sampling(temperature, self.top_p, self.max_tokens),
                 prompt=build_prompt(problem, ctx.model, variant=variant),
                 worker=f"{ctx.model.name}|{variant}|T={temperature:g}",
             )
