@@ -187,7 +187,7 @@ class Meter:
         )
 
         def draw() -> tuple[list[Completion], float]:
-            return self._call(model, prompt, n, sampling, progress, prune)
+            return self._call(model, prompt, prompt_tokens, n, sampling, progress, prune)
 
         try:
             if shareable:
@@ -214,6 +214,7 @@ class Meter:
         self,
         model: Model,
         prompt: Prompt,
+        prompt_tokens: int,
         n: int,
         sampling: Sampling,
         progress: ProgressCallback | None,
@@ -237,7 +238,6 @@ class Meter:
             )
         except KeyboardInterrupt:
             # Record what the interrupted call had already spent, then let it stop the run.
-            prompt_tokens = model.count_tokens(prompt)
             self._record(model, n, prompt_tokens, generated, time.monotonic() - started)
             raise
         return completions, time.monotonic() - started

@@ -76,10 +76,9 @@ class Judge:
         return yes_probability(completion.top_logprobs[0] if completion.top_logprobs else {})
 
     def _prompt(self, problem: Problem, answer: str, chat: bool) -> Prompt:
-        question = f"Question: {problem.prompt}\nProposed answer: {answer}\n{self._QUESTION}"
-        if chat:
-            return [{"role": "user", "content": question}]
-        return f"{question}\nAnswer:"
+        return _ask(
+            f"Question: {problem.prompt}\nProposed answer: {answer}\n{self._QUESTION}", chat
+        )
 
 
 class SelfEvaluation(Judge):
@@ -138,20 +137,21 @@ class PairwiseJudge:
 
     def _prefers_a(self, problem: Problem, a: str, b: str, ctx: Context) -> float:
         judge = self.model or ctx.model
-        question = (
+        prompt = _ask(
             f"Question: {problem.prompt}\nProposed answer A: {a}\nProposed answer B: {b}\n"
-            f"{self._QUESTION}"
-        )
-        prompt: Prompt = (
-            [{"role": "user", "content": question}]
-            if judge.capabilities.chat
-            else f"{question}\nAnswer:"
+            f"{self._QUESTION}",
+            judge.capabilities.chat,
         )
         [completion] = ctx.generate(
             prompt, 1, Sampling(temperature=0.0, max_tokens=1, top_logprobs=20), model=judge
         )
         top = completion.top_logprobs[0] if completion.top_logprobs else {}
         return option_probability(top, "a", "b")
+
+
+def _ask(question: str, chat: bool) -> Prompt:
+    """A judging question as a chat message, or as text a base model answers after."""
+    return [{"role": "user", "content": question}] if chat else f"{question}\nAnswer:"
 
 
 def yes_probability(top: dict[str, float]) -> float:
