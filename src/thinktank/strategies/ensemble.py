@@ -31,6 +31,11 @@ FALLBACK_APPROACHES = (
 _LISTED = re.compile(r"^\s*(?:\d+[.):]|[-*•])\s*(.+?)\s*$", re.MULTILINE)
 
 
+def equal_shares(n: int, parts: int) -> list[int]:
+    """``n`` samples split over ``parts`` as evenly as possible, the first ones larger."""
+    return [n // parts + (i < n % parts) for i in range(parts)]
+
+
 @dataclass
 class DiversePrompts(ManySamples, Strategy):
     """DIV-SE (Naik et al., 2023): diversity of thought from the prompt, not the sampler.
@@ -59,15 +64,15 @@ class DiversePrompts(ManySamples, Strategy):
             : self.approaches
         ]
         candidates: list[Candidate] = []
-        for i, approach in enumerate(chosen):
-            share = self.n // self.approaches + (i < self.n % self.approaches)
+        # No worker labels: approach i differs from problem to problem, so there is
+        # no reliability of "approach i" across a batch to estimate.
+        for approach, share in zip(chosen, equal_shares(self.n, len(chosen)), strict=True):
             candidates += sample_candidates(
                 problem,
                 ctx,
                 share,
                 self.sampling(),
                 prompt=build_prompt(problem, ctx.model, approach=approach),
-                worker=f"approach {i + 1}",
             )
         vote = majority_vote([c.answer for c in candidates], problem.kind)
         trace = [{"approach": a, "proposed_by_model": a in proposed} for a in chosen]
@@ -144,8 +149,9 @@ class TruthInference(Strategy):
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         workers = [(v, t) for v in self._variants for t in self._temperatures]
         candidates: list[Candidate] = []
-        for i, (variant, temperature) in enumerate(workers):
-            share = self.n // len(workers) + (i < self.n % len(workers))
+        for (variant, temperature), share in zip(
+            workers, equal_shares(self.n, len(workers)), strict=True
+        ):
             candidates += sample_candidates(
                 problem,
                 ctx,
