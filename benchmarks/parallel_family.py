@@ -18,7 +18,7 @@ import argparse
 import time
 
 import thinktank
-from thinktank.bench.summary import ConfigSummary
+from thinktank.bench.report import results_table
 from thinktank.ledger import Ledger
 
 SUITES = (
@@ -39,28 +39,6 @@ STRATEGIES = (
 )
 
 
-def computed_tokens(s: ConfigSummary) -> int:
-    return s.prompt_tokens - s.cached_tokens + s.completion_tokens
-
-
-def table(summaries: list[ConfigSummary]) -> str:
-    lines = [
-        "| strategy | accuracy (95% CI) | majority@max of its samples | completion tokens "
-        "| prompt tokens computed (+ cached) | cost-of-pass $ | seconds |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for s in summaries:
-        cop = "-" if s.cost_of_pass_usd is None else f"{s.cost_of_pass_usd:.3g}"
-        majority = f"{s.majority_at_k[-1]:.2f}" if s.majority_at_k else "-"
-        lines.append(
-            f"| {s.strategy} | {s.accuracy:.2f} ({s.ci95[0]:.2f}-{s.ci95[1]:.2f}) | {majority} "
-            f"| {s.completion_tokens:,} | {s.prompt_tokens - s.cached_tokens:,} "
-            f"(+ {s.cached_tokens:,}) | {cop}{' (frontier)' if s.on_frontier else ''} "
-            f"| {s.seconds:.0f} |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=30, help="problems per suite")
@@ -75,12 +53,12 @@ def main() -> None:
             suite, STRATEGIES, ledger=ledger, concurrency=args.concurrency
         )
         print(f"\n### `{suite}` (run {outcome.run_id}, {time.monotonic() - started:.0f} s)\n")
-        print(table(outcome.summaries))
+        print(results_table(outcome.summaries))
         by_spec = {s.strategy: s for s in outcome.summaries}
         base, adaptive = by_spec[BASELINE], by_spec["adaptive-consistency"]
         print(
             f"\nadaptive-consistency / {BASELINE}: tokens "
-            f"{computed_tokens(adaptive) / computed_tokens(base):.2f}, accuracy "
+            f"{adaptive.computed_tokens / base.computed_tokens:.2f}, accuracy "
             f"{adaptive.accuracy - base.accuracy:+.2f}"
         )
         for s in outcome.summaries:

@@ -13,6 +13,7 @@ from thinktank.errors import BudgetExhausted
 from thinktank.ledger import Ledger
 from thinktank.meter import Budget, Meter
 from thinktank.models.base import Capabilities, Completion, Price, Sampling
+from thinktank.strategies import Context
 
 from .conftest import SUM_PROMPT
 
@@ -123,6 +124,23 @@ def test_concurrent_calls_cannot_overshoot_together():
     for thread in threads:
         thread.join()
     assert 0 < meter.usage.total_tokens <= 100
+
+
+class SlowModel(WorstCaseModel):
+    def generate(self, prompt, n=1, sampling=None, **options):
+        threading.Event().wait(0.3)
+        return [Completion("x", (1,), None, "stop", 3) for _ in range(n)]
+
+
+def test_overlapping_calls_count_their_wall_time_once(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db")
+    ctx = Context(SlowModel(), Meter(ledger=ledger, run_id="overlap"))
+    ctx.generate_each([("a", 1, Sampling()), ("b", 1, Sampling()), ("c", 1, Sampling())])
+    rows = ledger.calls("overlap")
+    assert len(rows) == 3 and all(row.seconds >= 0.3 for row in rows)  # each call's own time
+    assert 0.3 <= ctx.meter.usage.seconds < 0.6  # the three ran at once
+    ctx.generate("d", 1, Sampling())  # after the others: its time adds up
+    assert ctx.meter.usage.seconds >= 0.6
 
 
 def test_an_interrupted_call_is_still_recorded(smollm2, tmp_path):

@@ -75,6 +75,11 @@ def test_registry_lists_every_strategy_once():
         "rpc",
         "diverse-prompts",
         "truth-inference",
+        "beam",
+        "particle-filter",
+        "particle-gibbs",
+        "a-star",
+        "tree-search",
     }
 
 

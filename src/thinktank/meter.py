@@ -42,7 +42,8 @@ class Budget:
 
 @dataclass
 class Usage:
-    """What a run consumed. ``seconds`` is time spent inside model calls."""
+    """What a run consumed. ``seconds`` is wall time spent inside model calls (calls
+    that overlap count once)."""
 
     prompt_tokens: int = 0
     #: The part of ``prompt_tokens`` a prefix cache served (cheaper, see `Price`).
@@ -148,6 +149,10 @@ class Meter:
         # Worst cases of calls in flight, so concurrent calls cannot overshoot together.
         self._reserved_tokens = 0
         self._reserved_cost = 0.0
+        # Calls in flight, and since when: overlapping calls (a search's batch of
+        # prompts) count their wall time once in usage.seconds.
+        self._in_flight = 0
+        self._busy_since = 0.0
 
     @property
     def deadline(self) -> float | None:
@@ -186,8 +191,14 @@ class Meter:
             and self.deadline is None
         )
 
+        wall: float | None = None  # stays None for a replay
+
         def draw() -> tuple[list[Completion], float]:
-            return self._call(model, prompt, prompt_tokens, n, sampling, progress, prune)
+            nonlocal wall
+            completions, seconds, wall = self._call(
+                model, prompt, prompt_tokens, n, sampling, progress, prune
+            )
+            return completions, seconds
 
         try:
             if shareable:
@@ -205,6 +216,8 @@ class Meter:
             sum(c.completion_tokens for c in completions),
             seconds,
             cached_tokens=min((c.cached_tokens for c in completions), default=0),
+            # A replay is charged its share of the original call's seconds.
+            wall_seconds=seconds if wall is None else wall,
         )
         if any(c.finish_reason == "budget" for c in completions):
             self.exhausted = True
@@ -219,8 +232,9 @@ class Meter:
         sampling: Sampling,
         progress: ProgressCallback | None,
         prune: PruneRule | None,
-    ) -> tuple[list[Completion], float]:
-        """The model call itself, and its seconds; an interrupted call is recorded as such."""
+    ) -> tuple[list[Completion], float, float]:
+        """The model call itself, its seconds, and the wall time it adds to usage (0 while
+        an overlapping call is still running); an interrupted call is recorded as such."""
         generated = 0
 
         def track(tokens: int) -> None:
@@ -232,6 +246,10 @@ class Meter:
                 progress(tokens)
 
         started = time.monotonic()
+        with self._lock:
+            if not self._in_flight:
+                self._busy_since = started
+            self._in_flight += 1
         try:
             completions = model.generate(
                 prompt, n, sampling, deadline=self.deadline, progress=track, prune=prune
@@ -240,7 +258,12 @@ class Meter:
             # Record what the interrupted call had already spent, then let it stop the run.
             self._record(model, n, prompt_tokens, generated, time.monotonic() - started)
             raise
-        return completions, time.monotonic() - started
+        finally:
+            ended = time.monotonic()
+            with self._lock:
+                self._in_flight -= 1
+                wall = 0.0 if self._in_flight else ended - self._busy_since
+        return completions, ended - started, wall
 
     def _record(
         self,
@@ -250,14 +273,17 @@ class Meter:
         completion_tokens: int,
         seconds: float,
         cached_tokens: int = 0,
+        wall_seconds: float | None = None,
     ) -> None:
+        """One ledger row (with the call's own ``seconds``); usage counts
+        ``wall_seconds``: 0 for a call that overlapped one still running."""
         cost = model.price.cost(prompt_tokens, completion_tokens, cached_tokens)
         with self._lock:
             self.usage.prompt_tokens += prompt_tokens
             self.usage.cached_tokens += cached_tokens
             self.usage.completion_tokens += completion_tokens
             self.usage.cost_usd += cost
-            self.usage.seconds += seconds
+            self.usage.seconds += seconds if wall_seconds is None else wall_seconds
             self.usage.calls += 1
             self.usage.completions += n
         if self.ledger is not None:

@@ -80,3 +80,14 @@ def stop_strings(problem: Problem, model: Model) -> tuple[str, ...]:
     if model.capabilities.chat:
         return ()
     return BASE_MODEL_CODE_STOPS if problem.kind == "code" else BASE_MODEL_STOPS
+
+
+def continuation_prompt(problem: Problem, model: Model, reply: str) -> Prompt:
+    """The problem's prompt with the model's reply begun: the model goes on from ``reply``
+    (a chat model through a final assistant message, a base model as plain text)."""
+    prompt = build_prompt(problem, model)
+    if not reply:
+        return prompt
+    if isinstance(prompt, str):
+        return prompt + reply
+    return [*prompt, {"role": "assistant", "content": reply}]

@@ -45,6 +45,52 @@ class Candidate:
             mean_logprob=sum(logprobs) / len(logprobs) if logprobs else None,
         )
 
+    @classmethod
+    def from_partial(cls, partial: Partial, kind: Kind, score: float | None = None) -> Candidate:
+        """A search's (finished) partial solution as a candidate."""
+        return cls(
+            text=partial.text,
+            answer=extract_answer(partial.text, kind),
+            finish_reason="stop" if partial.finished else "length",
+            completion_tokens=partial.tokens,
+            logprob=partial.logprob,
+            mean_logprob=partial.logprob / partial.tokens if partial.tokens else None,
+            score=score,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Partial:
+    """A partial solution: the steps of the model's reply written so far.
+
+    Each step keeps the delimiter that ended it, so ``text`` is exactly what the
+    model continues from. Partials are compared by identity: two that read the
+    same are still two particles, two beams.
+    """
+
+    steps: tuple[str, ...] = ()
+    #: The reply is complete (the model ended it, or it ran out of steps or tokens).
+    finished: bool = False
+    #: Completion tokens behind these steps, and their total log-probability.
+    tokens: int = 0
+    logprob: float = 0.0
+    #: The partial this one extends by one step (None for the empty root).
+    parent: Partial | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.steps)
+
+    def extend(self, step: str, *, finished: bool, tokens: int, logprob: float) -> Partial:
+        """This partial plus one step of ``tokens`` tokens."""
+        return Partial(
+            steps=(*self.steps, step),
+            finished=finished,
+            tokens=self.tokens + tokens,
+            logprob=self.logprob + logprob,
+            parent=self,
+        )
+
 
 @dataclass
 class Solution:

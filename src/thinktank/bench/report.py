@@ -120,20 +120,41 @@ def _save(figure: plt.Figure, path: Path) -> Path:
     return path
 
 
+def results_table(summaries: list[ConfigSummary]) -> str:
+    """A Markdown table of a run: accuracy, tokens as computed (prompt tokens a prefix
+    cache served shown apart), cost-of-pass and seconds."""
+    lines = [
+        "| strategy | accuracy (95% CI) | majority@max of its samples | completion tokens "
+        "| prompt tokens computed (+ cached) | cost-of-pass $ | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        cop = "-" if s.cost_of_pass_usd is None else f"{s.cost_of_pass_usd:.3g}"
+        majority = f"{s.majority_at_k[-1]:.2f}" if s.majority_at_k else "-"
+        lines.append(
+            f"| {s.strategy} | {s.accuracy:.2f} ({s.ci95[0]:.2f}-{s.ci95[1]:.2f}) | {majority} "
+            f"| {s.completion_tokens:,} | {s.prompt_tokens - s.cached_tokens:,} "
+            f"(+ {s.cached_tokens:,}) | {cop}{' (frontier)' if s.on_frontier else ''} "
+            f"| {s.seconds:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def _plot_accuracy_vs_tokens(summaries: list[ConfigSummary], path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for s in summaries:
         errors = [[max(0.0, s.accuracy - s.ci95[0])], [max(0.0, s.ci95[1] - s.accuracy)]]
+        tokens = s.computed_tokens_per_problem
         line = axes.errorbar(
-            [s.tokens_per_problem], [s.accuracy], yerr=errors, fmt="o", capsize=4, label=label(s)
+            [tokens], [s.accuracy], yerr=errors, fmt="o", capsize=4, label=label(s)
         )
         if s.samples > 1:  # the same samples voted k at a time: the scaling curve
-            per_sample = s.tokens_per_problem / s.samples
+            per_sample = tokens / s.samples
             ks = range(1, s.samples + 1)
             axes.plot([k * per_sample for k in ks], s.majority_at_k, "-", alpha=0.5,
                       color=line[0].get_color())  # fmt: skip
     _style(axes, "Accuracy vs tokens (lines: majority@k of the same samples)",
-           "tokens per problem (log)")  # fmt: skip
+           "tokens computed per problem (cached prompt tokens not counted; log)")  # fmt: skip
     return _save(figure, path)
 
 

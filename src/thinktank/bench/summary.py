@@ -69,6 +69,15 @@ class ConfigSummary:
         return self.total_tokens / self.n_problems if self.n_problems else 0.0
 
     @property
+    def computed_tokens(self) -> int:
+        """Tokens the model computed: completions, and prompts less what a cache served."""
+        return self.prompt_tokens - self.cached_tokens + self.completion_tokens
+
+    @property
+    def computed_tokens_per_problem(self) -> float:
+        return self.computed_tokens / self.n_problems if self.n_problems else 0.0
+
+    @property
     def cost_per_problem(self) -> float:
         return self.cost_usd / self.n_problems if self.n_problems else 0.0
 
@@ -81,6 +90,7 @@ class ConfigSummary:
             **asdict(self),
             "ci95": list(self.ci95),
             "tokens_per_problem": self.tokens_per_problem,
+            "computed_tokens_per_problem": self.computed_tokens_per_problem,
             "cost_per_problem_usd": self.cost_per_problem,
             "coverage_upper_bound": self.coverage_upper_bound,
         }

@@ -13,7 +13,8 @@ class Message(TypedDict):
 
 
 #: A prompt is either chat messages (rendered by the model's own template) or raw
-#: text that the model continues as is.
+#: text that the model continues as is. Messages ending with an assistant message
+#: ask the model to continue that message (a partial solution), not to answer it.
 Prompt = str | Sequence[Message]
 
 FinishReason = Literal["stop", "length", "budget", "pruned"]
@@ -73,6 +74,9 @@ class Completion:
     #: With ``Sampling.top_logprobs = k``: per position, the k most likely token
     #: texts and their logprobs (temperature 1), most likely first.
     top_logprobs: tuple[dict[str, float], ...] | None = None
+    #: Which of ``Sampling.stop`` ended it (the text stops before it); None when it
+    #: ended otherwise (end of turn, length).
+    stop_string: str | None = None
 
     @property
     def completion_tokens(self) -> int:

@@ -120,6 +120,7 @@ class _Sequence:
     top: list[dict[str, float]] = field(default_factory=list)  # with top_logprobs
     finish: FinishReason | None = None
     stop_at: int | None = None  # character offset where a stop string begins
+    stop_string: str | None = None  # the stop string found there
 
 
 @dataclass
@@ -251,14 +252,20 @@ class LlamaCppModel:
     # -- prompts -------------------------------------------------------------
 
     def render(self, prompt: Prompt) -> str:
-        """The exact text that is tokenized: chat messages go through the model's template."""
+        """The exact text that is tokenized: chat messages go through the model's template.
+
+        A final assistant message is continued: the messages before it are rendered
+        up to the assistant's turn and its content is appended as is.
+        """
         if isinstance(prompt, str):
             return prompt
         if not self.capabilities.chat:
             raise ThinktankError(
                 f"{self.name} is a base model without a chat template: give it a text prompt"
             )
-        return self._apply_template(tuple((m["role"], m["content"]) for m in prompt))
+        messages = [(m["role"], m["content"]) for m in prompt]
+        reply = messages.pop()[1] if messages and messages[-1][0] == "assistant" else ""
+        return self._apply_template(tuple(messages)) + reply
 
     def _apply_template(self, messages: Sequence[tuple[str, str]]) -> str:
         array = (llama.llama_chat_message * len(messages))()
@@ -401,6 +408,7 @@ class LlamaCppModel:
             cached_tokens=cached_tokens,
             seed=seed,
             top_logprobs=tuple(seq.top) if seq.top else None,
+            stop_string=seq.stop_string,
         )
 
     # -- the scheduler thread --------------------------------------------------
@@ -630,6 +638,7 @@ class LlamaCppModel:
             if at >= 0:
                 seq.finish = "stop"
                 seq.stop_at = len(seq.text[:at].decode("utf-8", errors="replace"))
+                seq.stop_string = stop.decode()
                 return
         if len(seq.tokens) >= call.max_tokens:
             seq.finish = "length"

@@ -16,19 +16,31 @@ from thinktank.strategies.sampling import (
     Single,
     WeightedVote,
 )
+from thinktank.strategies.search import (
+    AStarDecoding,
+    BeamSearch,
+    ParticleFilter,
+    ParticleGibbs,
+    TreeSearch,
+)
 
 __all__ = [
     "STRATEGIES",
+    "AStarDecoding",
     "AdaptiveConsistency",
+    "BeamSearch",
     "BestOfMajority",
     "BestOfN",
     "Context",
     "DeepConf",
     "DiversePrompts",
+    "ParticleFilter",
+    "ParticleGibbs",
     "ReasoningPrunedConsistency",
     "SelfConsistency",
     "Single",
     "Strategy",
+    "TreeSearch",
     "TruthInference",
     "WeightedVote",
     "build_strategy",
@@ -48,6 +60,11 @@ STRATEGIES: dict[str, type[Strategy]] = {
         DeepConf,
         DiversePrompts,
         TruthInference,
+        BeamSearch,
+        ParticleFilter,
+        ParticleGibbs,
+        AStarDecoding,
+        TreeSearch,
     )
 }
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from thinktank.errors import BudgetExhausted
 from thinktank.meter import Meter
 from thinktank.models.base import (
     Completion,
@@ -45,12 +47,38 @@ class Context:
     ) -> list[Completion]:
         """Sample through the meter, from ``self.model`` unless another ``model`` is named
         (a judge, a cheaper model). Each call's seed is derived from ``self.seed``."""
-        call = next(self._calls)
-        if self.seed is not None and sampling.seed is None:
-            sampling = sampling.with_(seed=self.seed * 1_000_003 + call)
+        sampling = self._seeded(sampling)
         return self.meter.generate(
             model or self.model, prompt, n, sampling, progress=self.progress, prune=prune
         )
+
+    def generate_each(
+        self, calls: Sequence[tuple[Prompt, int, Sampling]], *, model: Model | None = None
+    ) -> list[list[Completion]]:
+        """Make several calls at once, each ``(prompt, n, sampling)``: the embedded backend
+        decodes them in one batch. A call the budget refuses returns no completions.
+
+        Seeds are derived in the calls' order, so results do not depend on which
+        thread runs first.
+        """
+        calls = [(prompt, n, self._seeded(sampling)) for prompt, n, sampling in calls]
+
+        def call(prompt: Prompt, n: int, sampling: Sampling) -> list[Completion]:
+            try:
+                return self.meter.generate(model or self.model, prompt, n, sampling)
+            except BudgetExhausted:
+                return []
+
+        if len(calls) <= 1:
+            return [call(*c) for c in calls]
+        with ThreadPoolExecutor(max_workers=min(len(calls), 32)) as pool:
+            return list(pool.map(lambda c: call(*c), calls))
+
+    def _seeded(self, sampling: Sampling) -> Sampling:
+        call = next(self._calls)
+        if self.seed is not None and sampling.seed is None:
+            return sampling.with_(seed=self.seed * 1_000_003 + call)
+        return sampling
 
 
 class Strategy(ABC):

@@ -3,14 +3,15 @@
 A verifier turns (problem, candidates) into one score per candidate in [0, 1].
 Model calls go through the strategy's context, so they are metered and
 budgeted like any other. Spec strings: ``self-eval``, ``judge@MODEL``,
-``pairwise[@MODEL]``, ``public-tests``, ``py:MODULE:FUNCTION`` (a user function
-``(problem, candidate) -> float``).
+``pairwise[@MODEL]``, ``public-tests``, ``agreement``, ``py:MODULE:FUNCTION`` (a user
+function ``(problem, candidate) -> float``).
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -76,7 +77,7 @@ class Judge:
         return yes_probability(completion.top_logprobs[0] if completion.top_logprobs else {})
 
     def _prompt(self, problem: Problem, answer: str, chat: bool) -> Prompt:
-        return _ask(
+        return judging_prompt(
             f"Question: {problem.prompt}\nProposed answer: {answer}\n{self._QUESTION}", chat
         )
 
@@ -137,7 +138,7 @@ class PairwiseJudge:
 
     def _prefers_a(self, problem: Problem, a: str, b: str, ctx: Context) -> float:
         judge = self.model or ctx.model
-        prompt = _ask(
+        prompt = judging_prompt(
             f"Question: {problem.prompt}\nProposed answer A: {a}\nProposed answer B: {b}\n"
             f"{self._QUESTION}",
             judge.capabilities.chat,
@@ -149,7 +150,7 @@ class PairwiseJudge:
         return option_probability(top, "a", "b")
 
 
-def _ask(question: str, chat: bool) -> Prompt:
+def judging_prompt(question: str, chat: bool) -> Prompt:
     """A judging question as a chat message, or as text a base model answers after."""
     return [{"role": "user", "content": question}] if chat else f"{question}\nAnswer:"
 
@@ -205,6 +206,19 @@ class PublicTests:
         return min(int(last[0]), len(problem.public_tests)) / len(problem.public_tests)
 
 
+class Agreement:
+    """Self-consistency as a verifier: the share of the candidates that give the same
+    answer (0 without an answer). Needs no model call."""
+
+    name: ClassVar[str] = "agreement"
+
+    def score(self, problem: Problem, candidates: list[Candidate], ctx: Context) -> list[float]:
+        kind = problem.kind
+        keys = [None if c.answer is None else answer_key(c.answer, kind) for c in candidates]
+        counts = Counter(key for key in keys if key is not None)
+        return [0.0 if key is None else counts[key] / len(keys) for key in keys]
+
+
 class FunctionVerifier:
     """A user's function ``(problem, candidate) -> float``, named ``py:MODULE:FUNCTION``."""
 
@@ -222,6 +236,7 @@ VERIFIERS: dict[str, type[Verifier]] = {
     SelfEvaluation.name: SelfEvaluation,
     PairwiseJudge.name: PairwiseJudge,
     PublicTests.name: PublicTests,
+    Agreement.name: Agreement,
 }
 #: Verifiers that another model runs: ``NAME@MODEL``.
 _JUDGES: dict[str, type[Judge | PairwiseJudge]] = {"judge": Judge, "pairwise": PairwiseJudge}
@@ -229,7 +244,7 @@ _JUDGES: dict[str, type[Judge | PairwiseJudge]] = {"judge": Judge, "pairwise": P
 
 def build_verifier(spec: str) -> Verifier:
     """``self-eval`` | ``pairwise[@MODEL]`` | ``judge@MODEL`` | ``public-tests`` |
-    ``py:MODULE:FUNCTION`` -> a verifier."""
+    ``agreement`` | ``py:MODULE:FUNCTION`` -> a verifier."""
     if spec in VERIFIERS:
         return VERIFIERS[spec]()
     name, at, model = spec.partition("@")

@@ -1,0 +1,565 @@
+"""Search over partial solutions: step-level beam search, particle filtering and
+particle Gibbs, A*-decoding, and tree search with value backup (DTS*-style).
+
+A partial solution (`Partial`) is the steps of the reply written so far; a step
+ends at a delimiter (``split``: sentence, line, paragraph, or ``re:PATTERN``).
+`Stepper` writes the next step of many partials in one batch: each partial is
+the problem's prompt with the reply begun, so on the embedded backend its
+prompt extends its parent's, which the prefix cache holds: siblings copy the
+parent's KV cells instead of prefilling the shared prefix again. A process
+reward (`verify.process`: ``self-eval``, ``rollout``, ``prm@URL``) values
+partials. Every algorithm stops at the budget and answers with the best it has.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+import numpy as np
+
+from thinktank.aggregate import majority_vote
+from thinktank.models.base import Completion
+from thinktank.problem import Problem
+from thinktank.prompts import continuation_prompt, stop_strings
+from thinktank.solution import Candidate, Partial, Solution
+from thinktank.strategies.base import Context, Strategy
+from thinktank.strategies.sampling import SamplingOptions
+from thinktank.verify.process import ProcessReward, build_process_reward
+from thinktank.verify.verifiers import build_verifier
+
+#: Named step delimiters: the stop strings that end a step.
+SPLITS: dict[str, tuple[str, ...]] = {
+    "sentence": (". ", "\n\n"),
+    "line": ("\n",),
+    "paragraph": ("\n\n",),
+}
+ANSWER_RULES = ("best", "vote")
+
+
+@dataclass
+class SearchOptions(SamplingOptions):
+    """What every search shares: how steps are cut and how the answer is chosen.
+
+    ``max_tokens`` caps a whole solution, ``step_tokens`` one step, ``max_steps``
+    its steps. ``answer=best`` answers with the highest-valued finished
+    solution, ``vote`` with the majority of the finished ones weighted by value.
+    """
+
+    split: str = "sentence"
+    step_tokens: int = 48
+    max_steps: int = 12
+    answer: str = "best"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        split_pattern(self.split)
+        if self.step_tokens < 1 or self.max_steps < 1:
+            raise ValueError("step_tokens and max_steps must be >= 1")
+        if self.answer not in ANSWER_RULES:
+            raise ValueError(f"answer must be one of {', '.join(ANSWER_RULES)}")
+
+
+@dataclass
+class ValuedSearch(SearchOptions):
+    """A search guided by a process reward (``value``, see `verify.process`)."""
+
+    value: str = "self-eval"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.process_reward()
+
+    def process_reward(self) -> ProcessReward:
+        return build_process_reward(self.value, self.sampling())
+
+
+def split_pattern(split: str) -> re.Pattern[str]:
+    """The regex that ends a step: a named split's delimiters, or ``re:PATTERN``."""
+    if split in SPLITS:
+        return re.compile("|".join(re.escape(d) for d in SPLITS[split]))
+    if split.startswith("re:") and len(split) > 3:
+        try:
+            return re.compile(split[3:])
+        except re.error as exc:
+            raise ValueError(f"split {split!r}: {exc}") from None
+    raise ValueError(f"split must be one of {', '.join(SPLITS)} or re:PATTERN")
+
+
+def split_steps(text: str, pattern: re.Pattern[str]) -> list[str]:
+    """``text`` cut after each delimiter match; the steps join back to ``text``."""
+    steps, start = [], 0
+    for match in pattern.finditer(text):
+        if match.end() > start:
+            steps.append(text[start : match.end()])
+            start = match.end()
+    if start < len(text) or not steps:
+        steps.append(text[start:])
+    return steps
+
+
+class Stepper:
+    """Writes steps of partial solutions for one problem, many partials per batch."""
+
+    def __init__(self, problem: Problem, ctx: Context, options: SearchOptions) -> None:
+        self.problem, self.ctx, self.options = problem, ctx, options
+        self.pattern = split_pattern(options.split)
+        self.delimiters = SPLITS.get(options.split, ())
+
+    def extend(self, partials: Sequence[Partial], counts: Sequence[int]) -> list[list[Partial]]:
+        """``counts[i]`` next steps of ``partials[i]``, all in one batch; fewer (maybe
+        none) where the budget cuts in."""
+        options = self.options
+        stops = self.delimiters + stop_strings(self.problem, self.ctx.model)
+        calls = [
+            (
+                continuation_prompt(self.problem, self.ctx.model, partial.text),
+                count,
+                options.sampling().with_(
+                    max_tokens=max(
+                        1, min(options.step_tokens, options.max_tokens - partial.tokens)
+                    ),
+                    stop=stops,
+                ),
+            )
+            for partial, count in zip(partials, counts, strict=True)
+        ]
+        results = self.ctx.generate_each(calls)
+        return [
+            [self._child(p, c) for c in done] for p, done in zip(partials, results, strict=True)
+        ]
+
+    def complete(self, partials: Sequence[Partial], counts: Sequence[int]) -> list[list[Partial]]:
+        """``counts[i]`` rollouts of ``partials[i]`` to the end, each cut into its steps."""
+        options = self.options
+        calls = [
+            (
+                continuation_prompt(self.problem, self.ctx.model, partial.text),
+                count,
+                options.sampling().with_(
+                    max_tokens=max(1, options.max_tokens - partial.tokens),
+                    stop=stop_strings(self.problem, self.ctx.model),
+                ),
+            )
+            for partial, count in zip(partials, counts, strict=True)
+        ]
+        results = self.ctx.generate_each(calls)
+        return [
+            [self._chain(p, c) for c in done] for p, done in zip(partials, results, strict=True)
+        ]
+
+    def _child(self, parent: Partial, completion: Completion) -> Partial:
+        text, finished = completion.text, completion.finish_reason != "length"
+        if completion.stop_string in self.delimiters:
+            text, finished = text + completion.stop_string, False
+        elif (
+            not self.delimiters and (match := self.pattern.search(text)) and match.end() < len(text)
+        ):
+            text, finished = text[: match.end()], False  # a regex split: cut after the match
+        tokens = completion.completion_tokens
+        child = parent.extend(
+            text, finished=finished, tokens=tokens, logprob=sum(completion.logprobs or ())
+        )
+        if child.tokens >= self.options.max_tokens or len(child.steps) >= self.options.max_steps:
+            return replace(child, finished=True)  # out of room: the reply ends here
+        return child
+
+    def _chain(self, parent: Partial, completion: Completion) -> Partial:
+        """The finished partial a rollout ends in, one `Partial` per step on the way;
+        the rollout's tokens are shared out by the steps' lengths."""
+        steps = split_steps(completion.text, self.pattern)
+        total_chars = max(1, sum(len(s) for s in steps))
+        logprob = sum(completion.logprobs or ())
+        node = parent
+        for i, step in enumerate(steps):
+            share = len(step) / total_chars
+            node = node.extend(
+                step,
+                finished=i == len(steps) - 1,
+                tokens=round(completion.completion_tokens * share),
+                logprob=logprob * share,
+            )
+        return node
+
+    def answer(self, scored: Sequence[tuple[Partial, float]], trace: list[dict]) -> Solution:
+        """The solution from valued partials: best or value-weighted vote over the
+        finished ones. With none finished, the best partial is completed first
+        (if the budget allows)."""
+        finished = [(p, v) for p, v in scored if p.finished]
+        if not finished and scored:
+            best, value = max(scored, key=lambda item: item[1])
+            ends = self.complete([best], [1])[0]
+            finished = [(ends[0] if ends else best, value)]
+        candidates = [Candidate.from_partial(p, self.problem.kind, v) for p, v in finished]
+        kind = self.problem.kind
+        if self.options.answer == "vote":
+            vote = majority_vote([c.answer for c in candidates], kind, [v for _, v in finished])
+            return Solution(vote.winner, candidates, votes=vote.counts, trace=trace)
+        ranked = sorted((c for c in candidates if c.answer is not None), key=lambda c: -c.score)
+        votes: dict[str, float] = {}
+        for c in ranked:
+            votes.setdefault(c.answer, c.score)
+        answer = ranked[0].answer if ranked else None
+        return Solution(answer, candidates, votes=votes, trace=trace)
+
+
+@dataclass
+class BeamSearch(ValuedSearch, Strategy):
+    """Step-level beam search: each of ``beams`` partials writes ``expand`` next steps,
+    and the ``beams`` best by value among them and the finished ones are kept."""
+
+    name: ClassVar[str] = "beam"
+    summary: ClassVar[str] = "keep the k best partial solutions by process reward, step by step"
+
+    beams: int = 4
+    expand: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beams < 1 or self.expand < 1:
+            raise ValueError("beams and expand must be >= 1")
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        stepper, reward = Stepper(problem, ctx, self), self.process_reward()
+        kept: list[tuple[Partial, float]] = [(Partial(), 0.0)]
+        trace: list[dict] = []
+        for step in range(self.max_steps):
+            open_ = [p for p, _ in kept if not p.finished]
+            if not open_:
+                break
+            # The root writes every beam's first steps: beams x expand of them.
+            width = self.expand if step else self.beams * self.expand
+            children = [c for group in stepper.extend(open_, [width] * len(open_)) for c in group]
+            if not children:
+                break  # the budget is spent
+            values = reward.values(problem, children, ctx)
+            pool = [(p, v) for p, v in kept if p.finished] + list(
+                zip(children, values, strict=True)
+            )
+            kept = sorted(pool, key=lambda item: -item[1])[: self.beams]
+            trace.append({"step": step, "pool": len(pool), "kept": len(kept),
+                          "values": [round(v, 4) for _, v in kept]})  # fmt: skip
+        return stepper.answer(kept, trace)
+
+
+@dataclass
+class ParticleFilter(ValuedSearch, Strategy):
+    """Particle filtering (Puri et al., 2025): each particle writes one step, is
+    weighted by softmax(value / ``weight_temperature``), and ``particles`` are
+    resampled by weight (finished particles keep their value and stay in).
+
+    With ``iterations`` > 1 it is particle Gibbs: each later sweep keeps the best
+    particle of the one before as a reference that survives every resampling.
+    """
+
+    name: ClassVar[str] = "particle-filter"
+    summary: ClassVar[str] = "particles extended step by step, resampled by process reward"
+
+    particles: int = 8
+    weight_temperature: float = 1.0
+    iterations: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.particles < 1 or self.iterations < 1:
+            raise ValueError("particles and iterations must be >= 1")
+        if self.weight_temperature <= 0:
+            raise ValueError("weight_temperature must be > 0")
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        stepper, reward = Stepper(problem, ctx, self), self.process_reward()
+        rng = np.random.default_rng(ctx.seed)
+        trace: list[dict] = []
+        reference: Partial | None = None
+        ends: list[tuple[Partial, float]] = []
+        for sweep in range(self.iterations):
+            particles = self._sweep(problem, ctx, stepper, reward, rng, reference, trace, sweep)
+            ends.extend(particles)
+            finished = [item for item in particles if item[0].finished]
+            if not finished:
+                break  # the budget ran out mid-sweep
+            reference = max(finished, key=lambda item: item[1])[0]
+        return stepper.answer(ends, trace)
+
+    def _sweep(
+        self,
+        problem: Problem,
+        ctx: Context,
+        stepper: Stepper,
+        reward: ProcessReward,
+        rng: np.random.Generator,
+        reference: Partial | None,
+        trace: list[dict],
+        sweep: int,
+    ) -> list[tuple[Partial, float]]:
+        lineage = _lineage(reference) if reference else []
+        particles = [Partial()] * self.particles
+        values = [0.0] * self.particles
+        for step in range(self.max_steps):
+            open_ = [
+                i for i, p in enumerate(particles) if not p.finished and not (lineage and i == 0)
+            ]
+            if not open_ and not (lineage and not particles[0].finished):
+                break
+            # Particles that are one object (copies from resampling) share one call.
+            groups: dict[int, list[int]] = {}
+            for i in open_:
+                groups.setdefault(id(particles[i]), []).append(i)
+            members = list(groups.values())
+            children = stepper.extend([particles[g[0]] for g in members], [len(g) for g in members])
+            changed: list[int] = []
+            for group, written in zip(members, children, strict=True):
+                for i, child in zip(group, written, strict=False):
+                    particles[i] = child
+                    changed.append(i)
+            if open_ and not changed:
+                break  # the budget is spent
+            if lineage and not particles[0].finished:
+                particles[0] = lineage[min(step, len(lineage) - 1)]  # the reference's next step
+                changed.append(0)
+            new_values = reward.values(problem, [particles[i] for i in changed], ctx)
+            for i, value in zip(changed, new_values, strict=True):
+                values[i] = value
+            weights = softmax(np.array(values) / self.weight_temperature)
+            picks = rng.choice(self.particles, size=self.particles, p=weights)
+            if lineage:
+                picks[0] = 0  # the reference survives resampling
+            particles = [particles[i] for i in picks]
+            values = [values[i] for i in picks]
+            trace.append({"sweep": sweep, "step": step, "weights": weights.round(6).tolist(),
+                          "resampled": len(particles),
+                          "finished": sum(p.finished for p in particles)})  # fmt: skip
+        return list(zip(particles, values, strict=True))
+
+
+@dataclass
+class ParticleGibbs(ParticleFilter):
+    """Particle Gibbs: particle filtering sweeps conditioned on the last sweep's best."""
+
+    name: ClassVar[str] = "particle-gibbs"
+    summary: ClassVar[str] = "particle filtering sweeps that keep the last sweep's best particle"
+
+    iterations: int = 2
+
+
+@dataclass
+class AStarDecoding(ValuedSearch, Strategy):
+    """A*-decoding: a priority queue of partials ordered by f = g + h, where g is
+    ``step_cost`` per step written and h = 1 - value. The best partial writes
+    ``expand`` next steps; the first finished partial to come out of the queue is
+    the answer. At most ``max_expansions`` expansions (and the budget)."""
+
+    name: ClassVar[str] = "a-star"
+    summary: ClassVar[str] = "best-first search over partials by steps taken + (1 - value)"
+
+    expand: int = 4
+    max_expansions: int = 16
+    step_cost: float = 0.02
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.expand < 1 or self.max_expansions < 1:
+            raise ValueError("expand and max_expansions must be >= 1")
+        if self.step_cost < 0:
+            raise ValueError("step_cost must be >= 0")
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        stepper, reward = Stepper(problem, ctx, self), self.process_reward()
+        root = Partial()
+        frontier: list[tuple[float, int, Partial, float]] = [(1.0, 0, root, 0.0)]
+        trace: list[dict] = [{"push": 0, "f": 1.0}]
+        seen: list[tuple[Partial, float]] = []
+        for _ in range(self.max_expansions):
+            if not frontier:
+                break
+            f, node_id, node, value = heapq.heappop(frontier)
+            trace.append({"pop": node_id, "f": f})
+            if node.finished:
+                return stepper.answer([(node, value)], trace)
+            [children] = stepper.extend([node], [self.expand])
+            if not children:
+                break  # the budget is spent
+            for child, child_value in zip(children, reward.values(problem, children, ctx),
+                                          strict=True):  # fmt: skip
+                child_id = len(seen) + 1
+                child_f = self.step_cost * len(child.steps) + 1.0 - child_value
+                heapq.heappush(frontier, (child_f, child_id, child, child_value))
+                trace.append({"push": child_id, "f": child_f})
+                seen.append((child, child_value))
+        # No finished partial came out of the queue: answer with the best one seen.
+        return stepper.answer([(p, v) for p, v in seen if p.finished] or seen, trace)
+
+
+@dataclass(eq=False)
+class TreeNode:
+    """A tree-search node: a partial, its children, and the rollouts that passed it."""
+
+    partial: Partial
+    parent: TreeNode | None = None
+    children: list[TreeNode] = field(default_factory=list)
+    rollouts: list[int] = field(default_factory=list)  # ids of the rollouts below
+    pending: int = 0  # selections of this batch not rolled out yet (virtual visits)
+    branching: int = 0  # new children this batch will add
+
+    def value(self, rewards: Sequence[float]) -> float:
+        """The mean reward of the rollouts below (0 before any)."""
+        return sum(rewards[r] for r in self.rollouts) / len(self.rollouts) if self.rollouts else 0.0
+
+
+@dataclass
+class TreeSearch(SearchOptions, Strategy):
+    """Tree search with value backup (in the spirit of DTS*, Jain et al., 2025).
+
+    Each rollout completes a partial to the end; its steps become a path of
+    nodes below it, and its terminal reward (``reward``: a verifier such as
+    ``agreement`` or ``self-eval``, never the ground truth) counts toward the
+    value of every node above it: a node's value is the mean reward of the
+    rollouts below. Selection walks down by upper confidence bound
+    (``exploration``) or opens a new branch where a node has fewer than
+    ``branching`` children, so later rollouts start from the best partials
+    found so far. Anytime: ``rollouts`` is how many to draw, ``batch`` per batch.
+    """
+
+    name: ClassVar[str] = "tree-search"
+    summary: ClassVar[str] = "rollouts grow a tree; terminal rewards backed up; UCB selection"
+
+    rollouts: int = 16
+    batch: int = 4
+    branching: int = 3
+    exploration: float = 0.5
+    reward: str = "agreement"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rollouts < 1 or self.batch < 1 or self.branching < 1:
+            raise ValueError("rollouts, batch and branching must be >= 1")
+        if self.exploration < 0:
+            raise ValueError("exploration must be >= 0")
+        build_verifier(self.reward)
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        return self.grow(problem, ctx)[0]
+
+    def grow(self, problem: Problem, ctx: Context) -> tuple[Solution, SearchTree]:
+        """`solve`, and the tree it grew (values are ``tree.rewards``' backed-up means)."""
+        tree = SearchTree(self.branching, self.exploration)
+        stepper, verifier = Stepper(problem, ctx, self), build_verifier(self.reward)
+        ends: list[Partial] = []
+        trace: list[dict] = []
+        while len(ends) < self.rollouts:
+            chosen = tree.select(min(self.batch, self.rollouts - len(ends)))
+            if not chosen:
+                break  # every branch is finished
+            groups: dict[int, list[TreeNode]] = {}
+            for node in chosen:
+                groups.setdefault(id(node), []).append(node)
+            starts = [group[0] for group in groups.values()]
+            written = stepper.complete(
+                [n.partial for n in starts], [len(g) for g in groups.values()]
+            )
+            tree.settle(chosen)
+            new = [(start, end) for start, group in zip(starts, written, strict=True)
+                   for end in group]  # fmt: skip
+            if not new:
+                break  # the budget is spent
+            for start, end in new:
+                tree.add_rollout(start, end)
+                ends.append(end)
+            candidates = [Candidate.from_partial(p, problem.kind) for p in ends]
+            if self.reward == "agreement":  # agreement changes with every rollout: rescore all
+                tree.rewards = verifier.score(problem, candidates, ctx)
+            else:
+                tree.rewards += verifier.score(problem, candidates[len(tree.rewards) :], ctx)
+            best = max(range(len(ends)), key=lambda r: tree.rewards[r])
+            trace.append({"rollouts": len(ends), "nodes": tree.size,
+                          "root_value": round(tree.root.value(tree.rewards), 4),
+                          "best_answer": candidates[best].answer})  # fmt: skip
+        solution = stepper.answer(list(zip(ends, tree.rewards, strict=True)), trace)
+        return solution, tree
+
+
+class SearchTree:
+    """The tree `TreeSearch` grows; ``rewards[r]`` is rollout r's terminal reward."""
+
+    def __init__(self, branching: int, exploration: float) -> None:
+        self.branching, self.exploration = branching, exploration
+        self.root = TreeNode(Partial())
+        self.rewards: list[float] = []
+        self.size = 1
+
+    def select(self, count: int) -> list[TreeNode]:
+        """Up to ``count`` nodes to roll out from (one may be chosen several times)."""
+        chosen = []
+        for _ in range(count):
+            node = self._descend()
+            if node is None:
+                break
+            node.pending += 1
+            node.branching += 1
+            chosen.append(node)
+        return chosen
+
+    def settle(self, chosen: Sequence[TreeNode]) -> None:
+        """Forget the batch's virtual visits once its rollouts are back."""
+        for node in chosen:
+            node.pending = node.branching = 0
+
+    def add_rollout(self, start: TreeNode, end: Partial) -> None:
+        """Hang a rollout's steps below ``start`` and count it at every node above."""
+        rollout = len(self.root.rollouts)
+        node = start
+        for partial in _lineage(end)[len(start.partial.steps) :]:
+            node.children.append(TreeNode(partial, parent=node))
+            node = node.children[-1]
+            self.size += 1
+        while node is not None:
+            node.rollouts.append(rollout)
+            node = node.parent
+
+    def _descend(self) -> TreeNode | None:
+        node = self.root
+        while True:
+            visits = len(node.rollouts) + node.pending
+            options = [c for c in node.children if self._open(c)]
+            if not node.partial.finished and len(node.children) + node.branching < self.branching:
+                branch = node.value(self.rewards) + self._bonus(visits, 0)
+                if not options or branch >= max(self._ucb(c, visits) for c in options):
+                    return node
+            if not options:
+                return None
+            node = max(options, key=lambda c: self._ucb(c, visits))
+
+    def _ucb(self, node: TreeNode, parent_visits: int) -> float:
+        return node.value(self.rewards) + self._bonus(
+            parent_visits, len(node.rollouts) + node.pending
+        )
+
+    def _bonus(self, parent_visits: int, visits: int) -> float:
+        return self.exploration * math.sqrt(math.log(parent_visits + 1) / (visits + 1))
+
+    def _open(self, node: TreeNode) -> bool:
+        """Whether a rollout can still start at or below ``node``."""
+        if node.partial.finished:
+            return False
+        if len(node.children) + node.branching < self.branching:
+            return True
+        return any(self._open(c) for c in node.children)
+
+
+def _lineage(partial: Partial) -> list[Partial]:
+    """``partial``'s ancestors after the root, oldest first, then ``partial`` itself."""
+    chain = []
+    node: Partial | None = partial
+    while node is not None and node.steps:
+        chain.append(node)
+        node = node.parent
+    return chain[::-1]
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    shifted = np.exp(x - x.max())
+    return shifted / shifted.sum()
