@@ -175,10 +175,11 @@ def test_concurrent_calls_are_batched_together_without_crosstalk(smollm2):
         thread.join()
     concurrent_steps = smollm2.stats.decode_batches - before
     assert concurrent_steps < sequential_steps  # several calls shared decode steps
-    # A batch's size changes the last bits of the logits, which can flip a greedy
-    # near-tie (seen on CI: "The answer is 4." / "The answer is: 4"). Crosstalk would
-    # pick a token the right context finds unlikely; a near-tie flip picks its
-    # runner-up at almost the same probability.
+    # What else the KV cache holds shifts the logits a little (up to about 0.25 nats
+    # with a few prefixes cached, whatever their content: numerics, not leakage),
+    # which can flip a greedy near-tie (seen on CI: "The answer is 4." / "The answer
+    # is: 4"). Crosstalk would pick a token the right context finds unlikely; a
+    # near-tie flip picks its runner-up at almost the same probability.
     for i, prompt_expected in enumerate(expected):
         for alone, batched in zip(prompt_expected, results[i], strict=True):
             position = _first_divergence(alone.token_ids, batched.token_ids)
@@ -188,7 +189,7 @@ def test_concurrent_calls_are_batched_together_without_crosstalk(smollm2):
             chosen = next(iter(batched.top_logprobs[position]))
             alternatives = alone.top_logprobs[position]
             assert chosen in alternatives, (i, position, chosen, alternatives)
-            assert max(alternatives.values()) - alternatives[chosen] < 0.1, (i, alternatives)
+            assert max(alternatives.values()) - alternatives[chosen] < 0.75, (i, alternatives)
     # Greedy runs of one call stay identical to each other.
     assert all(len({c.token_ids for c in results[i]}) == 1 for i in results)
 
@@ -314,3 +315,22 @@ def test_sample_offset_continues_the_seeded_stream(smollm2):
     assert [c.token_ids[0] for c in last_four] == [c.token_ids[0] for c in eight[4:]]
     assert [c.token_ids[0] for c in first_four] == [c.token_ids[0] for c in eight[:4]]
     assert [c.token_ids[0] for c in last_four] != [c.token_ids[0] for c in first_four]
+
+
+def test_cached_cells_of_other_prompts_do_not_leak_into_a_call(smollm2):
+    # Other prompts' cells share the unified KV cache; the attention mask must hide
+    # them: what they say must not change the logits of an unrelated prompt.
+    def first_logprobs(filler: str) -> dict[str, float]:
+        model = LlamaCppModel(smollm2.path, name="fresh", chat=True)
+        try:
+            for _ in range(3):
+                model.generate([{"role": "user", "content": f"{filler} " * 100}], 1,
+                               Sampling(temperature=0.0, max_tokens=1))  # fmt: skip
+            [completion] = model.generate(
+                SUM_PROMPT, 1, Sampling(temperature=0.0, max_tokens=1, top_logprobs=5)
+            )
+            return completion.top_logprobs[0]
+        finally:
+            model.close()
+
+    assert first_logprobs("apple") == first_logprobs("zebra")

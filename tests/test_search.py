@@ -141,12 +141,13 @@ def test_bad_search_specs_fail_clearly():
 
 def test_children_reuse_the_parents_kv_cache(smollm2):
     ctx = Context(smollm2, Meter(), seed=4)
-    stepper = Stepper(PROBLEM, ctx, BeamSearch(step_tokens=12))
-    [children] = stepper.extend([Partial()], [3])
+    beam = BeamSearch(step_tokens=12)
+    stepper = Stepper(PROBLEM, ctx, beam)
+    [children] = beam.step(stepper, [Partial()], [3])
     assert len(children) == 3 and all(c.steps for c in children)
     parent_prompt = ctx.meter.usage.prompt_tokens
     cached_before = ctx.meter.usage.cached_tokens
-    stepper.extend(children, [2, 2, 2])
+    beam.step(stepper, children, [2, 2, 2])
     # Each child's prompt starts with the root's prompt: the prefix cache serves it.
     assert ctx.meter.usage.cached_tokens - cached_before >= 3 * (parent_prompt - 1)
     # The model continues the reply: the chat template is not closed after it.

@@ -103,19 +103,34 @@ def _style(
     log_base: int = 10,
     legend_size: int = 8,
 ) -> None:
-    """The look the accuracy plots share: log x, y from 0 to 1, legend and grid."""
+    """The look the accuracy plots share: log x, y from 0 to 1, legend and grid.
+
+    Many configurations get their legend outside the plot, where it hides nothing.
+    """
     axes.set_xscale("log", base=log_base)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_ylim(0, 1)
     axes.set_title(title)
-    axes.legend(fontsize=legend_size)
+    if len(axes.get_legend_handles_labels()[0]) > 6:
+        width, height = axes.figure.get_size_inches()
+        axes.figure.set_size_inches(width + 4, height)  # room for the legend
+        axes.legend(fontsize=legend_size, loc="upper left", bbox_to_anchor=(1.02, 1))
+    else:
+        axes.legend(fontsize=legend_size)
     axes.grid(alpha=0.3)
+
+
+def _figure(width: float, height: float) -> tuple[plt.Figure, plt.Axes]:
+    """A figure whose colours do not repeat before 20 configurations."""
+    figure, axes = plt.subplots(figsize=(width, height))
+    axes.set_prop_cycle(color=plt.cm.tab20.colors)
+    return figure, axes
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")  # keeps a legend set outside
     plt.close(figure)
     return path
 
@@ -141,7 +156,7 @@ def results_table(summaries: list[ConfigSummary]) -> str:
 
 
 def _plot_accuracy_vs_tokens(summaries: list[ConfigSummary], path: Path) -> Path:
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = _figure(7, 4.5)
     for s in summaries:
         errors = [[max(0.0, s.accuracy - s.ci95[0])], [max(0.0, s.ci95[1] - s.accuracy)]]
         tokens = s.computed_tokens_per_problem
@@ -159,7 +174,7 @@ def _plot_accuracy_vs_tokens(summaries: list[ConfigSummary], path: Path) -> Path
 
 
 def _plot_scaling(summaries: list[ConfigSummary], path: Path) -> Path:
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = _figure(7, 4.5)
     for s in (s for s in summaries if s.samples > 1):
         ks = list(range(1, s.samples + 1))
         (line,) = axes.plot(ks, s.majority_at_k, "o-", label=f"majority@k, {label(s)}")
@@ -176,7 +191,7 @@ def _plot_scaling(summaries: list[ConfigSummary], path: Path) -> Path:
 
 
 def _plot_verifier(summaries: list[ConfigSummary], path: Path) -> Path:
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = _figure(7, 4.5)
     for s in (s for s in summaries if s.best_of_k):
         ks = list(range(1, s.samples + 1))
         (line,) = axes.plot(ks, s.best_of_k, "o-", label=f"best-scored of k, {label(s)}")
@@ -211,7 +226,7 @@ def _plot_cost_of_pass(summaries: list[ConfigSummary], path: Path) -> Path:
 
 
 def _plot_pareto(summaries: list[ConfigSummary], path: Path) -> Path:
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = _figure(7, 4.5)
     for s in summaries:
         axes.scatter([s.cost_per_problem], [s.accuracy], s=50, label=label(s),
                      marker="*" if s.on_pareto_front else "o")  # fmt: skip

@@ -45,37 +45,47 @@ ANSWER_RULES = ("best", "vote")
 class SearchOptions(SamplingOptions):
     """What every search shares: how steps are cut and how the answer is chosen.
 
-    ``max_tokens`` caps a whole solution, ``step_tokens`` one step, ``max_steps``
-    its steps. ``answer=best`` answers with the highest-valued finished
-    solution, ``vote`` with the majority of the finished ones weighted by value.
+    ``max_tokens`` caps a whole solution. ``answer=best`` answers with the
+    highest-valued finished solution, ``vote`` with the majority of the
+    finished ones weighted by value.
     """
 
     split: str = "sentence"
-    step_tokens: int = 48
-    max_steps: int = 12
     answer: str = "best"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         split_pattern(self.split)
-        if self.step_tokens < 1 or self.max_steps < 1:
-            raise ValueError("step_tokens and max_steps must be >= 1")
         if self.answer not in ANSWER_RULES:
             raise ValueError(f"answer must be one of {', '.join(ANSWER_RULES)}")
 
 
 @dataclass
 class ValuedSearch(SearchOptions):
-    """A search guided by a process reward (``value``, see `verify.process`)."""
+    """A search that writes one step at a time (at most ``step_tokens`` tokens, at
+    most ``max_steps`` steps) guided by a process reward (``value``, see
+    `verify.process`)."""
 
     value: str = "self-eval"
+    step_tokens: int = 48
+    max_steps: int = 12
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.step_tokens < 1 or self.max_steps < 1:
+            raise ValueError("step_tokens and max_steps must be >= 1")
         self.process_reward()
 
     def process_reward(self) -> ProcessReward:
         return build_process_reward(self.value, self.sampling())
+
+    def step(
+        self, stepper: Stepper, partials: Sequence[Partial], counts: Sequence[int]
+    ) -> list[list[Partial]]:
+        """`Stepper.extend` with this search's step limits."""
+        return stepper.extend(
+            partials, counts, step_tokens=self.step_tokens, max_steps=self.max_steps
+        )
 
 
 def split_pattern(split: str) -> re.Pattern[str]:
@@ -110,49 +120,55 @@ class Stepper:
         self.pattern = split_pattern(options.split)
         self.delimiters = SPLITS.get(options.split, ())
 
-    def extend(self, partials: Sequence[Partial], counts: Sequence[int]) -> list[list[Partial]]:
+    def extend(
+        self,
+        partials: Sequence[Partial],
+        counts: Sequence[int],
+        *,
+        step_tokens: int,
+        max_steps: int,
+    ) -> list[list[Partial]]:
         """``counts[i]`` next steps of ``partials[i]``, all in one batch; fewer (maybe
-        none) where the budget cuts in."""
-        options = self.options
+        none) where the budget cuts in. A step past ``max_steps`` (or the solution's
+        ``max_tokens``) ends the solution."""
         stops = self.delimiters + stop_strings(self.problem, self.ctx.model)
-        calls = [
-            (
-                continuation_prompt(self.problem, self.ctx.model, partial.text),
-                count,
-                options.sampling().with_(
-                    max_tokens=max(
-                        1, min(options.step_tokens, options.max_tokens - partial.tokens)
-                    ),
-                    stop=stops,
-                ),
-            )
-            for partial, count in zip(partials, counts, strict=True)
-        ]
-        results = self.ctx.generate_each(calls)
+        written = self._write(partials, counts, step_tokens, stops)
         return [
-            [self._child(p, c) for c in done] for p, done in zip(partials, results, strict=True)
+            [self._child(p, c, max_steps) for c in done]
+            for p, done in zip(partials, written, strict=True)
         ]
 
     def complete(self, partials: Sequence[Partial], counts: Sequence[int]) -> list[list[Partial]]:
         """``counts[i]`` rollouts of ``partials[i]`` to the end, each cut into its steps."""
-        options = self.options
-        calls = [
-            (
-                continuation_prompt(self.problem, self.ctx.model, partial.text),
-                count,
-                options.sampling().with_(
-                    max_tokens=max(1, options.max_tokens - partial.tokens),
-                    stop=stop_strings(self.problem, self.ctx.model),
-                ),
-            )
-            for partial, count in zip(partials, counts, strict=True)
-        ]
-        results = self.ctx.generate_each(calls)
+        stops = stop_strings(self.problem, self.ctx.model)
+        written = self._write(partials, counts, self.options.max_tokens, stops)
         return [
-            [self._chain(p, c) for c in done] for p, done in zip(partials, results, strict=True)
+            [self._chain(p, c) for c in done] for p, done in zip(partials, written, strict=True)
         ]
 
-    def _child(self, parent: Partial, completion: Completion) -> Partial:
+    def _write(
+        self,
+        partials: Sequence[Partial],
+        counts: Sequence[int],
+        tokens: int,
+        stops: tuple[str, ...],
+    ) -> list[list[Completion]]:
+        """One call per partial continuing its reply, at most ``tokens`` tokens (and what
+        is left of the solution's ``max_tokens``), all at once."""
+        sampling = self.options.sampling().with_(stop=stops)
+        room = self.options.max_tokens
+        return self.ctx.generate_each(
+            [
+                (
+                    continuation_prompt(self.problem, self.ctx.model, partial.text),
+                    count,
+                    sampling.with_(max_tokens=max(1, min(tokens, room - partial.tokens))),
+                )
+                for partial, count in zip(partials, counts, strict=True)
+            ]
+        )
+
+    def _child(self, parent: Partial, completion: Completion, max_steps: int) -> Partial:
         text, finished = completion.text, completion.finish_reason != "length"
         if completion.stop_string in self.delimiters:
             text, finished = text + completion.stop_string, False
@@ -164,7 +180,7 @@ class Stepper:
         child = parent.extend(
             text, finished=finished, tokens=tokens, logprob=sum(completion.logprobs or ())
         )
-        if child.tokens >= self.options.max_tokens or len(child.steps) >= self.options.max_steps:
+        if child.tokens >= self.options.max_tokens or len(child.steps) >= max_steps:
             return replace(child, finished=True)  # out of room: the reply ends here
         return child
 
@@ -233,7 +249,9 @@ class BeamSearch(ValuedSearch, Strategy):
                 break
             # The root writes every beam's first steps: beams x expand of them.
             width = self.expand if step else self.beams * self.expand
-            children = [c for group in stepper.extend(open_, [width] * len(open_)) for c in group]
+            children = [
+                c for group in self.step(stepper, open_, [width] * len(open_)) for c in group
+            ]
             if not children:
                 break  # the budget is spent
             values = reward.values(problem, children, ctx)
@@ -310,7 +328,9 @@ class ParticleFilter(ValuedSearch, Strategy):
             for i in open_:
                 groups.setdefault(id(particles[i]), []).append(i)
             members = list(groups.values())
-            children = stepper.extend([particles[g[0]] for g in members], [len(g) for g in members])
+            children = self.step(
+                stepper, [particles[g[0]] for g in members], [len(g) for g in members]
+            )
             changed: list[int] = []
             for group, written in zip(members, children, strict=True):
                 for i, child in zip(group, written, strict=False):
@@ -380,7 +400,7 @@ class AStarDecoding(ValuedSearch, Strategy):
             trace.append({"pop": node_id, "f": f})
             if node.finished:
                 return stepper.answer([(node, value)], trace)
-            [children] = stepper.extend([node], [self.expand])
+            [children] = self.step(stepper, [node], [self.expand])
             if not children:
                 break  # the budget is spent
             for child, child_value in zip(children, reward.values(problem, children, ctx),
