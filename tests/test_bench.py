@@ -165,8 +165,11 @@ def test_killed_run_finishes_on_rerun_with_every_problem_once(isolated_home):
     while time.monotonic() < deadline and count < 3:
         time.sleep(0.2)
         if database.exists():
-            with sqlite3.connect(database) as db:
-                count = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            try:
+                with sqlite3.connect(database) as db:
+                    count = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue  # the run has created the file but not its tables yet
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert 3 <= count < 12, "the run should have been killed halfway"

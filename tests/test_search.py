@@ -21,6 +21,7 @@ import thinktank
 from thinktank.errors import SpecError, ThinktankError
 from thinktank.meter import Budget, Meter
 from thinktank.models.base import Capabilities, Completion, Price, Sampling
+from thinktank.models.llamacpp import LlamaCppModel
 from thinktank.problem import Problem
 from thinktank.solution import Partial
 from thinktank.strategies import build_strategy
@@ -401,3 +402,20 @@ def test_external_prm_failures_are_clear_errors():
         server.close()
     with pytest.raises(ThinktankError, match="process reward model at"):
         RemoteProcessReward(server.url, "m").values(PROBLEM, [Partial(("x. ",))], None)
+
+
+def test_a_seeded_search_is_reproducible_on_the_real_model(smollm2):
+    # Its steps are several calls at once, one thread each: they must reach the
+    # batch in the same order whichever thread runs first (a fresh model each
+    # time, since what else the KV cache holds shifts the logits slightly).
+    def run() -> list[str]:
+        model = LlamaCppModel(smollm2.path, name="smollm2", chat=True)
+        try:
+            strategy = build_strategy("beam:beams=3,expand=3,max_steps=3,step_tokens=16")
+            return [
+                c.text for c in strategy.solve(PROBLEM, Context(model, Meter(), seed=1)).candidates
+            ]
+        finally:
+            model.close()
+
+    assert run() == run()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, TypedDict, runtime_checkable
 
@@ -124,6 +127,52 @@ ProgressCallback = Callable[[int], None]
 #: Called after each token with that sample's token logprobs so far; True stops
 #: the sample early (``finish_reason="pruned"``): tokens never written cost nothing.
 PruneRule = Callable[[Sequence[float]], bool]
+
+
+class CallGroup:
+    """Calls a strategy makes at once, one thread each (`Context.generate_each`).
+
+    A batching backend admits a group's calls together and in the group's
+    order once each has either been submitted or returned without reaching
+    the model (refused by the budget, replayed): which thread ran first then
+    changes nothing, and a seed gives the same samples. After ``patience``
+    seconds it stops waiting for stragglers.
+    """
+
+    def __init__(self, size: int, patience: float = 2.0) -> None:
+        self.size = size
+        self.deadline = time.monotonic() + patience
+        self._arrived: set[int] = set()
+        self._lock = threading.Lock()
+
+    def arrive(self, index: int) -> None:
+        with self._lock:
+            self._arrived.add(index)
+
+    @property
+    def gathered(self) -> bool:
+        """Every call is in (or the group has waited long enough)."""
+        with self._lock:
+            return len(self._arrived) >= self.size or time.monotonic() >= self.deadline
+
+
+_group_call = threading.local()
+
+
+@contextmanager
+def calling_in_group(group: CallGroup, index: int) -> Iterator[None]:
+    """Mark this thread's model calls as call ``index`` of ``group``; it arrives on exit."""
+    _group_call.current = (group, index)
+    try:
+        yield
+    finally:
+        _group_call.current = None
+        group.arrive(index)
+
+
+def current_group_call() -> tuple[CallGroup, int] | None:
+    """The (group, index) this thread is calling as, if any (for backends)."""
+    return getattr(_group_call, "current", None)
 
 
 @runtime_checkable

@@ -42,6 +42,7 @@ import numpy as np
 
 from thinktank.errors import ThinktankError
 from thinktank.models.base import (
+    CallGroup,
     Capabilities,
     Completion,
     FinishReason,
@@ -50,6 +51,7 @@ from thinktank.models.base import (
     Prompt,
     PruneRule,
     Sampling,
+    current_group_call,
 )
 
 #: Sequences decoded in one batch at most (over all calls); a larger ``n`` is
@@ -149,6 +151,8 @@ class _Request:
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     cancelled: bool = False  # its caller stopped waiting
+    group: CallGroup | None = None  # the calls it is admitted together with
+    order: int = 0  # its call's place in the group
 
     @property
     def cells(self) -> int:
@@ -360,7 +364,13 @@ class LlamaCppModel:
             )
             for start in range(0, n, per_request)
         ]
+        group_call = current_group_call()
+        if group_call is not None:
+            for request in requests:
+                request.group, request.order = group_call
         self._submit(requests)
+        if group_call is not None:
+            group_call[0].arrive(group_call[1])
         try:
             for request in requests:
                 request.done.wait()
@@ -421,6 +431,9 @@ class LlamaCppModel:
                 if self._closed and not self._queue and not self._active:
                     return
                 admitted = self._admit()
+                if not admitted and not self._active:
+                    self._wakeup.wait(0.005)  # a call group is still gathering
+                    continue
             for request in admitted:
                 self._guard(self._prefill, request)
             self._guard(self._step)
@@ -443,6 +456,11 @@ class LlamaCppModel:
                 self._queue.popleft()
                 request.done.set()
                 continue
+            if request.group is not None:
+                if not request.group.gathered:
+                    break  # first come, first served: nothing overtakes a gathering group
+                self._line_up(request.group)
+                request = self._queue[0]
             k = len(request.sequences)
             idle = not self._active and not admitted
             if idle and (self._ctx is None or request.cells > self._ctx_cells):
@@ -458,6 +476,14 @@ class LlamaCppModel:
             self._active.append(request)
             admitted.append(request)
         return admitted
+
+    def _line_up(self, group: CallGroup) -> None:
+        """Move the group's queued requests to the front, in the group's order."""
+        members = sorted((r for r in self._queue if r.group is group), key=lambda r: r.order)
+        rest = [r for r in self._queue if r.group is not group]
+        self._queue = deque(members + rest)
+        for request in members:
+            request.group = None  # lined up: admitted like any other from now on
 
     def _new_context(self, cells: int) -> None:
         self._free_context()

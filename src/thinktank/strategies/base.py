@@ -12,12 +12,14 @@ from typing import ClassVar
 from thinktank.errors import BudgetExhausted
 from thinktank.meter import Meter
 from thinktank.models.base import (
+    CallGroup,
     Completion,
     Model,
     ProgressCallback,
     Prompt,
     PruneRule,
     Sampling,
+    calling_in_group,
 )
 from thinktank.problem import Problem
 from thinktank.solution import Solution
@@ -58,21 +60,24 @@ class Context:
         """Make several calls at once, each ``(prompt, n, sampling)``: the embedded backend
         decodes them in one batch. A call the budget refuses returns no completions.
 
-        Seeds are derived in the calls' order, so results do not depend on which
-        thread runs first.
+        Seeds are derived in the calls' order and the calls form a `CallGroup`, so
+        results do not depend on which thread runs first.
         """
         calls = [(prompt, n, self._seeded(sampling)) for prompt, n, sampling in calls]
+        group = CallGroup(len(calls))
 
-        def call(prompt: Prompt, n: int, sampling: Sampling) -> list[Completion]:
-            try:
-                return self.meter.generate(model or self.model, prompt, n, sampling)
-            except BudgetExhausted:
-                return []
+        def call(index: int) -> list[Completion]:
+            prompt, n, sampling = calls[index]
+            with calling_in_group(group, index):
+                try:
+                    return self.meter.generate(model or self.model, prompt, n, sampling)
+                except BudgetExhausted:
+                    return []
 
         if len(calls) <= 1:
-            return [call(*c) for c in calls]
-        with ThreadPoolExecutor(max_workers=min(len(calls), 32)) as pool:
-            return list(pool.map(lambda c: call(*c), calls))
+            return [call(i) for i in range(len(calls))]
+        with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+            return list(pool.map(call, range(len(calls))))
 
     def _seeded(self, sampling: Sampling) -> Sampling:
         call = next(self._calls)
