@@ -84,9 +84,9 @@ def main() -> None:
               f"{reuse['prefill'] / none['prefill']:8.2f} {'':8} {'':21} {'':9} "
               f"{reuse['seconds'] / none['seconds']:8.2f}")  # fmt: skip
     print(
-        "\nThe runs' samples drift apart (a batch's size changes the logits' last bits),"
-        "\nso they write different amounts; 'prefilled' (share of the prompt tokens"
-        "\nprefilled) and ms/token compare the two settings per unit of work."
+        "\nThe runs' samples drift apart (what the batch and the KV cache hold shifts"
+        "\nthe logits a little), so they write different amounts; 'prefilled' (share"
+        "\nof the prompt tokens prefilled) and ms/token compare them per unit of work."
     )
 
 
