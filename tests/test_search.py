@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -419,3 +421,25 @@ def test_a_seeded_search_is_reproducible_on_the_real_model(smollm2):
             model.close()
 
     assert run() == run()
+
+
+def test_search_on_a_base_model_ends_answers_at_its_own_stops(gemma):
+    solution = thinktank.solve(
+        "What is 7 + 5?", model=gemma, strategy="beam:beams=2,expand=2,max_steps=3,step_tokens=16",
+        seed=1,
+    )  # fmt: skip
+    assert solution.candidates
+    # "\n\n" ends a base model's answer (the next thing it writes is a new question),
+    # even though it also delimits a step for chat models.
+    assert all("\n\n" not in c.text and "Question:" not in c.text for c in solution.candidates)
+
+
+def test_an_unreachable_prm_is_a_clear_cli_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "thinktank", "solve", "What is 1 + 1?", "--strategy",
+         "beam:value=prm@http://127.0.0.1:9,max_steps=2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "process reward model at http://127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr

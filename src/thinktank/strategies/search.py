@@ -118,7 +118,9 @@ class Stepper:
     def __init__(self, problem: Problem, ctx: Context, options: SearchOptions) -> None:
         self.problem, self.ctx, self.options = problem, ctx, options
         self.pattern = split_pattern(options.split)
-        self.delimiters = SPLITS.get(options.split, ())
+        # A base model's own stop strings end the whole answer, never just a step.
+        ends = stop_strings(problem, ctx.model)
+        self.delimiters = tuple(d for d in SPLITS.get(options.split, ()) if d not in ends)
 
     def extend(
         self,
