@@ -25,11 +25,11 @@ import numpy as np
 from thinktank.aggregate import majority_vote
 from thinktank.models.base import Completion
 from thinktank.problem import Problem
-from thinktank.prompts import continuation_prompt, stop_strings
+from thinktank.prompts import stop_strings
 from thinktank.solution import Candidate, Partial, Solution
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import SamplingOptions
-from thinktank.verify.process import ProcessReward, build_process_reward
+from thinktank.verify.process import ProcessReward, build_process_reward, continue_partials
 from thinktank.verify.verifiers import build_verifier
 
 #: Named step delimiters: the stop strings that end a step.
@@ -134,7 +134,10 @@ class Stepper:
         none) where the budget cuts in. A step past ``max_steps`` (or the solution's
         ``max_tokens``) ends the solution."""
         stops = self.delimiters + stop_strings(self.problem, self.ctx.model)
-        written = self._write(partials, counts, step_tokens, stops)
+        sampling = self.options.sampling().with_(stop=stops)
+        written = continue_partials(
+            self.problem, self.ctx, partials, counts, sampling, step_tokens=step_tokens
+        )
         return [
             [self._child(p, c, max_steps) for c in done]
             for p, done in zip(partials, written, strict=True)
@@ -142,33 +145,11 @@ class Stepper:
 
     def complete(self, partials: Sequence[Partial], counts: Sequence[int]) -> list[list[Partial]]:
         """``counts[i]`` rollouts of ``partials[i]`` to the end, each cut into its steps."""
-        stops = stop_strings(self.problem, self.ctx.model)
-        written = self._write(partials, counts, self.options.max_tokens, stops)
+        sampling = self.options.sampling().with_(stop=stop_strings(self.problem, self.ctx.model))
+        written = continue_partials(self.problem, self.ctx, partials, counts, sampling)
         return [
             [self._chain(p, c) for c in done] for p, done in zip(partials, written, strict=True)
         ]
-
-    def _write(
-        self,
-        partials: Sequence[Partial],
-        counts: Sequence[int],
-        tokens: int,
-        stops: tuple[str, ...],
-    ) -> list[list[Completion]]:
-        """One call per partial continuing its reply, at most ``tokens`` tokens (and what
-        is left of the solution's ``max_tokens``), all at once."""
-        sampling = self.options.sampling().with_(stop=stops)
-        room = self.options.max_tokens
-        return self.ctx.generate_each(
-            [
-                (
-                    continuation_prompt(self.problem, self.ctx.model, partial.text),
-                    count,
-                    sampling.with_(max_tokens=max(1, min(tokens, room - partial.tokens))),
-                )
-                for partial, count in zip(partials, counts, strict=True)
-            ]
-        )
 
     def _child(self, parent: Partial, completion: Completion, max_steps: int) -> Partial:
         text, finished = completion.text, completion.finish_reason != "length"

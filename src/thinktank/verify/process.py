@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import httpx
 
 from thinktank.errors import ThinktankError
-from thinktank.models.base import Model, Prompt, Sampling
+from thinktank.models.base import Completion, Model, Prompt, Sampling
 from thinktank.problem import Problem
 from thinktank.prompts import build_prompt, continuation_prompt, stop_strings
 from thinktank.solution import Candidate, Partial
@@ -104,17 +104,8 @@ class RolloutReward:
         open_ = [p for p in partials if not p.finished]
         stops = self.sampling.stop + stop_strings(problem, ctx.model)
         results = iter(
-            ctx.generate_each(
-                [
-                    (
-                        continuation_prompt(problem, ctx.model, p.text),
-                        self.n,
-                        self.sampling.with_(
-                            max_tokens=max(1, self.sampling.max_tokens - p.tokens), stop=stops
-                        ),
-                    )
-                    for p in open_
-                ]
+            continue_partials(
+                problem, ctx, open_, [self.n] * len(open_), self.sampling.with_(stop=stops)
             )
         )
         owners: list[int] = []
@@ -211,6 +202,28 @@ class RemoteProcessReward:
             return response.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise ThinktankError(f"process reward model at {self.url}{path}: {exc}") from None
+
+
+def continue_partials(
+    problem: Problem,
+    ctx: Context,
+    partials: Sequence[Partial],
+    counts: Sequence[int],
+    sampling: Sampling,
+    *,
+    step_tokens: int | None = None,
+) -> list[list[Completion]]:
+    """``counts[i]`` continuations of ``partials[i]``'s reply, all calls at once. Each
+    writes what is left of ``sampling.max_tokens`` after the partial's own tokens,
+    at most ``step_tokens`` (if given)."""
+    calls = []
+    for partial, count in zip(partials, counts, strict=True):
+        room = sampling.max_tokens - partial.tokens
+        if step_tokens is not None:
+            room = min(room, step_tokens)
+        prompt = continuation_prompt(problem, ctx.model, partial.text)
+        calls.append((prompt, count, sampling.with_(max_tokens=max(1, room))))
+    return ctx.generate_each(calls)
 
 
 _ROLLOUT = re.compile(r"rollout(\d*)(?:@(.+))?")

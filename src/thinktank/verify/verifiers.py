@@ -77,7 +77,7 @@ class Judge:
         return yes_probability(completion.top_logprobs[0] if completion.top_logprobs else {})
 
     def _prompt(self, problem: Problem, answer: str, chat: bool) -> Prompt:
-        return judging_prompt(
+        return _ask(
             f"Question: {problem.prompt}\nProposed answer: {answer}\n{self._QUESTION}", chat
         )
 
@@ -138,7 +138,7 @@ class PairwiseJudge:
 
     def _prefers_a(self, problem: Problem, a: str, b: str, ctx: Context) -> float:
         judge = self.model or ctx.model
-        prompt = judging_prompt(
+        prompt = _ask(
             f"Question: {problem.prompt}\nProposed answer A: {a}\nProposed answer B: {b}\n"
             f"{self._QUESTION}",
             judge.capabilities.chat,
@@ -150,7 +150,7 @@ class PairwiseJudge:
         return option_probability(top, "a", "b")
 
 
-def judging_prompt(question: str, chat: bool) -> Prompt:
+def _ask(question: str, chat: bool) -> Prompt:
     """A judging question as a chat message, or as text a base model answers after."""
     return [{"role": "user", "content": question}] if chat else f"{question}\nAnswer:"
 
