@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -149,11 +150,48 @@ def _parser() -> argparse.ArgumentParser:
     strategies.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     strategies.set_defaults(handler=_strategies)
 
+    serve = commands.add_parser(
+        "serve",
+        help="serve models and strategies behind the OpenAI chat-completions API",
+        description="An OpenAI-compatible server: POST /v1/chat/completions with model "
+        "MODEL (plain sampling) or STRATEGY/MODEL (e.g. self-consistency:n=8/smollm2), or "
+        'extra_body={"thinktank": {"strategy": ...}}; GET /v1/models. Every call is in the '
+        "ledger.",
+        epilog="example: thinktank serve --port 8000 --model smollm2 --api-key secret",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    serve.add_argument("--port", type=_positive(int), default=8000, help="port (8000)")
+    serve.add_argument("--model", "-m", action="append",
+                       help="model spec to serve (repeatable; default: smollm2)")  # fmt: skip
+    serve.add_argument("--api-key", default=os.environ.get("THINKTANK_API_KEY"),
+                       help="required as 'Authorization: Bearer KEY' (default: "
+                       "$THINKTANK_API_KEY; none: no key needed)")  # fmt: skip
+    serve.add_argument("--max-concurrent", type=_positive(int), default=4,
+                       help="requests worked on at once; the rest wait (4)")  # fmt: skip
+    serve.set_defaults(handler=_serve)
+
     ledger = commands.add_parser("ledger", help="recent runs with their tokens and cost")
     ledger.add_argument("--limit", type=_positive(int), default=20, help="runs to show (20)")
     ledger.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ledger.set_defaults(handler=_ledger)
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from thinktank.ledger import Ledger
+    from thinktank.models import load_model
+    from thinktank.server import create_app
+
+    models = [load_model(spec) for spec in args.model or ["smollm2"]]  # fail before binding
+    app = create_app(models, api_key=args.api_key, max_concurrent=args.max_concurrent,
+                     ledger=Ledger())  # fmt: skip
+    stderr.print(
+        f"serving {', '.join(m.name for m in models)} on http://{args.host}:{args.port}/v1"
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 def _add_budget_arguments(parser: argparse.ArgumentParser, scope: str) -> None:

@@ -209,6 +209,8 @@ class Meter:
             with self._lock:
                 self._reserved_tokens -= worst_tokens
                 self._reserved_cost -= worst_cost
+        if completions:  # the backend's own count (a remote one: ours was an estimate)
+            prompt_tokens = completions[0].prompt_tokens
         self._record(
             model,
             len(completions),

@@ -65,6 +65,17 @@ def _gguf(path: Path, name: str, *, chat: bool) -> Model:
     return model
 
 
+def _remote(spec: str) -> Model:
+    from thinktank.economics import price_book
+    from thinktank.models.openai import OpenAIModel, parse_spec
+
+    try:
+        model, url, key_env = parse_spec(spec)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    return OpenAIModel(model, url, api_key_env=key_env, price=price_book().get(model))
+
+
 MODELS: dict[str, ModelInfo] = {
     "smollm2": ModelInfo(
         "smollm2",
@@ -102,5 +113,7 @@ def _load(spec: str) -> Model:
         if not path.is_file():
             raise SpecError(f"model spec {spec!r}: no such file {path}")
         return _gguf(path, path.stem, chat=query.strip() in ("chat=1", "chat=true"))
-    known = ", ".join([*MODELS, "gguf:PATH"])
+    if spec.startswith("openai:"):
+        return _remote(spec)
+    known = ", ".join([*MODELS, "gguf:PATH", "openai:MODEL@BASE_URL"])
     raise SpecError(f"unknown model {spec!r} (available: {known})")

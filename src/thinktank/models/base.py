@@ -80,10 +80,12 @@ class Completion:
     #: Which of ``Sampling.stop`` ended it (the text stops before it); None when it
     #: ended otherwise (end of turn, length).
     stop_string: str | None = None
+    #: The completion's token count when the backend gives no token ids (remote).
+    token_count: int | None = None
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.token_ids)
+        return len(self.token_ids) if self.token_count is None else self.token_count
 
 
 @dataclass(frozen=True)

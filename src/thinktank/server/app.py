@@ -1,0 +1,327 @@
+"""The thinktank server: an OpenAI-compatible chat-completions endpoint.
+
+``POST /v1/chat/completions`` with ``model`` set to a served model name
+(``smollm2``) samples it plainly (``n`` choices); ``STRATEGY/MODEL`` (e.g.
+``self-consistency:n=8/smollm2``) or ``extra_body={"thinktank": {"strategy":
+...}}`` answers with a strategy: one choice, the text of the winning sample,
+and a ``thinktank`` object (answer, cost, strategy, candidates, votes, run id).
+``usage`` counts every token spent. ``GET /v1/models`` lists the served models.
+
+Errors are OpenAI-style ``{"error": {"message", "type", "param", "code"}}``
+with a 4xx status: never a 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from thinktank.errors import BudgetExhausted, SpecError, ThinktankError
+from thinktank.ledger import Ledger
+from thinktank.meter import Budget, Meter
+from thinktank.models import load_model
+from thinktank.models.base import Completion, Model, Sampling
+from thinktank.problem import Problem
+from thinktank.solution import Solution
+from thinktank.strategies import build_strategy
+
+#: Limits past which a request is refused as absurd (400).
+MAX_N = 64
+MAX_TOKENS = 8192
+MAX_STOPS = 16
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class BudgetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_seconds: float | None = Field(default=None, gt=0)
+
+
+class ThinktankOptions(BaseModel):
+    """``extra_body={"thinktank": {...}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str | None = None
+    budget: BudgetRequest | None = None
+    #: How a strategy extracts and compares answers.
+    kind: Literal["math", "text", "choice", "code"] = "math"
+    #: Sample i of the call is sample offset + i of the seed's stream (see `Sampling`).
+    sample_offset: int = Field(default=0, ge=0)
+
+
+class ChatRequest(BaseModel):
+    """The fields of an OpenAI chat-completions request thinktank uses; others are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    n: int = Field(default=1, ge=1, le=MAX_N)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    stream: bool = False
+    thinktank: ThinktankOptions | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _few_stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(stop, list) and len(stop) > MAX_STOPS:
+            raise ValueError(f"at most {MAX_STOPS} stop strings")
+        return stop
+
+    def sampling(self) -> Sampling:
+        stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
+        return Sampling(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_completion_tokens or self.max_tokens or 256,
+            stop=tuple(s for s in stops if s),
+            seed=self.seed,
+            top_logprobs=(self.top_logprobs or 0) if self.logprobs else 0,
+            sample_offset=self.thinktank.sample_offset if self.thinktank else 0,
+        )
+
+
+class ApiError(Exception):
+    """A request thinktank refuses, with its HTTP status and OpenAI error fields."""
+
+    def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status, self.kind, self.param, self.code = status, kind, param, code
+
+
+def _error(status: int, message: str, kind: str, param: str | None = None,
+           code: str | None = None) -> JSONResponse:  # fmt: skip
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+def create_app(
+    models: Sequence[str | Model] = ("smollm2",),
+    *,
+    api_key: str | None = None,
+    max_concurrent: int = 4,
+    ledger: Ledger | None = None,
+) -> FastAPI:
+    """The ASGI app serving ``models`` (names or Model objects; loaded on first use).
+
+    ``api_key``: requests must send ``Authorization: Bearer KEY`` (else 401).
+    ``max_concurrent``: requests worked on at once; the others wait their turn.
+    """
+    served = {m if isinstance(m, str) else m.name: m for m in models}
+    app = FastAPI(title="thinktank", summary="Inference-time compute behind the OpenAI API")
+    limit = anyio.CapacityLimiter(max_concurrent)
+
+    def model_named(name: str) -> Model:
+        if name not in served:
+            raise ApiError(404, f"model {name!r} is not served (serving: {', '.join(served)})",
+                           param="model", code="model_not_found")  # fmt: skip
+        entry = served[name]
+        if isinstance(entry, str):
+            served[name] = entry = load_model(entry)
+        return entry
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next: Any) -> Any:
+        if api_key is not None and request.url.path.startswith("/v1/"):
+            sent = request.headers.get("authorization", "")
+            if not secrets.compare_digest(sent.encode(), f"Bearer {api_key}".encode()):
+                return _error(401, "missing or wrong API key", "invalid_request_error",
+                              code="invalid_api_key")  # fmt: skip
+        return await call_next(request)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, str(exc), exc.kind, exc.param, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = [str(part) for part in first.get("loc", ()) if part != "body"]
+        message = first.get("msg", "invalid request")
+        return _error(400, f"{'.'.join(where) or 'body'}: {message}", "invalid_request_error",
+                      param=".".join(where) or None)  # fmt: skip
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), "invalid_request_error")
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "thinktank"}
+            for name in served
+        ]}  # fmt: skip
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(exc).__name__}", "server_error")
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(chat: ChatRequest) -> JSONResponse | StreamingResponse:
+        strategy_spec, model_name = _route(chat, served)
+        model = model_named(model_name)
+        if strategy_spec is not None and chat.n != 1:
+            raise ApiError(400, "n must be 1 with a strategy: it answers once", param="n")
+        strategy = None
+        if strategy_spec is not None:
+            try:
+                strategy = build_strategy(strategy_spec)
+            except (SpecError, ValueError) as exc:
+                raise ApiError(400, str(exc), param="model", code="invalid_strategy") from None
+        try:
+            budget = Budget(**chat.thinktank.budget.model_dump()) if chat.thinktank and \
+                chat.thinktank.budget else Budget()  # fmt: skip
+        except ValueError as exc:
+            raise ApiError(400, str(exc), param="thinktank.budget") from None
+        meter = Meter(budget, ledger=ledger, run_id=uuid.uuid4().hex[:16],
+                      strategy=strategy.spec if strategy else "plain")  # fmt: skip
+
+        def work() -> dict[str, Any]:
+            if strategy is None:
+                return _plain(chat, model, meter)
+            return _solve(chat, model, strategy, meter)
+
+        try:
+            result = await anyio.to_thread.run_sync(work, limiter=limit)
+        except BudgetExhausted as exc:
+            raise ApiError(400, f"budget: {exc}", param="thinktank.budget") from None
+        except ThinktankError as exc:
+            raise ApiError(400, str(exc)) from None
+        result["model"] = chat.model
+        if chat.stream:
+            return StreamingResponse(_sse(result), media_type="text/event-stream")
+        return JSONResponse(result)
+
+    return app
+
+
+def _route(chat: ChatRequest, served: dict[str, Any]) -> tuple[str | None, str]:
+    """(strategy spec or None, served model name) from ``model`` and ``extra_body``."""
+    name, strategy = chat.model, None
+    if name not in served:
+        for candidate in served:
+            if name.endswith("/" + candidate):
+                strategy, name = name[: -len(candidate) - 1], candidate
+                break
+    if chat.thinktank and chat.thinktank.strategy:
+        strategy = chat.thinktank.strategy
+    return (None if strategy in (None, "") else strategy), name
+
+
+def _plain(chat: ChatRequest, model: Model, meter: Meter) -> dict[str, Any]:
+    """n plain samples of the conversation (a final assistant message is continued)."""
+    messages = [m.model_dump() for m in chat.messages]
+    completions = meter.generate(model, messages, chat.n, chat.sampling())
+    choices = [_choice(i, c.text, c, chat) for i, c in enumerate(completions)]
+    return _response(choices, meter, extra=None)
+
+
+def _solve(chat: ChatRequest, model: Model, strategy: Any, meter: Meter) -> dict[str, Any]:
+    """One answer by ``strategy`` to the conversation's last user message."""
+    from thinktank.strategies import Context
+
+    question = next((m.content for m in reversed(chat.messages) if m.role == "user"), None)
+    if not question:
+        raise ApiError(400, "a strategy needs a user message to answer", param="messages")
+    kind = chat.thinktank.kind if chat.thinktank else "math"
+    problem = Problem(id=meter.run_id, prompt=question, kind=kind)
+    solution: Solution = strategy.solve(problem, Context(model, meter, seed=chat.seed))
+    winner = next((c for c in solution.candidates if c.answer == solution.answer), None)
+    text = winner.text if winner else (solution.answer or "")
+    choice = {"index": 0, "message": {"role": "assistant", "content": text},
+              "finish_reason": "stop", "logprobs": None}  # fmt: skip
+    extra = {
+        "answer": solution.answer,
+        "strategy": strategy.spec,
+        "candidates": len(solution.candidates),
+        "votes": solution.votes,
+        "budget_exhausted": meter.exhausted,
+        "run_id": meter.run_id,
+    }
+    return _response([choice], meter, extra)
+
+
+def _choice(index: int, text: str, completion: Completion, chat: ChatRequest) -> dict[str, Any]:
+    logprobs = None
+    if chat.logprobs and completion.logprobs is not None:
+        tops = completion.top_logprobs or ((),) * len(completion.logprobs)
+        logprobs = {"content": [
+            {"token": next(iter(top), ""), "logprob": lp, "bytes": None,
+             "top_logprobs": [{"token": t, "logprob": v, "bytes": None}
+                              for t, v in dict(top).items()]}
+            for lp, top in zip(completion.logprobs, tops, strict=False)
+        ]}  # fmt: skip
+    return {
+        "index": index,
+        "message": {"role": "assistant", "content": text},
+        "finish_reason": "length" if completion.finish_reason in ("length", "budget") else "stop",
+        "stop_reason": completion.stop_string,  # vLLM's field: which stop string ended it
+        "logprobs": logprobs,
+    }
+
+
+def _response(choices: list[dict], meter: Meter, extra: dict | None) -> dict[str, Any]:
+    usage = meter.usage
+    body: dict[str, Any] = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        },
+    }
+    body["thinktank"] = {**(extra or {}), "cost_usd": usage.cost_usd, "calls": usage.calls,
+                         "seconds": usage.seconds}  # fmt: skip
+    return body
+
+
+def _sse(result: dict[str, Any]) -> Iterator[str]:
+    """The finished response as chat.completion.chunk events (the answer arrives whole)."""
+    base = {"id": result["id"], "object": "chat.completion.chunk", "created": result["created"],
+            "model": result["model"]}  # fmt: skip
+    for choice in result["choices"]:
+        index = choice["index"]
+        for delta in (
+            {"role": "assistant", "content": ""},
+            {"content": choice["message"]["content"]},
+        ):
+            chunk = {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
+            yield f"data: {json.dumps(chunk)}\n\n"
+        done = {"index": index, "delta": {}, "finish_reason": choice["finish_reason"]}
+        yield f"data: {json.dumps({**base, 'choices': [done]})}\n\n"
+    tail = {**base, "choices": [], "usage": result["usage"], "thinktank": result["thinktank"]}
+    yield f"data: {json.dumps(tail)}\n\n"
+    yield "data: [DONE]\n\n"
