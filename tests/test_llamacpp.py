@@ -334,3 +334,16 @@ def test_cached_cells_of_other_prompts_do_not_leak_into_a_call(smollm2):
             model.close()
 
     assert first_logprobs("apple") == first_logprobs("zebra")
+
+
+def test_streamed_text_joins_to_each_samples_text(smollm2):
+    pieces: dict[int, list[str]] = {}
+    completions = smollm2.generate(
+        [{"role": "user", "content": "Count: 1, 2, 3"}], 3,
+        Sampling(temperature=0.8, max_tokens=30, seed=3, stop=(", ", "\n")),
+        on_text=lambda index, text: pieces.setdefault(index, []).append(text),
+    )  # fmt: skip
+    for index, completion in enumerate(completions):
+        # A stop string is never streamed, even when it arrives over several tokens.
+        assert "".join(pieces[index]) == completion.text
+    assert sum(len(p) for p in pieces.values()) > 3

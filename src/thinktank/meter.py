@@ -23,6 +23,7 @@ from thinktank.models.base import (
     Prompt,
     PruneRule,
     Sampling,
+    TextCallback,
 )
 
 
@@ -169,10 +170,13 @@ class Meter:
         *,
         progress: ProgressCallback | None = None,
         prune: PruneRule | None = None,
+        on_text: TextCallback | None = None,
     ) -> list[Completion]:
         """Call ``model.generate`` within the budget; may return fewer or shorter samples.
 
-        Raises `BudgetExhausted` when not even one token fits.
+        ``on_text`` streams the text as it is written (backends with
+        ``capabilities.streaming``). Raises `BudgetExhausted` when not even one
+        token fits.
         """
         if self.cancel is not None and self.cancel.is_set():
             raise KeyboardInterrupt
@@ -188,6 +192,7 @@ class Meter:
             self.samples is not None
             and sampling.seed is not None
             and prune is None
+            and on_text is None
             and self.deadline is None
         )
 
@@ -196,7 +201,7 @@ class Meter:
         def draw() -> tuple[list[Completion], float]:
             nonlocal wall
             completions, seconds, wall = self._call(
-                model, prompt, prompt_tokens, n, sampling, progress, prune
+                model, prompt, prompt_tokens, n, sampling, progress, prune, on_text
             )
             return completions, seconds
 
@@ -234,6 +239,7 @@ class Meter:
         sampling: Sampling,
         progress: ProgressCallback | None,
         prune: PruneRule | None,
+        on_text: TextCallback | None = None,
     ) -> tuple[list[Completion], float, float]:
         """The model call itself, its seconds, and the wall time it adds to usage (0 while
         an overlapping call is still running); an interrupted call is recorded as such."""
@@ -253,8 +259,15 @@ class Meter:
                 self._busy_since = started
             self._in_flight += 1
         try:
+            streaming = {"on_text": on_text} if on_text is not None else {}
             completions = model.generate(
-                prompt, n, sampling, deadline=self.deadline, progress=track, prune=prune
+                prompt,
+                n,
+                sampling,
+                deadline=self.deadline,
+                progress=track,
+                prune=prune,
+                **streaming,
             )
         except KeyboardInterrupt:
             # Record what the interrupted call had already spent, then let it stop the run.

@@ -93,6 +93,7 @@ class Capabilities:
     chat: bool = True  # has a chat template (instruction-tuned)
     logprobs: bool = True
     batched: bool = True  # n samples share one prefill and decode as one batch
+    streaming: bool = False  # generate(..., on_text=...) reports text as it is written
 
 
 #: Cached prompt tokens cost this share of the input price unless a price says otherwise
@@ -126,6 +127,9 @@ class Price:
 
 #: Called with the number of tokens generated so far in the current call.
 ProgressCallback = Callable[[int], None]
+#: Called with (sample index within the call, new text) as a streaming backend
+#: writes; the pieces of a sample join to its final text (stop string excluded).
+TextCallback = Callable[[int, str], None]
 #: Called after each token with that sample's token logprobs so far; True stops
 #: the sample early (``finish_reason="pruned"``): tokens never written cost nothing.
 PruneRule = Callable[[Sequence[float]], bool]

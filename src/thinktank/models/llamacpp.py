@@ -51,6 +51,7 @@ from thinktank.models.base import (
     Prompt,
     PruneRule,
     Sampling,
+    TextCallback,
     current_group_call,
 )
 
@@ -123,6 +124,7 @@ class _Sequence:
     finish: FinishReason | None = None
     stop_at: int | None = None  # character offset where a stop string begins
     stop_string: str | None = None  # the stop string found there
+    streamed: int = 0  # characters of its text already passed to on_text
 
 
 @dataclass
@@ -135,7 +137,13 @@ class _Call:
     deadline: float | None
     progress: ProgressCallback | None
     prune: PruneRule | None
+    on_text: TextCallback | None = None
     generated: int = 0  # tokens sampled so far over all its requests
+
+    @property
+    def held_back(self) -> int:
+        """Characters not streamed yet because they may begin a stop string."""
+        return max((len(s) for s in self.stops), default=1) - 1
 
 
 @dataclass
@@ -207,7 +215,7 @@ class LlamaCppModel:
         self.n_params = llama.llama_model_n_params(self._model)
         self.n_ctx_train = llama.llama_model_n_ctx_train(self._model)
         self.name = name
-        self.capabilities = Capabilities(chat=chat, logprobs=True, batched=True)
+        self.capabilities = Capabilities(chat=chat, logprobs=True, batched=True, streaming=True)
         self.price = price or Price(0.0, 0.0)
         self._n_threads = n_threads or os.cpu_count() or 1
         self._template = llama.llama_model_chat_template(self._model, None) if chat else None
@@ -328,6 +336,7 @@ class LlamaCppModel:
         deadline: float | None = None,
         progress: ProgressCallback | None = None,
         prune: PruneRule | None = None,
+        on_text: TextCallback | None = None,
     ) -> list[Completion]:
         sampling = sampling or Sampling()
         if n < 1:
@@ -349,6 +358,7 @@ class LlamaCppModel:
             deadline=deadline,
             progress=progress,
             prune=prune,
+            on_text=on_text,
         )
         requests = [
             _Request(
@@ -639,6 +649,22 @@ class LlamaCppModel:
         if call.deadline is not None and time.monotonic() >= call.deadline:
             for seq in request.live:
                 seq.finish = "budget"
+        if call.on_text is not None:
+            for seq in live:
+                self._stream(seq, call)
+
+    def _stream(self, seq: _Sequence, call: _Call) -> None:
+        """Pass on the text written since last time, holding back what may begin a stop
+        string until the sample goes on past it or ends."""
+        done = seq.finish is not None
+        text = seq.text.decode("utf-8", errors="replace" if done else "ignore")
+        if seq.stop_at is not None:
+            end = seq.stop_at
+        else:
+            end = len(text) if done else len(text) - call.held_back
+        if end > seq.streamed:
+            call.on_text(seq.index - call.sampling.sample_offset, text[seq.streamed : end])
+            seq.streamed = end
 
     def _finish(self, request: _Request) -> None:
         """Release the request's KV slots and cells, and wake its caller."""

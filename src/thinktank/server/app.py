@@ -13,11 +13,14 @@ with a 4xx status: never a 500 for bad input.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import secrets
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import anyio
@@ -31,7 +34,7 @@ from thinktank.errors import BudgetExhausted, SpecError, ThinktankError
 from thinktank.ledger import Ledger
 from thinktank.meter import Budget, Meter
 from thinktank.models import load_model
-from thinktank.models.base import Completion, Model, Sampling
+from thinktank.models.base import Completion, Model, Sampling, TextCallback
 from thinktank.problem import Problem
 from thinktank.solution import Solution
 from thinktank.strategies import build_strategy
@@ -205,6 +208,10 @@ def create_app(
         meter = Meter(budget, ledger=ledger, run_id=uuid.uuid4().hex[:16],
                       strategy=strategy.spec if strategy else "plain")  # fmt: skip
 
+        if chat.stream and strategy is None and model.capabilities.streaming:
+            return StreamingResponse(_stream_plain(chat, model, meter, limit),
+                                     media_type="text/event-stream")  # fmt: skip
+
         def work() -> dict[str, Any]:
             if strategy is None:
                 return _plain(chat, model, meter)
@@ -217,7 +224,7 @@ def create_app(
         except ThinktankError as exc:
             raise ApiError(400, str(exc)) from None
         result["model"] = chat.model
-        if chat.stream:
+        if chat.stream:  # the answer arrives whole, once the strategy is done
             return StreamingResponse(_sse(result), media_type="text/event-stream")
         return JSONResponse(result)
 
@@ -237,10 +244,12 @@ def _route(chat: ChatRequest, served: dict[str, Any]) -> tuple[str | None, str]:
     return (None if strategy in (None, "") else strategy), name
 
 
-def _plain(chat: ChatRequest, model: Model, meter: Meter) -> dict[str, Any]:
+def _plain(
+    chat: ChatRequest, model: Model, meter: Meter, on_text: TextCallback | None = None
+) -> dict[str, Any]:
     """n plain samples of the conversation (a final assistant message is continued)."""
     messages = [m.model_dump() for m in chat.messages]
-    completions = meter.generate(model, messages, chat.n, chat.sampling())
+    completions = meter.generate(model, messages, chat.n, chat.sampling(), on_text=on_text)
     choices = [_choice(i, c.text, c, chat) for i, c in enumerate(completions)]
     return _response(choices, meter, extra=None)
 
@@ -308,20 +317,65 @@ def _response(choices: list[dict], meter: Meter, extra: dict | None) -> dict[str
     return body
 
 
-def _sse(result: dict[str, Any]) -> Iterator[str]:
-    """The finished response as chat.completion.chunk events (the answer arrives whole)."""
-    base = {"id": result["id"], "object": "chat.completion.chunk", "created": result["created"],
-            "model": result["model"]}  # fmt: skip
+def _chunk(result: dict[str, Any], choices: list[dict], **extra: Any) -> str:
+    chunk = {"id": result["id"], "object": "chat.completion.chunk", "created": result["created"],
+             "model": result["model"], "choices": choices, **extra}  # fmt: skip
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+def _delta(index: int, delta: dict[str, str]) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "finish_reason": None}
+
+
+def _sse_end(result: dict[str, Any]) -> Iterator[str]:
+    """Each choice's finish reason, then usage and the thinktank object, then [DONE]."""
     for choice in result["choices"]:
-        index = choice["index"]
-        for delta in (
-            {"role": "assistant", "content": ""},
-            {"content": choice["message"]["content"]},
-        ):
-            chunk = {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
-            yield f"data: {json.dumps(chunk)}\n\n"
-        done = {"index": index, "delta": {}, "finish_reason": choice["finish_reason"]}
-        yield f"data: {json.dumps({**base, 'choices': [done]})}\n\n"
-    tail = {**base, "choices": [], "usage": result["usage"], "thinktank": result["thinktank"]}
-    yield f"data: {json.dumps(tail)}\n\n"
+        done = {"index": choice["index"], "delta": {}, "finish_reason": choice["finish_reason"]}
+        yield _chunk(result, [done])
+    yield _chunk(result, [], usage=result["usage"], thinktank=result["thinktank"])
     yield "data: [DONE]\n\n"
+
+
+def _sse(result: dict[str, Any]) -> Iterator[str]:
+    """A finished response as chat.completion.chunk events (each answer arrives whole)."""
+    for choice in result["choices"]:
+        yield _chunk(result, [_delta(choice["index"], {"role": "assistant", "content": ""})])
+        yield _chunk(result, [_delta(choice["index"], {"content": choice["message"]["content"]})])
+    yield from _sse_end(result)
+
+
+async def _stream_plain(
+    chat: ChatRequest, model: Model, meter: Meter, limit: anyio.CapacityLimiter
+) -> AsyncIterator[str]:
+    """Plain samples streamed token by token as the model writes them."""
+    send, receive = anyio.create_memory_object_stream[tuple[str, Any]](max_buffer_size=math.inf)
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": chat.model}
+    loop = asyncio.get_running_loop()
+
+    def post(kind: str, payload: Any) -> None:
+        # From the model's own thread: hand over without waiting for the event loop.
+        loop.call_soon_threadsafe(send.send_nowait, (kind, payload))
+
+    def work() -> None:
+        try:
+            post(
+                "done", _plain(chat, model, meter, lambda index, text: post("text", (index, text)))
+            )
+        except Exception as exc:  # reported in the stream: the 200 is already sent
+            post("error", exc)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(partial(anyio.to_thread.run_sync, work, limiter=limit))
+        for index in range(chat.n):
+            yield _chunk(head, [_delta(index, {"role": "assistant", "content": ""})])
+        async for kind, payload in receive:
+            if kind == "text":
+                yield _chunk(head, [_delta(payload[0], {"content": payload[1]})])
+                continue
+            if kind == "done":
+                for event in _sse_end({**payload, **head}):
+                    yield event
+            else:
+                message = str(payload) if isinstance(payload, ThinktankError) else "internal error"
+                yield f"data: {json.dumps({'error': {'message': message}})}\n\n"
+            break
