@@ -345,5 +345,5 @@ def test_streamed_text_joins_to_each_samples_text(smollm2):
     )  # fmt: skip
     for index, completion in enumerate(completions):
         # A stop string is never streamed, even when it arrives over several tokens.
-        assert "".join(pieces[index]) == completion.text
-    assert sum(len(p) for p in pieces.values()) > 3
+        assert "".join(pieces.get(index, [])) == completion.text
+    assert sum(len(p) for p in pieces.values()) > len(completions)  # several pieces
