@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 
 from thinktank.models import load_model
@@ -27,3 +31,41 @@ def gemma():
 
 #: A chat prompt the embedded model answers in a few tokens.
 SUM_PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
+
+
+class JsonEndpoint:
+    """A stand-in HTTP endpoint on 127.0.0.1 for protocol tests: ``respond(method, body)``
+    returns (status, payload); payload bytes are sent as they are, anything else as
+    JSON. It records the JSON bodies it is sent."""
+
+    def __init__(self, respond):
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self._reply(*respond("GET", None))
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                self._reply(*respond("POST", body))
+
+            def _reply(self, status, payload):
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -7,13 +7,10 @@ model with tiny budgets.
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 import sys
-import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hypothesis import given
@@ -40,6 +37,8 @@ from thinktank.strategies.search import (
     split_steps,
 )
 from thinktank.verify.process import RemoteProcessReward, RolloutReward, build_process_reward
+
+from .conftest import JsonEndpoint
 
 PROBLEM = Problem(id="p", prompt="What is 1 + 2?", kind="math")
 
@@ -329,47 +328,23 @@ def test_rollout_value_scores_completions_by_agreement(smollm2):
 # -- an external process reward model over HTTP ---------------------------------------
 
 
-class PoolingServer:
-    """A stand-in for vLLM's pooling API on 127.0.0.1: P(good) = 0.9 when the last
-    step mentions 3, else 0.2; it records the requests it gets."""
+def pooling_server(reply: bytes | None = None) -> JsonEndpoint:
+    """A stand-in for vLLM's pooling API: P(good) = 0.9 when a step mentions 3, else 0.2."""
 
-    def __init__(self, reply=None):
-        self.requests: list[dict] = []
-        outer = self
+    def respond(method, body):
+        if method == "GET":
+            return 200, {"data": [{"id": "toy-prm"}]}
+        if reply is not None:
+            return 200, reply
+        steps = body["messages"][1]["content"].split("<extra_0>")[:-1]
+        rows = [[0.1, 0.9] if "3" in step else [0.8, 0.2] for step in steps]
+        return 200, {"data": [{"index": 0, "data": rows}]}
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, body: bytes, status: int = 200):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):
-                self._send(json.dumps({"data": [{"id": "toy-prm"}]}).encode())
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                if reply is not None:
-                    return self._send(reply)
-                steps = body["messages"][1]["content"].split("<extra_0>")[:-1]
-                rows = [[0.1, 0.9] if "3" in step else [0.8, 0.2] for step in steps]
-                self._send(json.dumps({"data": [{"index": 0, "data": rows}]}).encode())
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    return JsonEndpoint(respond)
 
 
 def test_external_prm_request_format_and_values():
-    server = PoolingServer()
+    server = pooling_server()
     try:
         reward = build_process_reward(f"prm@{server.url}/v1", Sampling())
         partials = [Partial(("1 + 2 = 3. ",)), Partial(("1 + 2 = 3. ", "So 4. "))]
@@ -385,7 +360,7 @@ def test_external_prm_request_format_and_values():
 
 
 def test_beam_search_with_an_external_prm_on_the_real_model(smollm2):
-    server = PoolingServer()
+    server = pooling_server()
     try:
         spec = f"beam:beams=2,expand=2,max_steps=2,step_tokens=12,value=prm@{server.url}#toy"
         solution = thinktank.solve("What is 1 + 2?", model=smollm2, strategy=spec, seed=1)
@@ -396,7 +371,7 @@ def test_beam_search_with_an_external_prm_on_the_real_model(smollm2):
 
 
 def test_external_prm_failures_are_clear_errors():
-    server = PoolingServer(reply=b"not json")
+    server = pooling_server(reply=b"not json")
     try:
         with pytest.raises(ThinktankError, match="process reward model at"):
             RemoteProcessReward(server.url, "m").values(PROBLEM, [Partial(("x. ",))], None)

@@ -3,13 +3,11 @@ and the `openai:` backend, driven against that server."""
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import openai
@@ -24,6 +22,8 @@ from thinktank.ledger import Ledger
 from thinktank.models.base import Sampling
 from thinktank.models.openai import OpenAIModel, parse_spec
 from thinktank.server import create_app
+
+from .conftest import JsonEndpoint
 
 KEY = "test-key"
 QUESTION = [{"role": "user", "content": "What is 2 + 3?"}]
@@ -257,52 +257,30 @@ def test_a_second_thinktank_through_the_first_gives_the_same_accuracy(
     assert remote.summaries[0].completion_tokens > 0
 
 
-class FlakyEndpoint:
+def flaky_endpoint() -> JsonEndpoint:
     """A stand-in endpoint that refuses n > 1 and fails every other request with 500."""
+    choice = {"index": 0, "finish_reason": "stop", "logprobs": None,
+              "message": {"role": "assistant", "content": "5"}}  # fmt: skip
+    usage = {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
+    answers = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+               "choices": [choice], "usage": usage}  # fmt: skip
+    endpoint: JsonEndpoint
 
-    def __init__(self):
-        self.requests: list[dict] = []
-        outer = self
+    def respond(method, body):
+        if body.get("n", 1) > 1:
+            return 400, {"error": {"message": "n must be 1"}}
+        if len(endpoint.requests) % 2 == 0:
+            return 500, {"error": {"message": "boom"}}
+        return 200, answers
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                if body.get("n", 1) > 1:
-                    return self._send(400, {"error": {"message": "n must be 1"}})
-                if len(outer.requests) % 2 == 0:
-                    return self._send(500, {"error": {"message": "boom"}})
-                reply = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                         "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                                      "message": {"role": "assistant", "content": "5"}}],
-                         "usage": {"prompt_tokens": 7, "completion_tokens": 1,
-                                   "total_tokens": 8}}  # fmt: skip
-                self._send(200, reply)
-
-            def _send(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    endpoint = JsonEndpoint(respond)
+    return endpoint
 
 
 def test_backend_falls_back_to_parallel_requests_and_keeps_what_succeeded():
-    endpoint = FlakyEndpoint()
+    endpoint = flaky_endpoint()
     try:
-        model = OpenAIModel("m", endpoint.url, max_retries=0)
+        model = OpenAIModel("m", f"{endpoint.url}/v1", max_retries=0)
         completions = model.generate(QUESTION, 4, Sampling(max_tokens=4, seed=10))
         # n=4 refused; 4 single requests, every other one failing: 2 kept.
         assert model._server_n is False
