@@ -3,6 +3,7 @@ and the `openai:` backend, driven against that server."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -184,8 +185,17 @@ _values = st.one_of(
     st.lists(st.integers(0, 3), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(),
                                                              max_size=2),
 )  # fmt: skip
-_optional_fields = ("n", "temperature", "top_p", "stop", "seed", "logprobs", "top_logprobs",
-                    "stream", "thinktank", "max_completion_tokens")  # fmt: skip
+#: The request fields, read from the server's own OpenAPI schema.
+_SCHEMA = create_app([]).openapi()["components"]["schemas"]
+_optional_fields = sorted(set(_SCHEMA["ChatRequest"]["properties"]) - {"model", "messages",
+                                                                      "max_tokens"})  # fmt: skip
+_thinktank_options = st.fixed_dictionaries(
+    {}, optional={name: _values for name in _SCHEMA["ThinktankOptions"]["properties"]}
+)
+
+
+def test_the_schema_documents_the_request_fields():
+    assert {"n", "temperature", "stream", "thinktank", "seed"} <= set(_optional_fields)
 
 
 @settings(
@@ -198,15 +208,18 @@ _optional_fields = ("n", "temperature", "top_p", "stop", "seed", "logprobs", "to
                                st.lists(st.fixed_dictionaries({"role": _values,
                                                                "content": _values}), max_size=2)),
          "max_tokens": st.one_of(st.integers(-2, 4), _values)},
-        optional={name: _values for name in _optional_fields},
+        optional={name: st.one_of(_values, _thinktank_options) if name == "thinktank"
+                  else _values for name in _optional_fields},
     )
 )  # fmt: skip
 def test_no_request_body_gets_a_5xx(server, body):
     for field in ("max_tokens", "max_completion_tokens"):
         if isinstance(body.get(field), int) and body[field] > 4:
             body[field] = 4  # keep the valid ones cheap
-    response = httpx.post(f"{server.url}/chat/completions", json=body,
-                          headers={"Authorization": f"Bearer {KEY}"}, timeout=120)  # fmt: skip
+    response = httpx.post(
+        f"{server.url}/chat/completions", content=json.dumps(body), timeout=120,  # NaN too
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )  # fmt: skip
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         assert "message" in response.json()["error"]
@@ -288,6 +301,17 @@ def test_backend_falls_back_to_parallel_requests_and_keeps_what_succeeded():
         assert all(c.completion_tokens == 1 and c.prompt_tokens == 7 for c in completions)
         seeds = sorted(r["seed"] for r in endpoint.requests if r.get("n", 1) == 1)
         assert seeds == [10, 11, 12, 13]  # one seed per sample
+    finally:
+        endpoint.close()
+
+
+def test_backend_retries_server_errors():
+    endpoint = flaky_endpoint()
+    try:
+        model = OpenAIModel("m", f"{endpoint.url}/v1", max_retries=2)
+        completions = model.generate(QUESTION, 3, Sampling(max_tokens=4, seed=1))
+        assert len(completions) == 3  # each 500 was retried (with backoff) until it passed
+        assert len(endpoint.requests) > 4
     finally:
         endpoint.close()
 
