@@ -319,9 +319,10 @@ def test_backend_retries_server_errors():
 def test_an_endpoint_that_is_down_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-123")
     model = OpenAIModel("m", f"http://127.0.0.1:{_free_port()}/v1", max_retries=0)
-    with pytest.raises(ThinktankError, match="cannot reach the endpoint") as info:
-        model.generate(QUESTION, 1, Sampling(max_tokens=4))
-    assert "sk-secret-123" not in str(info.value)
+    for n in (1, 4):  # one request, and the server-n request
+        with pytest.raises(ThinktankError, match="cannot reach the endpoint") as info:
+            model.generate(QUESTION, n, Sampling(max_tokens=4))
+        assert "sk-secret-123" not in str(info.value)
 
 
 def test_thinktank_serve_starts_with_no_arguments_but_a_port(isolated_home):

@@ -101,6 +101,8 @@ class OpenAIModel:
         )
         try:
             completions = future.result()
+        except openai.OpenAIError as exc:
+            raise ThinktankError(f"{self.name}: {_describe(exc)}") from None
         except BaseException:
             future.cancel()
             raise
@@ -116,7 +118,7 @@ class OpenAIModel:
         if n > 1 and self._server_n is not False and not sampling.sample_offset:
             try:
                 completions = await self._request(messages, n, sampling, sampling.seed)
-            except openai.BadRequestError as exc:
+            except openai.BadRequestError as exc:  # taken as "no n here": ask one by one
                 errors.append(exc)
             self._server_n = len(completions) == n
         missing = n - len(completions)
