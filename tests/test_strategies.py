@@ -80,6 +80,9 @@ def test_registry_lists_every_strategy_once():
         "particle-gibbs",
         "a-star",
         "tree-search",
+        "debate",
+        "mixture-of-agents",
+        "leap",
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from thinktank.errors import SpecError
 from thinktank.spec import build, parse_spec
 from thinktank.strategies.base import Context, Strategy
+from thinktank.strategies.collaborate import Debate, LearningFromPeers, MixtureOfAgents
 from thinktank.strategies.ensemble import DiversePrompts, TruthInference
 from thinktank.strategies.sampling import (
     AdaptiveConsistency,
@@ -32,8 +33,11 @@ __all__ = [
     "BestOfMajority",
     "BestOfN",
     "Context",
+    "Debate",
     "DeepConf",
     "DiversePrompts",
+    "LearningFromPeers",
+    "MixtureOfAgents",
     "ParticleFilter",
     "ParticleGibbs",
     "ReasoningPrunedConsistency",
@@ -65,6 +69,9 @@ STRATEGIES: dict[str, type[Strategy]] = {
         ParticleGibbs,
         AStarDecoding,
         TreeSearch,
+        Debate,
+        MixtureOfAgents,
+        LearningFromPeers,
     )
 }
 

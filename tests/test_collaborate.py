@@ -1,0 +1,116 @@
+"""Debate (ReConcile), Mixture-of-Agents and Learning from Peers on the real model."""
+
+from __future__ import annotations
+
+import pytest
+
+import thinktank
+from thinktank.meter import Budget
+from thinktank.solution import Candidate
+from thinktank.strategies import build_strategy
+from thinktank.strategies.collaborate import confidence, stated_confidence
+
+from .test_bench import CountingModel
+
+TINY = {
+    "debate": "debate:agents=2,rounds=2,max_tokens=32",
+    "mixture-of-agents": "mixture-of-agents:proposers=2,layers=2,max_tokens=32",
+    "leap": "leap:paths=2,interval=12,max_tokens=40,summary_tokens=10",
+}
+
+
+class RecordingModel(CountingModel):
+    """The real model, keeping every prompt it is sent."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.prompts: list = []
+
+    def generate(self, prompt, n=1, sampling=None, **options):
+        self.prompts.append(prompt)
+        return super().generate(prompt, n, sampling, **options)
+
+
+def _text(prompt) -> str:
+    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("The answer is 12. Confidence: 0.8", 0.8), ("confidence 80%", 0.8),
+     ("Confidence: 8/10", 0.8), ("The answer is 3.", None), ("CONFIDENCE: 1", 1.0)],
+)  # fmt: skip
+def test_stated_confidence(text, expected):
+    assert stated_confidence(text) == expected
+
+
+def test_unstated_confidence_is_the_models_own():
+    candidate = Candidate("The answer is 3.", "3", "stop", 4, logprob=-2.0, mean_logprob=-0.5)
+    assert confidence(candidate) == pytest.approx(0.6065, abs=1e-4)
+
+
+@pytest.mark.parametrize("spec", TINY.values(), ids=TINY.keys())
+def test_each_runs_by_spec_and_within_a_budget(spec, smollm2):
+    solution = thinktank.solve("What is 4 + 4?", model=smollm2, strategy=spec, seed=1)
+    assert solution.strategy == build_strategy(spec).spec and solution.candidates
+    capped = thinktank.solve("What is 4 + 4?", model=smollm2, strategy=spec, seed=1,
+                             budget=Budget(max_tokens=150))  # fmt: skip
+    assert capped.usage.total_tokens <= 150 and capped.budget_exhausted
+
+
+def test_debaters_read_each_others_answers(smollm2):
+    model = RecordingModel(smollm2)
+    solution = thinktank.solve("What is 6 + 7?", model=model, seed=3,
+                               strategy="debate:agents=3,rounds=2,max_tokens=32")  # fmt: skip
+    _, *later = model.prompts  # the first round: one call for every agent
+    rounds = solution.trace
+    if len(rounds) == 1:  # they agreed at once: no discussion needed
+        assert len(set(rounds[0]["answers"])) == 1 and not later
+        return
+    assert len(later) == 3  # one revision per agent, made at once
+    agents = solution.candidates[:3]
+    for prompt, own in zip(later, agents, strict=True):
+        shown = _text(prompt)
+        others = [a for a in agents if a is not own]
+        assert all(a.text.strip()[:40].replace("\n", " ") in shown for a in others)
+        assert "Confidence" in shown
+
+
+def test_the_aggregator_reads_every_proposal(smollm2):
+    model = RecordingModel(smollm2)
+    solution = thinktank.solve(
+        "What is 6 + 7?",
+        model=model,
+        seed=4,
+        strategy="mixture-of-agents:proposers=3,layers=1,max_tokens=32",
+    )
+    proposals, aggregator = solution.candidates[:3], solution.candidates[3]
+    assert aggregator.worker == "aggregator"
+    last = _text(model.prompts[-1])
+    assert all(p.text.strip()[:40].replace("\n", " ") in last for p in proposals)
+
+
+def test_peers_progress_reaches_every_path(smollm2):
+    solution = thinktank.solve(
+        "What is 6 + 7?",
+        model=smollm2,
+        seed=5,
+        strategy="leap:paths=3,interval=10,max_tokens=40,summary_tokens=10",
+    )
+    [trace] = solution.trace
+    assert trace["exchanges"] >= 1
+    # Every path still writing after its first 10 tokens was told what its peers did.
+    went_on = [c for c, tokens in zip(solution.candidates, trace["tokens"], strict=True)
+               if tokens > 10]  # fmt: skip
+    assert went_on and all("(Peers' progress:" in c.text for c in went_on)
+
+
+def test_a_paths_answer_is_its_own_not_its_peers():
+    from thinktank.problem import Problem
+    from thinktank.solution import Partial
+    from thinktank.strategies.collaborate import LearningFromPeers
+
+    leap = LearningFromPeers()
+    path = Partial(("6 + 7 = 13. ", leap._PEERS.format(summaries="the answer is 9"), "So 13."))
+    candidate = leap._path(path, Problem(id="p", prompt="What is 6 + 7?", kind="math"))
+    assert candidate.answer == "13" and "the answer is 9" in candidate.text
