@@ -1,0 +1,51 @@
+"""Collaboration (debate, Mixture-of-Agents, LeaP) against self-consistency with about
+as many tokens, on reasoning-gym suites.
+
+One bench run per suite; prints a Markdown table (tokens as computed, prompt
+tokens a prefix cache served apart).
+
+    .venv/bin/python benchmarks/collaboration.py [--size 15] [--suite SPEC ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import thinktank
+from thinktank.bench.report import results_table
+from thinktank.ledger import Ledger
+
+SUITES = (
+    "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size={size}&seed=1",
+    "rg:products?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size={size}&seed=1",
+)
+#: Every strategy writes at most 128 tokens per sample.
+STRATEGIES = tuple(
+    f"{s},max_tokens=128"
+    for s in (
+        "self-consistency:n=4",
+        "self-consistency:n=8",
+        "debate:agents=3,rounds=2",
+        "mixture-of-agents:proposers=3,layers=1",
+        "leap:paths=4,interval=32,summary_tokens=24",
+    )
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=15, help="problems per suite")
+    parser.add_argument("--suite", action="append", help="suite specs (default: two rg suites)")
+    parser.add_argument("--ledger", default=None, help="ledger path (default: the usual one)")
+    args = parser.parse_args()
+    ledger = Ledger(args.ledger) if args.ledger else Ledger()
+    for suite in args.suite or [s.format(size=args.size) for s in SUITES]:
+        started = time.monotonic()
+        outcome = thinktank.benchmark(suite, STRATEGIES, ledger=ledger, concurrency=1)
+        print(f"\n### `{suite}` (run {outcome.run_id}, {time.monotonic() - started:.0f} s)\n")
+        print(results_table(outcome.summaries), flush=True)
+
+
+if __name__ == "__main__":
+    main()
