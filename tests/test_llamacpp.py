@@ -190,8 +190,6 @@ def test_concurrent_calls_are_batched_together_without_crosstalk(smollm2):
             alternatives = alone.top_logprobs[position]
             assert chosen in alternatives, (i, position, chosen, alternatives)
             assert max(alternatives.values()) - alternatives[chosen] < 0.75, (i, alternatives)
-    # Greedy runs of one call stay identical to each other.
-    assert all(len({c.token_ids for c in results[i]}) == 1 for i in results)
 
 
 def test_a_failing_callback_fails_only_its_own_call(smollm2):
