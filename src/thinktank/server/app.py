@@ -37,7 +37,7 @@ from thinktank.models import load_model
 from thinktank.models.base import Completion, Model, Sampling, TextCallback
 from thinktank.problem import Problem
 from thinktank.solution import Solution
-from thinktank.strategies import build_strategy
+from thinktank.strategies import Context, build_strategy
 
 #: Limits past which a request is refused as absurd (400).
 MAX_N = 64
@@ -201,8 +201,8 @@ def create_app(
             except (SpecError, ValueError) as exc:
                 raise ApiError(400, str(exc), param="model", code="invalid_strategy") from None
         try:
-            budget = Budget(**chat.thinktank.budget.model_dump()) if chat.thinktank and \
-                chat.thinktank.budget else Budget()  # fmt: skip
+            caps = chat.thinktank.budget if chat.thinktank else None
+            budget = Budget(**caps.model_dump()) if caps else Budget()
         except ValueError as exc:
             raise ApiError(400, str(exc), param="thinktank.budget") from None
         meter = Meter(budget, ledger=ledger, run_id=uuid.uuid4().hex[:16],
@@ -256,8 +256,6 @@ def _plain(
 
 def _solve(chat: ChatRequest, model: Model, strategy: Any, meter: Meter) -> dict[str, Any]:
     """One answer by ``strategy`` to the conversation's last user message."""
-    from thinktank.strategies import Context
-
     question = next((m.content for m in reversed(chat.messages) if m.role == "user"), None)
     if not question:
         raise ApiError(400, "a strategy needs a user message to answer", param="messages")
