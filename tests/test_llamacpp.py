@@ -10,7 +10,8 @@ import pytest
 
 from thinktank.errors import ThinktankError
 from thinktank.models.base import Sampling
-from thinktank.models.llamacpp import MAX_BATCH_SEQUENCES, LlamaCppModel, _draw
+from thinktank.models.decoding import draw
+from thinktank.models.llamacpp import MAX_BATCH_SEQUENCES, LlamaCppModel
 
 from .conftest import SUM_PROMPT
 
@@ -258,7 +259,7 @@ def test_top_p_draws_stay_in_the_nucleus_with_the_right_frequencies(size):
     order = np.argsort(-probs)
     cumulative = np.cumsum(probs[order])
     nucleus = order[: np.searchsorted(cumulative, top_p) + 1]
-    draws = np.array([_draw(probs, rng, top_p) for _ in range(20_000)])
+    draws = np.array([draw(probs, rng, top_p) for _ in range(20_000)])
     assert set(draws) <= set(nucleus)
     expected = probs[nucleus] / probs[nucleus].sum()
     observed = np.array([(draws == token).mean() for token in nucleus])

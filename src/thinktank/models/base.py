@@ -20,6 +20,15 @@ class Message(TypedDict):
 #: ask the model to continue that message (a partial solution), not to answer it.
 Prompt = str | Sequence[Message]
 
+
+def split_reply(messages: Sequence[Message]) -> tuple[list[Message], str]:
+    """The messages to render with the chat template, and the reply to continue: the
+    content of a final assistant message ("" when the prompt does not end with one)."""
+    if messages and messages[-1]["role"] == "assistant":
+        return list(messages[:-1]), messages[-1]["content"]
+    return list(messages), ""
+
+
 FinishReason = Literal["stop", "length", "budget", "pruned"]
 
 
@@ -94,6 +103,9 @@ class Capabilities:
     logprobs: bool = True
     batched: bool = True  # n samples share one prefill and decode as one batch
     streaming: bool = False  # generate(..., on_text=...) reports text as it is written
+    #: generate_together(...): workers that share one KV cache (Hogwild!), see
+    #: `thinktank.models.torch.TorchModel.generate_together`.
+    shared_cache: bool = False
 
 
 #: Cached prompt tokens cost this share of the input price unless a price says otherwise

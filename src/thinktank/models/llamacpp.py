@@ -29,7 +29,6 @@ import math
 import os
 import secrets
 import threading
-import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -45,7 +44,6 @@ from thinktank.models.base import (
     CallGroup,
     Capabilities,
     Completion,
-    FinishReason,
     Price,
     ProgressCallback,
     Prompt,
@@ -53,7 +51,9 @@ from thinktank.models.base import (
     Sampling,
     TextCallback,
     current_group_call,
+    split_reply,
 )
+from thinktank.models.decoding import CallState, SampleState, top_logprobs
 
 #: Sequences decoded in one batch at most (over all calls); a larger ``n`` is
 #: split into requests of at most this many, which wait for free slots.
@@ -67,10 +67,6 @@ MAX_CONTEXT_CELLS = 32768
 MIN_CONTEXT_CELLS = 16384
 #: Prompts kept in the KV cache for reuse, by default.
 PREFIX_CACHE_ENTRIES = 8
-#: Top-p first looks for the nucleus among this many most likely tokens (cheap),
-#: and sorts the whole vocabulary only when they do not reach ``top_p``.
-_NUCLEUS_PROBE = 64
-
 _backend_lock = threading.Lock()
 _backend_ready = False
 
@@ -111,48 +107,12 @@ class DecodeStats:
 
 
 @dataclass
-class _Sequence:
-    """Decoding state of one sample."""
-
-    index: int  # which of the n samples: seeds its random generator
-    slot: int  # its sequence id in the KV cache during this wave
-    rng: np.random.Generator
-    tokens: list[int]
-    logprobs: list[float]
-    text: bytearray
-    top: list[dict[str, float]] = field(default_factory=list)  # with top_logprobs
-    finish: FinishReason | None = None
-    stop_at: int | None = None  # character offset where a stop string begins
-    stop_string: str | None = None  # the stop string found there
-    streamed: int = 0  # characters of its text already passed to on_text
-
-
-@dataclass
-class _Call:
-    """What the requests of one `generate` call share."""
-
-    sampling: Sampling
-    max_tokens: int
-    stops: tuple[bytes, ...]
-    deadline: float | None
-    progress: ProgressCallback | None
-    prune: PruneRule | None
-    on_text: TextCallback | None = None
-    generated: int = 0  # tokens sampled so far over all its requests
-
-    @property
-    def held_back(self) -> int:
-        """Characters not streamed yet because they may begin a stop string."""
-        return max((len(s) for s in self.stops), default=1) - 1
-
-
-@dataclass
 class _Request:
     """Up to MAX_BATCH_SEQUENCES samples of one prompt, decoded in lockstep."""
 
     prompt_ids: tuple[int, ...]
-    sequences: list[_Sequence]
-    call: _Call
+    sequences: list[SampleState]
+    call: CallState
     position: int = 0  # KV position of the next token (the same for all its sequences)
     cached_tokens: int = 0  # prompt tokens the prefix cache supplied
     logits: np.ndarray | None = None  # one row per live sequence, to sample from
@@ -168,7 +128,7 @@ class _Request:
         return len(self.prompt_ids) + len(self.sequences) * self.call.max_tokens
 
     @property
-    def live(self) -> list[_Sequence]:
+    def live(self) -> list[SampleState]:
         return [s for s in self.sequences if s.finish is None]
 
 
@@ -275,9 +235,8 @@ class LlamaCppModel:
             raise ThinktankError(
                 f"{self.name} is a base model without a chat template: give it a text prompt"
             )
-        messages = [(m["role"], m["content"]) for m in prompt]
-        reply = messages.pop()[1] if messages and messages[-1][0] == "assistant" else ""
-        return self._apply_template(tuple(messages)) + reply
+        messages, reply = split_reply(prompt)
+        return self._apply_template(tuple((m["role"], m["content"]) for m in messages)) + reply
 
     def _apply_template(self, messages: Sequence[tuple[str, str]]) -> str:
         array = (llama.llama_chat_message * len(messages))()
@@ -351,10 +310,9 @@ class LlamaCppModel:
             raise ThinktankError(f"prompt plus max_tokens exceed {MAX_CONTEXT_CELLS} tokens")
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
         per_request = min(MAX_BATCH_SEQUENCES, (MAX_CONTEXT_CELLS - len(prompt_ids)) // max_tokens)
-        call = _Call(
+        call = CallState(
             sampling=sampling,
             max_tokens=max_tokens,
-            stops=tuple(s.encode() for s in sampling.stop if s),
             deadline=deadline,
             progress=progress,
             prune=prune,
@@ -364,7 +322,7 @@ class LlamaCppModel:
             _Request(
                 prompt_ids=prompt_ids,
                 sequences=[
-                    _Sequence(i, -1, np.random.default_rng([seed, i]), [], [], bytearray())
+                    SampleState.seeded(i, seed)
                     for i in range(
                         sampling.sample_offset + start,
                         sampling.sample_offset + min(n, start + per_request),
@@ -396,7 +354,7 @@ class LlamaCppModel:
             if request.error is not None:
                 raise request.error
         return [
-            self._completion(seq, len(prompt_ids), request.cached_tokens, seed)
+            seq.completion(len(prompt_ids), seed, request.cached_tokens)
             for request in requests
             for seq in request.sequences
         ]
@@ -412,24 +370,6 @@ class LlamaCppModel:
                 )
                 self._scheduler.start()
             self._wakeup.notify_all()
-
-    def _completion(
-        self, seq: _Sequence, prompt_tokens: int, cached_tokens: int, seed: int
-    ) -> Completion:
-        text = seq.text.decode("utf-8", errors="replace")
-        if seq.stop_at is not None:
-            text = text[: seq.stop_at]
-        return Completion(
-            text=text,
-            token_ids=tuple(seq.tokens),
-            logprobs=tuple(seq.logprobs),
-            finish_reason=seq.finish or "length",
-            prompt_tokens=prompt_tokens,
-            cached_tokens=cached_tokens,
-            seed=seed,
-            top_logprobs=tuple(seq.top) if seq.top else None,
-            stop_string=seq.stop_string,
-        )
 
     # -- the scheduler thread --------------------------------------------------
 
@@ -635,36 +575,9 @@ class LlamaCppModel:
             start += count
 
     def _sample_request(self, request: _Request) -> None:
-        call, live = request.call, request.live
-        chosen, logprobs = _sample(request.logits, [s.rng for s in live], call.sampling)
-        if call.sampling.top_logprobs:
-            for seq, row in zip(live, request.logits, strict=True):
-                seq.top.append(self._top_logprobs(row, call.sampling.top_logprobs))
-        for seq, token, logprob in zip(live, chosen, logprobs, strict=True):
-            self._accept(seq, int(token), float(logprob), call)
+        live = request.live
+        request.call.step_done(live, request.logits, self._piece, self._eog, self._top_logprobs)
         self.stats.sampled_tokens += len(live)
-        call.generated += len(live)
-        if call.progress is not None:
-            call.progress(call.generated)
-        if call.deadline is not None and time.monotonic() >= call.deadline:
-            for seq in request.live:
-                seq.finish = "budget"
-        if call.on_text is not None:
-            for seq in live:
-                self._stream(seq, call)
-
-    def _stream(self, seq: _Sequence, call: _Call) -> None:
-        """Pass on the text written since last time, holding back what may begin a stop
-        string until the sample goes on past it or ends."""
-        done = seq.finish is not None
-        text = seq.text.decode("utf-8", errors="replace" if done else "ignore")
-        if seq.stop_at is not None:
-            end = seq.stop_at
-        else:
-            end = len(text) if done else len(text) - call.held_back
-        if end > seq.streamed:
-            call.on_text(seq.index - call.sampling.sample_offset, text[seq.streamed : end])
-            seq.streamed = end
 
     def _finish(self, request: _Request) -> None:
         """Release the request's KV slots and cells, and wake its caller."""
@@ -677,36 +590,8 @@ class LlamaCppModel:
             self._cells_reserved -= request.cells
         request.done.set()
 
-    def _accept(self, seq: _Sequence, token: int, logprob: float, call: _Call) -> None:
-        seq.tokens.append(token)
-        seq.logprobs.append(logprob)
-        if self._eog[token]:
-            seq.finish = "stop"
-            return
-        before = len(seq.text)
-        seq.text += self._piece(token)
-        for stop in call.stops:
-            at = seq.text.find(stop, max(0, before - len(stop) + 1))
-            if at >= 0:
-                seq.finish = "stop"
-                seq.stop_at = len(seq.text[:at].decode("utf-8", errors="replace"))
-                seq.stop_string = stop.decode()
-                return
-        if len(seq.tokens) >= call.max_tokens:
-            seq.finish = "length"
-        elif call.prune is not None and call.prune(seq.logprobs):
-            seq.finish = "pruned"
-
     def _top_logprobs(self, logits: np.ndarray, k: int) -> dict[str, float]:
-        """The k most likely next tokens' texts and logprobs; a repeated text keeps the best."""
-        shifted = logits - logits.max()
-        log_norm = np.log(np.exp(shifted).sum())
-        best = np.argpartition(-shifted, k)[:k]
-        top: dict[str, float] = {}
-        for token in best[np.argsort(-shifted[best])]:
-            text = self._piece(int(token)).decode("utf-8", errors="replace")
-            top.setdefault(text, float(shifted[token] - log_norm))
-        return top
+        return top_logprobs(logits, k, self._piece)
 
     def _decode_batch(self, n_outputs: int) -> np.ndarray:
         status = llama.llama_decode(self._ctx, self._batch)
@@ -723,38 +608,3 @@ def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
         if x != y:
             return i
     return min(len(a), len(b))
-
-
-def _sample(
-    logits: np.ndarray, rngs: Sequence[np.random.Generator], sampling: Sampling
-) -> tuple[np.ndarray, np.ndarray]:
-    """One token per row, and its log-probability under the raw (temperature 1) model."""
-    peak = logits.max(axis=1, keepdims=True)
-    shifted = logits - peak
-    log_norm = np.log(np.exp(shifted).sum(axis=1))
-    if sampling.temperature == 0:
-        chosen = shifted.argmax(axis=1)
-    else:
-        weights = np.exp(shifted / sampling.temperature)
-        weights /= weights.sum(axis=1, keepdims=True)
-        chosen = np.array(
-            [_draw(row, rng, sampling.top_p) for row, rng in zip(weights, rngs, strict=True)]
-        )
-    rows = np.arange(len(chosen))
-    return chosen, shifted[rows, chosen] - log_norm
-
-
-def _draw(probs: np.ndarray, rng: np.random.Generator, top_p: float) -> int:
-    """Sample an index of ``probs`` (summing to 1), restricted to the top-p nucleus."""
-    if top_p >= 1:
-        cumulative = np.cumsum(probs)
-        return int(min(np.searchsorted(cumulative, rng.random() * cumulative[-1]), len(probs) - 1))
-    probe = min(_NUCLEUS_PROBE, len(probs) - 1)
-    head = np.argpartition(probs, -probe)[-probe:]
-    order = head[np.argsort(-probs[head])]
-    if probs[order].sum() < top_p:
-        order = np.argsort(-probs)
-    cumulative = np.cumsum(probs[order])
-    size = int(np.searchsorted(cumulative, top_p)) + 1
-    kept = cumulative[size - 1]
-    return int(order[min(np.searchsorted(cumulative[:size], rng.random() * kept), size - 1)])
