@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from thinktank.errors import BudgetExhausted
+from thinktank.errors import BudgetExhausted, ThinktankError
 from thinktank.ledger import CallRow, Ledger
 from thinktank.models.base import (
     Completion,
@@ -178,42 +180,100 @@ class Meter:
         ``capabilities.streaming``). Raises `BudgetExhausted` when not even one
         token fits.
         """
-        if self.cancel is not None and self.cancel.is_set():
-            raise KeyboardInterrupt
+        self._check_cancel()
         sampling = sampling or Sampling()
         prompt_tokens = model.count_tokens(prompt)
+        with self._reservation(model, prompt_tokens, n, sampling) as (n, sampling):
+            shareable = (
+                self.samples is not None
+                and sampling.seed is not None
+                and prune is None
+                and on_text is None
+                and self.deadline is None
+            )
+            wall: float | None = None  # stays None for a replay
+
+            def draw() -> tuple[list[Completion], float]:
+                nonlocal wall
+                streaming = {"on_text": on_text} if on_text is not None else {}
+
+                def invoke(deadline: float | None, track: ProgressCallback) -> list[Completion]:
+                    return model.generate(prompt, n, sampling, deadline=deadline,
+                                          progress=track, prune=prune, **streaming)  # fmt: skip
+
+                completions, seconds, wall = self._call(model, prompt_tokens, n, invoke, progress)
+                return completions, seconds
+
+            if shareable:
+                completions, seconds = self.samples.replay_or_draw(model, prompt, n, sampling, draw)
+            else:
+                completions, seconds = draw()
+        # A replay is charged its share of the original call's seconds.
+        self._settle(model, completions, prompt_tokens, seconds, seconds if wall is None else wall)
+        return completions
+
+    def generate_together(
+        self,
+        model: Model,
+        prompt: Prompt,
+        workers: Sequence[str],
+        sampling: Sampling | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+        **options: Any,
+    ) -> list[Completion]:
+        """Workers that share one KV cache (``model.generate_together``, Hogwild!) within
+        the budget: it may drop workers, then shorten them, as for ``n`` samples.
+        One ledger row for the whole session."""
+        if not model.capabilities.shared_cache:
+            raise ThinktankError(
+                f"{model.name} cannot run workers over one shared KV cache;"
+                " use the torch backend (--model torch:smollm2)"
+            )
+        self._check_cancel()
+        sampling = sampling or Sampling()
+        prompt_tokens = model.count_tokens(prompt)
+        with self._reservation(model, prompt_tokens, len(workers), sampling) as (n, sampling):
+
+            def invoke(deadline: float | None, track: ProgressCallback) -> list[Completion]:
+                return model.generate_together(prompt, workers[:n], sampling, deadline=deadline,
+                                               progress=track, **options)  # fmt: skip
+
+            completions, seconds, wall = self._call(model, prompt_tokens, n, invoke, progress)
+        self._settle(model, completions, prompt_tokens, seconds, wall)
+        return completions
+
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def _reservation(
+        self, model: Model, prompt_tokens: int, n: int, sampling: Sampling
+    ) -> Iterator[tuple[int, Sampling]]:
+        """Fit the call into the budget and hold its worst case while it runs."""
         with self._lock:
             n, sampling = self._fit(model, prompt_tokens, n, sampling)
             worst_tokens = prompt_tokens + n * sampling.max_tokens
             worst_cost = model.price.cost(prompt_tokens, n * sampling.max_tokens)
             self._reserved_tokens += worst_tokens
             self._reserved_cost += worst_cost
-        shareable = (
-            self.samples is not None
-            and sampling.seed is not None
-            and prune is None
-            and on_text is None
-            and self.deadline is None
-        )
-
-        wall: float | None = None  # stays None for a replay
-
-        def draw() -> tuple[list[Completion], float]:
-            nonlocal wall
-            completions, seconds, wall = self._call(
-                model, prompt, prompt_tokens, n, sampling, progress, prune, on_text
-            )
-            return completions, seconds
-
         try:
-            if shareable:
-                completions, seconds = self.samples.replay_or_draw(model, prompt, n, sampling, draw)
-            else:
-                completions, seconds = draw()
+            yield n, sampling
         finally:
             with self._lock:
                 self._reserved_tokens -= worst_tokens
                 self._reserved_cost -= worst_cost
+
+    def _settle(
+        self,
+        model: Model,
+        completions: list[Completion],
+        prompt_tokens: int,
+        seconds: float,
+        wall_seconds: float,
+    ) -> None:
+        """Record a finished call: the backend's own prompt count when it gave one."""
         if completions:  # the backend's own count (a remote one: ours was an estimate)
             prompt_tokens = completions[0].prompt_tokens
         self._record(
@@ -223,26 +283,22 @@ class Meter:
             sum(c.completion_tokens for c in completions),
             seconds,
             cached_tokens=min((c.cached_tokens for c in completions), default=0),
-            # A replay is charged its share of the original call's seconds.
-            wall_seconds=seconds if wall is None else wall,
+            wall_seconds=wall_seconds,
         )
         if any(c.finish_reason == "budget" for c in completions):
             self.exhausted = True
-        return completions
 
     def _call(
         self,
         model: Model,
-        prompt: Prompt,
         prompt_tokens: int,
         n: int,
-        sampling: Sampling,
+        invoke: Callable[[float | None, ProgressCallback], list[Completion]],
         progress: ProgressCallback | None,
-        prune: PruneRule | None,
-        on_text: TextCallback | None = None,
     ) -> tuple[list[Completion], float, float]:
-        """The model call itself, its seconds, and the wall time it adds to usage (0 while
-        an overlapping call is still running); an interrupted call is recorded as such."""
+        """The model call itself (``invoke(deadline, progress)``), its seconds, and the
+        wall time it adds to usage (0 while an overlapping call is still running); an
+        interrupted call is recorded as such."""
         generated = 0
 
         def track(tokens: int) -> None:
@@ -259,16 +315,7 @@ class Meter:
                 self._busy_since = started
             self._in_flight += 1
         try:
-            streaming = {"on_text": on_text} if on_text is not None else {}
-            completions = model.generate(
-                prompt,
-                n,
-                sampling,
-                deadline=self.deadline,
-                progress=track,
-                prune=prune,
-                **streaming,
-            )
+            completions = invoke(self.deadline, track)
         except KeyboardInterrupt:
             # Record what the interrupted call had already spent, then let it stop the run.
             self._record(model, n, prompt_tokens, generated, time.monotonic() - started)

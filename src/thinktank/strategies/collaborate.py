@@ -1,5 +1,6 @@
-"""Collaboration between several reasoners of one model, over any backend: debate
-(ReConcile), Mixture-of-Agents, and Learning from Peers (LeaP).
+"""Collaboration between several reasoners of one model: debate (ReConcile),
+Mixture-of-Agents and Learning from Peers (LeaP) over any backend, and Hogwild!
+workers sharing one KV cache over the torch backend.
 
 Each round's calls are made at once (`Context.generate_each`), so the embedded
 backend decodes every agent in one batch. Agents are samples of the context's
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -20,7 +22,7 @@ from thinktank.prompts import build_prompt, stop_strings
 from thinktank.solution import Candidate, Partial, Solution
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import SamplingOptions, sample_completions
-from thinktank.verify import extract_answer
+from thinktank.verify import declared_answer, extract_answer
 from thinktank.verify.process import continue_partials
 
 #: How much of another agent's reasoning a discussion shows (characters).
@@ -292,3 +294,86 @@ class LearningFromPeers(SamplingOptions, Strategy):
         results = continue_partials(problem, ctx, summaries, [1] * len(paths), greedy)
         # Its first line that says something (a model often starts with a line break).
         return [next(iter(r[0].text.strip().splitlines()), "") if r else "" for r in results]
+
+
+#: Workers' names, as in the Hogwild! paper's prompts (Alice and Bob, then more).
+WORKER_NAMES = ("Alice", "Bob", "Carol", "Dave", "Eve", "Frank", "Grace", "Heidi")
+_STEP_DELIMITERS = {"line": "\n", "sentence": ". "}
+
+
+@dataclass
+class Hogwild(SamplingOptions, Strategy):
+    """Hogwild! Inference (Rodionov et al., 2025): ``workers`` instances of the model
+    write at the same time into one shared KV cache, one batched forward pass per
+    step, each seeing the prompt, then the others' text, then its own — a token
+    one writes is visible to all at the next step. A prompt tells them they are
+    a team that can read each other. ``layout``: ``token`` (every token visible at
+    once: Hogwild!'s contiguous layout, Group Think's token-level view), ``step``
+    (a worker's line or sentence joins a shared history when it ends), or
+    ``combined``. With ``until=first`` the session ends when a worker declares
+    the answer ("The answer is ..."); ``all`` lets every worker finish. The answer
+    is the declared one (a vote among declarers), else the workers' vote.
+    Needs a backend with a shared KV cache (``--model torch:smollm2``)."""
+
+    name: ClassVar[str] = "hogwild"
+    summary: ClassVar[str] = "workers write at once into one shared KV cache, seeing each other"
+
+    workers: int = 2
+    layout: str = "token"
+    step: str = "line"
+    until: str = "first"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.workers <= len(WORKER_NAMES):
+            raise ValueError(f"workers must be in 1..{len(WORKER_NAMES)}")
+        if self.layout not in ("token", "step", "combined"):
+            raise ValueError("layout must be token, step or combined")
+        if self.step not in _STEP_DELIMITERS:
+            raise ValueError(f"step must be one of {', '.join(_STEP_DELIMITERS)}")
+        if self.until not in ("first", "all"):
+            raise ValueError("until must be first or all")
+
+    _TEAM = (
+        "You are {names}: {count} assistants solving the same problem at the same time."
+        " Each of you sees what the others have written so far, as they write it."
+        " Share the work, check each other, and do not repeat what another has done."
+    )
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        names = WORKER_NAMES[: self.workers]
+        kind = problem.kind
+
+        def until(texts: Sequence[str]) -> bool:
+            return self.until == "first" and any(declared_answer(t, kind) for t in texts)
+
+        completions = ctx.generate_together(
+            self._prompt(problem, ctx.model, names),
+            [f"\n{name}: " for name in names],
+            self.sampling().with_(stop=stop_strings(problem, ctx.model)),
+            layout=self.layout,
+            step_delimiter=_STEP_DELIMITERS[self.step],
+            until=until,
+        )
+        candidates = [
+            Candidate.from_completion(c, kind, name)
+            for c, name in zip(completions, names, strict=False)
+        ]
+        declared = [declared_answer(c.text, kind) for c in candidates]
+        declarers = [a for a in declared if a is not None]
+        vote = majority_vote(declarers or [c.answer for c in candidates], kind)
+        trace = [{
+            "layout": self.layout,
+            "declared": {c.worker: a for c, a in zip(candidates, declared, strict=True) if a},
+            "tokens": {c.worker: c.completion_tokens for c in candidates},
+        }]  # fmt: skip
+        return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts, trace=trace)
+
+    def _prompt(self, problem: Problem, model: Model, names: Sequence[str]) -> Prompt:
+        team = self._TEAM.format(names=", ".join(names), count=len(names))
+        prompt = build_prompt(problem, model)
+        if isinstance(prompt, str):
+            return f"{team}\n\n{prompt}"
+        system = next((m["content"] + " " for m in prompt if m["role"] == "system"), "")
+        return [{"role": "system", "content": system + team},
+                *(m for m in prompt if m["role"] != "system")]  # fmt: skip

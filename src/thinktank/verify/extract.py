@@ -53,6 +53,19 @@ def extract_answer(text: str, kind: Kind) -> str | None:
     return _extract_text(text)
 
 
+def declared_answer(text: str, kind: Kind) -> str | None:
+    """The answer ``text`` declares outright ("The answer is 12." with its clause
+    ended), or None: how a reasoner that is still writing says it is done."""
+    if kind == "code":
+        return None
+    for cue in reversed(list(_ANSWER_CUE.finditer(text))):
+        rest = text[cue.start("rest") :]
+        end = _CLAUSE_END.search(rest)
+        if end and rest[: end.start()].strip():
+            return extract_answer(text[: cue.start("rest") + end.end()], kind)
+    return None
+
+
 def answer_key(answer: str, kind: Kind) -> str:
     """A canonical form: answers with the same key are counted as the same vote."""
     if kind == "math":
