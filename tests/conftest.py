@@ -25,6 +25,12 @@ def smollm2():
 
 
 @pytest.fixture(scope="session")
+def torch_smollm2():
+    """SmolLM2 through the torch backend (shared KV cache for Hogwild! workers)."""
+    return load_model("torch:smollm2")
+
+
+@pytest.fixture(scope="session")
 def gemma():
     return load_model("gemma3-270m")
 

@@ -254,12 +254,17 @@ class TorchModel:
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Next-token logits after every prefix of ``token_ids`` (a plain causal pass
         from position 0), shape [len, vocab]."""
+        return self.prefill(token_ids)[1]
+
+    def prefill(self, token_ids: Sequence[int]) -> tuple[Block, np.ndarray]:
+        """A block holding ``token_ids`` at positions 0, 1, ... (a plain causal pass),
+        and the next-token logits after each of them."""
         with self._lock, torch.inference_mode():
             block = Block(self, len(token_ids))
             rows = _Rows()
             for local, token in enumerate(token_ids):
                 rows.add(token, block, local, [])
-            return self._forward(rows, list(range(len(token_ids))))
+            return block, self._forward(rows, list(range(len(token_ids))))
 
     def _forward(self, rows: _Rows, outputs: Sequence[int]) -> np.ndarray:
         """Write the rows' cells into their blocks and return the logits of the rows
@@ -464,9 +469,8 @@ class TorchModel:
         """A `SharedCacheSession` you drive token by token (``advance``) — for research
         on what workers see; `generate_together` is the sampling loop over one."""
         header_ids = [self.tokenize(h) for h in workers]
-        with torch.inference_mode():
-            return SharedCacheSession(self, self.tokenize(self.render(prompt)), header_ids,
-                                      layout, step_delimiter=step_delimiter)  # fmt: skip
+        return SharedCacheSession(self, self.tokenize(self.render(prompt)), header_ids, layout,
+                                  step_delimiter=step_delimiter)  # fmt: skip
 
 
 @dataclass
@@ -515,13 +519,9 @@ class SharedCacheSession:
         self._delimiter = (step_delimiter or "").encode() if self.history is not None else b""
         self._step_text = [bytearray() for _ in headers]
         self.logits = np.zeros((len(headers), model.n_vocab), dtype=np.float32)
-        last = np.zeros((0, model.n_vocab), dtype=np.float32)
         for start in range(0, len(prompt_ids), _PREFILL_CHUNK):
-            rows = _Rows()
-            for local in range(start, min(start + _PREFILL_CHUNK, len(prompt_ids))):
-                rows.add(prompt_ids[local], self.prompt, local, [])
-            last = model._forward(rows, [len(rows.tokens) - 1])
-        self.logits[:] = last[0]
+            chunk = prompt_ids[start : start + _PREFILL_CHUNK]
+            self.logits[:] = self._feed({-1: chunk}, self.prompt)
         self._feed({w: list(h) for w, h in enumerate(self.headers) if h})
 
     def view(self, worker: int) -> list[tuple[Block, int]]:
@@ -558,17 +558,25 @@ class SharedCacheSession:
         if self.history is not None and len(self.workers[worker]):
             self._close_step(worker)
 
+    @torch.inference_mode()
     def _close_step(self, worker: int) -> None:
         self.history.append_moved(self.workers[worker])
         self.workers[worker].clear()
         self._step_text[worker] = bytearray()
 
-    def _feed(self, pending: Mapping[int, list[int]]) -> None:
+    @torch.inference_mode()
+    def _feed(self, pending: Mapping[int, list[int]], prompt: Block | None = None) -> np.ndarray:
+        """One forward pass over each worker's pending tokens; the logits after each
+        worker's last one go to ``self.logits`` (and are returned). Worker -1 with a
+        ``prompt`` block: a prefill chunk of the prompt, which sees nothing else."""
         if not pending:
-            return
+            return np.empty((0, self.model.n_vocab), dtype=np.float32)
         rows, outputs = _Rows(), {}
         for worker, tokens in pending.items():
-            view, own = self.view(worker), self.workers[worker]
+            if prompt is not None:
+                view, own = [], prompt
+            else:
+                view, own = self.view(worker), self.workers[worker]
             placed, offset = [], 0
             for block, visible in view:
                 placed.append((block, offset, visible))
@@ -579,8 +587,9 @@ class SharedCacheSession:
                 rows.add(token, own, len(own) + k, placed)
             outputs[worker] = len(rows.tokens) - 1
         logits = self.model._forward(rows, list(outputs.values()))
-        for worker, row in zip(outputs, logits, strict=True):
-            self.logits[worker] = row
+        if prompt is None:
+            self.logits[list(outputs)] = logits
+        return logits
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
