@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 
 import thinktank
+from thinktank.errors import ThinktankError
+from thinktank.ledger import Ledger
 from thinktank.meter import Budget
+from thinktank.models.base import Sampling
 from thinktank.solution import Candidate
 from thinktank.strategies import build_strategy
 from thinktank.strategies.collaborate import confidence, stated_confidence
 
+from .conftest import SUM_PROMPT
 from .test_bench import CountingModel
 
 TINY = {
@@ -114,3 +118,50 @@ def test_a_paths_answer_is_its_own_not_its_peers():
     path = Partial(("6 + 7 = 13. ", leap._PEERS.format(summaries="the answer is 9"), "So 13."))
     candidate = leap._path(path, Problem(id="p", prompt="What is 6 + 7?", kind="math"))
     assert candidate.answer == "13" and "the answer is 9" in candidate.text
+
+
+HOGWILD = "hogwild:workers=2,max_tokens=24"
+
+
+def test_hogwild_on_a_backend_without_a_shared_cache_is_a_clear_error(smollm2):
+    with pytest.raises(ThinktankError, match="torch:smollm2"):
+        thinktank.solve("What is 4 + 4?", model=smollm2, strategy=HOGWILD, seed=1)
+
+
+@pytest.mark.parametrize("layout", ["token", "step", "combined"])
+def test_hogwild_workers_answer_together_and_the_ledger_pays_once(layout, torch_smollm2, tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db")
+    spec = f"{HOGWILD},layout={layout},until=all"
+    solution = thinktank.solve("What is 4 + 4?", model=torch_smollm2, strategy=spec, seed=1,
+                               ledger=ledger)  # fmt: skip
+    assert [c.worker for c in solution.candidates] == ["Alice", "Bob"]
+    (call,) = ledger.calls(solution.run_id)  # one shared session, one row
+    assert call.n == 2 and call.model == "torch:smollm2"
+    assert call.completion_tokens == sum(c.completion_tokens for c in solution.candidates)
+    assert solution.usage.total_tokens == call.prompt_tokens + call.completion_tokens
+    declared = solution.trace[0]["declared"]
+    votes = list(declared.values()) or [c.answer for c in solution.candidates]
+    assert solution.answer in [*votes, None]
+
+
+def test_hogwild_stays_within_a_token_budget(torch_smollm2):
+    solution = thinktank.solve("What is 4 + 4?", model=torch_smollm2,
+                               strategy="hogwild:workers=3,max_tokens=64", seed=2,
+                               budget=Budget(max_tokens=150))  # fmt: skip
+    assert solution.usage.total_tokens <= 150 and solution.budget_exhausted
+
+
+def test_hogwild_session_ends_when_a_worker_declares_the_answer(torch_smollm2):
+    """until=first: the first declared answer ends every worker at that step."""
+    calls = []
+
+    def until(texts):
+        calls.append(list(texts))
+        return len(calls) == 5  # as if a worker declared at step 5
+
+    sampling = Sampling(temperature=0.7, max_tokens=40, seed=4)
+    done = torch_smollm2.generate_together(SUM_PROMPT, ["\nAlice: ", "\nBob: "], sampling,
+                                           until=until)  # fmt: skip
+    assert len(calls) == 5
+    assert all(c.completion_tokens <= 5 for c in done)
+    assert [c.text for c in done] == calls[-1]

@@ -152,11 +152,6 @@ class TorchModel:
             chat=chat, logprobs=True, batched=True, streaming=True, shared_cache=True
         )
         self._tokenizer, config, weights = _load(self.path, dtype)
-        if config.model_type != "llama":
-            raise ThinktankError(
-                f"the torch backend runs llama-architecture models; {self.path.name} is"
-                f" {config.model_type!r}"
-            )
         if chat and not self._tokenizer.chat_template:
             raise ThinktankError(f"{self.path.name} has no chat template; load it with chat=False")
         self.n_layers = config.num_hidden_layers
@@ -613,7 +608,7 @@ def _load(path: Path, dtype: torch.dtype) -> tuple[object, object, dict[str, tor
     (it dequantizes every tensor)."""
     try:
         import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     except ImportError:
         raise ThinktankError(
             "the torch backend needs the torch extra: pip install 'thinktank[torch]'"
@@ -622,6 +617,12 @@ def _load(path: Path, dtype: torch.dtype) -> tuple[object, object, dict[str, tor
     transformers.utils.logging.disable_progress_bar()
     options = {"gguf_file": path.name, "local_files_only": True}
     try:
+        config = AutoConfig.from_pretrained(path.parent, **options)
+        if config.model_type != "llama":  # before the slow part: dequantizing the weights
+            raise ThinktankError(
+                f"the torch backend runs llama-architecture models; {path.name} is"
+                f" {config.model_type!r}"
+            )
         tokenizer = AutoTokenizer.from_pretrained(path.parent, **options)
         hf = AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, **options)
     except (ValueError, OSError, KeyError) as exc:
