@@ -56,6 +56,9 @@ def test_spec_strings_build_configured_strategies():
         ("truth-inference:variants=shouting", "variants must be taken from"),
         ("truth-inference:temperatures=hot/cold", "temperatures must be numbers"),
         ("truth-inference:n=3", "every worker"),
+        ("hogwild:workers=9", "workers must be in"),
+        ("hogwild:layout=diagonal", "layout must be"),
+        ("hogwild:until=never", "until must be"),
     ],
 )
 def test_bad_specs_fail_clearly(spec, message):
@@ -83,6 +86,7 @@ def test_registry_lists_every_strategy_once():
         "debate",
         "mixture-of-agents",
         "leap",
+        "hogwild",
     }
 
 
