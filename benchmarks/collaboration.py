@@ -3,11 +3,11 @@ against self-consistency with about as many tokens, on reasoning-gym suites.
 
 One bench run per suite; prints a Markdown table (tokens as computed, prompt
 tokens a prefix cache served apart; seconds per problem, for the wall-clock
-comparison). ``--model torch:smollm2`` runs the Hogwild! set instead (the same
+comparison). ``--model torch:...`` runs the Hogwild! set instead (the same
 weights through PyTorch, so self-consistency there is the same-backend baseline).
 
     .venv/bin/python benchmarks/collaboration.py [--size 15] [--suite SPEC ...]
-    .venv/bin/python benchmarks/collaboration.py --model torch:smollm2 --size 10
+    .venv/bin/python benchmarks/collaboration.py --model "torch:smollm2?weights=bfloat16"
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ STRATEGIES = {
             "leap:paths=4,interval=32,summary_tokens=24",
         )
     ),
-    "torch:smollm2": tuple(
+    "torch": tuple(
         f"{s},max_tokens=128"
         for s in (
             "self-consistency:n=2",
             "self-consistency:n=4",
+            "self-consistency:n=8",
             "hogwild:workers=2",
             "hogwild:workers=4",
             "hogwild:workers=4,layout=step",
@@ -53,12 +54,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=15, help="problems per suite")
     parser.add_argument("--suite", action="append", help="suite specs (default: two rg suites)")
     parser.add_argument("--ledger", default=None, help="ledger path (default: the usual one)")
-    parser.add_argument("--model", default="smollm2", choices=list(STRATEGIES))
+    parser.add_argument("--model", default="smollm2",
+                        help="smollm2, or a torch model (torch:smollm2?weights=bfloat16)")  # fmt: skip
     args = parser.parse_args()
     ledger = Ledger(args.ledger) if args.ledger else Ledger()
     for suite in args.suite or [s.format(size=args.size) for s in SUITES]:
         started = time.monotonic()
-        outcome = thinktank.benchmark(suite, STRATEGIES[args.model], [args.model], ledger=ledger,
+        strategies = STRATEGIES["torch" if args.model.startswith("torch:") else "smollm2"]
+        outcome = thinktank.benchmark(suite, strategies, [args.model], ledger=ledger,
                                       concurrency=1)  # fmt: skip
         print(f"\n### `{suite}` (run {outcome.run_id}, {time.monotonic() - started:.0f} s)\n")
         print(results_table(outcome.summaries), flush=True)

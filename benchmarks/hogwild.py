@@ -12,6 +12,7 @@ Throughput is completion tokens per second of wall time (median of ``--repeats``
 prefill included; workers write ``--max-tokens`` tokens each unless they end.
 
     .venv/bin/python benchmarks/hogwild.py [--workers 1 2 4 8] [--max-tokens 96] [--repeats 3]
+        [--model "torch:smollm2?weights=bfloat16"]
     .venv/bin/python benchmarks/hogwild.py --transcripts 6
 """
 
@@ -44,7 +45,7 @@ def throughput(call, repeats: int) -> float:
 
 
 def speed(args: argparse.Namespace) -> None:
-    torch_model, llama_model = load_model("torch:smollm2"), load_model("smollm2")
+    torch_model, llama_model = load_model(args.model), load_model("smollm2")
     sampling = Sampling(temperature=0.7, max_tokens=args.max_tokens, seed=0)
     print("| workers | tokens/s (torch, shared cache) | ratio to 1 worker |\n|---|---|---|")
     alone = None
@@ -64,7 +65,7 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def transcripts(args: argparse.Namespace) -> None:
-    model = load_model("torch:smollm2")
+    model = load_model(args.model)
     for task in load_suite(SUITE.format(size=args.transcripts)).tasks:
         solution = thinktank.solve(task.problem, model=model, strategy=args.strategy, seed=1)
         verdict = "right" if task.score(solution.answer) >= 1 else "wrong"
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--transcripts", type=int, default=0, help="problems to show, then stop")
     parser.add_argument("--strategy", default="hogwild:workers=2,max_tokens=96")
+    parser.add_argument("--model", default="torch:smollm2",
+                        help="a torch model spec: torch:smollm2?weights=bfloat16")  # fmt: skip
     args = parser.parse_args()
     if args.transcripts:
         transcripts(args)
