@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--suite", action="append", help="suite specs (default: two rg suites)")
     parser.add_argument("--ledger", default=None, help="ledger path (default: the usual one)")
     parser.add_argument("--model", default="smollm2",
-                        help="smollm2, or a torch model (torch:smollm2?weights=bfloat16)")  # fmt: skip
+                        help="smollm2, or torch:smollm2?weights=bfloat16")  # fmt: skip
     args = parser.parse_args()
     ledger = Ledger(args.ledger) if args.ledger else Ledger()
     for suite in args.suite or [s.format(size=args.size) for s in SUITES]:
