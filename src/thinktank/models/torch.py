@@ -21,6 +21,8 @@ Llama-architecture models only (SmolLM2 is one), on the CPU; weights float32
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import secrets
 import threading
@@ -63,6 +65,9 @@ WeightType = Literal["float32", "bfloat16"]
 WEIGHT_TYPES: tuple[str, ...] = ("float32", "bfloat16")
 LAYOUTS: tuple[str, ...] = ("independent", "token", "step", "combined")
 
+#: Independent samples decoded in one batch at most: every sample's block is scored
+#: for every row (masked), so the cost of attention grows with the square.
+MAX_INDEPENDENT_SAMPLES = 16
 #: Prompt tokens per forward pass of a prefill (bounds the score matrix).
 _PREFILL_CHUNK = 256
 
@@ -368,11 +373,23 @@ class TorchModel:
         prune: PruneRule | None = None,
         on_text: TextCallback | None = None,
     ) -> list[Completion]:
-        """``n`` independent samples of ``prompt``, decoded as one batch."""
+        """``n`` independent samples of ``prompt``, decoded as one batch (batches of at
+        most `MAX_INDEPENDENT_SAMPLES`, one after the other)."""
         if n < 1:
             raise ValueError("n must be >= 1")
-        return self._run(prompt, [""] * n, sampling or Sampling(), "independent", None, None,
-                         deadline, progress, prune, on_text)  # fmt: skip
+        sampling = sampling or Sampling()
+        if sampling.seed is None:  # one stream for every batch, reported on each sample
+            sampling = sampling.with_(seed=secrets.randbits(63))
+        completions: list[Completion] = []
+        for start in range(0, n, MAX_INDEPENDENT_SAMPLES):
+            done = sum(c.completion_tokens for c in completions)
+            size = min(MAX_INDEPENDENT_SAMPLES, n - start)
+            batch = sampling.with_(sample_offset=sampling.sample_offset + start)
+            counted = None if progress is None else lambda t, done=done: progress(done + t)
+            streamed = None if on_text is None else lambda i, text, s=start: on_text(s + i, text)
+            completions += self._run(prompt, [""] * size, batch, "independent", None, None,
+                                     deadline, counted, prune, streamed)  # fmt: skip
+        return completions
 
     def generate_together(
         self,
@@ -620,7 +637,9 @@ def _load(path: Path) -> tuple[object, object, dict[str, torch.Tensor]]:
                 f" {config.model_type!r}"
             )
         tokenizer = AutoTokenizer.from_pretrained(path.parent, **options)
-        hf = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **options)
+        # Its GGUF reader draws a progress bar of its own on stderr, unasked.
+        with contextlib.redirect_stderr(io.StringIO()):
+            hf = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **options)
     except (ValueError, OSError, KeyError) as exc:
         raise ThinktankError(f"transformers could not load {path.name}: {exc}") from None
     return tokenizer, hf.config, dict(hf.state_dict())
