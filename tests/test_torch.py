@@ -154,3 +154,15 @@ def test_torch_specs_and_errors():
         load_model("torch:/nowhere/model.gguf")
     with pytest.raises(ThinktankError, match="llama-architecture"):
         load_model("torch:gemma3-270m")
+
+
+def test_many_samples_decode_in_batches_and_count_progress_across_them(torch_smollm2):
+    from thinktank.models.torch import MAX_INDEPENDENT_SAMPLES
+
+    n = MAX_INDEPENDENT_SAMPLES + 2
+    seen: list[int] = []
+    completions = torch_smollm2.generate(
+        SUM_PROMPT, n, Sampling(temperature=1.0, max_tokens=3), progress=seen.append
+    )
+    assert len(completions) == n and len({c.seed for c in completions}) == 1
+    assert seen == sorted(seen) and seen[-1] == sum(c.completion_tokens for c in completions)

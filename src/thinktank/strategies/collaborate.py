@@ -336,8 +336,9 @@ class Hogwild(SamplingOptions, Strategy):
 
     _TEAM = (
         "You are {names}: {count} assistants solving the same problem at the same time."
-        " Each of you sees what the others have written so far, as they write it."
-        " Share the work, check each other, and do not repeat what another has done."
+        " Each of you writes after your own name and sees what the others have written"
+        " so far, as they write it. Share the work, check each other's steps, and do not"
+        " repeat what another has done."
     )
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
