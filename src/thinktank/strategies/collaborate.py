@@ -345,8 +345,8 @@ class Hogwild(SamplingOptions, Strategy):
         names = WORKER_NAMES[: self.workers]
         kind = problem.kind
 
-        def until(texts: Sequence[str]) -> bool:
-            return self.until == "first" and any(declared_answer(t, kind) for t in texts)
+        def someone_declared(texts: Sequence[str]) -> bool:
+            return any(declared_answer(t, kind) for t in texts)
 
         completions = ctx.generate_together(
             self._prompt(problem, ctx.model, names),
@@ -354,7 +354,7 @@ class Hogwild(SamplingOptions, Strategy):
             self.sampling().with_(stop=stop_strings(problem, ctx.model)),
             layout=self.layout,
             step_delimiter=_STEP_DELIMITERS[self.step],
-            until=until,
+            until=someone_declared if self.until == "first" else None,
         )
         candidates = [
             Candidate.from_completion(c, kind, name)
