@@ -44,6 +44,8 @@ STRATEGIES = {
             "hogwild:workers=2",
             "hogwild:workers=4",
             "hogwild:workers=4,layout=step",
+            "hogwild:workers=2,cut_impersonation=false",
+            "hogwild:workers=4,cut_impersonation=false",
         )
     ),
 }

@@ -312,8 +312,11 @@ class Hogwild(SamplingOptions, Strategy):
     (a worker's line or sentence joins a shared history when it ends), or
     ``combined``. With ``until=first`` the session ends when a worker declares
     the answer ("The answer is ..."); ``all`` lets every worker finish. The answer
-    is the declared one (a vote among declarers), else the workers' vote.
-    Needs a backend with a shared KV cache (``--model torch:smollm2``)."""
+    is the declared one (a vote among declarers), else the workers' vote. With
+    ``cut_impersonation`` a worker that starts a line under a team member's name
+    ("\nBob:", its own included) ends there: small models otherwise go on writing
+    the others' turns (measured: RESULTS.md). Needs a backend with a shared KV
+    cache (``--model torch:smollm2``)."""
 
     name: ClassVar[str] = "hogwild"
     summary: ClassVar[str] = "workers write at once into one shared KV cache, seeing each other"
@@ -322,6 +325,7 @@ class Hogwild(SamplingOptions, Strategy):
     layout: str = "token"
     step: str = "line"
     until: str = "first"
+    cut_impersonation: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -348,10 +352,13 @@ class Hogwild(SamplingOptions, Strategy):
         def someone_declared(texts: Sequence[str]) -> bool:
             return any(declared_answer(t, kind) for t in texts)
 
+        stops = stop_strings(problem, ctx.model)
+        if self.cut_impersonation:
+            stops += tuple(f"\n{name}:" for name in names)
         completions = ctx.generate_together(
             self._prompt(problem, ctx.model, names),
             [f"\n{name}: " for name in names],
-            self.sampling().with_(stop=stop_strings(problem, ctx.model)),
+            self.sampling().with_(stop=stops),
             layout=self.layout,
             step_delimiter=_STEP_DELIMITERS[self.step],
             until=someone_declared if self.until == "first" else None,
