@@ -46,6 +46,8 @@ STRATEGIES = {
             "hogwild:workers=4,layout=step",
             "hogwild:workers=2,cut_impersonation=false",
             "hogwild:workers=4,cut_impersonation=false",
+            "hogwild:workers=2,layout=independent",
+            "hogwild:workers=4,layout=independent",
         )
     ),
 }

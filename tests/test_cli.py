@@ -97,3 +97,18 @@ def test_listings(isolated_home):
     models = json.loads(thinktank("models", "--json", home=isolated_home).stdout)
     assert {m["name"] for m in models["models"]} >= {"smollm2", "gemma3-270m"}
     assert thinktank("--help", home=isolated_home).returncode == 0
+
+
+def test_hogwild_from_the_command_line(isolated_home):
+    """On the torch backend it answers with one candidate per worker; on llama.cpp it
+    says which backend to use, in one line, exit 2."""
+    result = thinktank("solve", "What is 2 + 3?", "--model", "torch:smollm2", "--strategy",
+                       "hogwild:workers=2,max_tokens=16", "--seed", "1", "--json",
+                       home=isolated_home)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert [c["worker"] for c in payload["candidates"]] == ["Alice", "Bob"]
+    assert payload["usage"]["calls"] == 1 and payload["usage"]["completions"] == 2
+    refused = thinktank("solve", "What is 2 + 3?", "--strategy", "hogwild", home=isolated_home)
+    assert refused.returncode == 2
+    assert "torch:smollm2" in refused.stderr and "Traceback" not in refused.stderr

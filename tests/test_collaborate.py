@@ -135,6 +135,8 @@ def test_hogwild_workers_answer_together_and_the_ledger_pays_once(layout, torch_
     solution = thinktank.solve("What is 4 + 4?", model=torch_smollm2, strategy=spec, seed=1,
                                ledger=ledger)  # fmt: skip
     assert [c.worker for c in solution.candidates] == ["Alice", "Bob"]
+    # cut_impersonation: nobody writes a line under a team member's name.
+    assert not any(f"\n{name}:" in c.text for c in solution.candidates for name in ("Alice", "Bob"))
     (call,) = ledger.calls(solution.run_id)  # one shared session, one row
     assert call.n == 2 and call.model == "torch:smollm2"
     assert call.completion_tokens == sum(c.completion_tokens for c in solution.candidates)

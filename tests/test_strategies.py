@@ -57,7 +57,7 @@ def test_spec_strings_build_configured_strategies():
         ("truth-inference:temperatures=hot/cold", "temperatures must be numbers"),
         ("truth-inference:n=3", "every worker"),
         ("hogwild:workers=9", "workers must be in"),
-        ("hogwild:layout=diagonal", "layout must be"),
+        ("hogwild:layout=diagonal", "layout must be token, step, combined or independent"),
         ("hogwild:until=never", "until must be"),
     ],
 )

@@ -309,8 +309,9 @@ class Hogwild(SamplingOptions, Strategy):
     one writes is visible to all at the next step. A prompt tells them they are
     a team that can read each other. ``layout``: ``token`` (every token visible at
     once: Hogwild!'s contiguous layout, Group Think's token-level view), ``step``
-    (a worker's line or sentence joins a shared history when it ends), or
-    ``combined``. With ``until=first`` the session ends when a worker declares
+    (a worker's line or sentence joins a shared history when it ends),
+    ``combined``, or ``independent`` (the control: the same prompt and names, but
+    nobody sees anybody). With ``until=first`` the session ends when a worker declares
     the answer ("The answer is ..."); ``all`` lets every worker finish. The answer
     is the declared one (a vote among declarers), else the workers' vote. With
     ``cut_impersonation`` a worker that starts a line under a team member's name
@@ -331,8 +332,8 @@ class Hogwild(SamplingOptions, Strategy):
         super().__post_init__()
         if not 1 <= self.workers <= len(WORKER_NAMES):
             raise ValueError(f"workers must be in 1..{len(WORKER_NAMES)}")
-        if self.layout not in ("token", "step", "combined"):
-            raise ValueError("layout must be token, step or combined")
+        if self.layout not in ("token", "step", "combined", "independent"):
+            raise ValueError("layout must be token, step, combined or independent")
         if self.step not in _STEP_DELIMITERS:
             raise ValueError(f"step must be one of {', '.join(_STEP_DELIMITERS)}")
         if self.until not in ("first", "all"):
