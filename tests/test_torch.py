@@ -166,3 +166,9 @@ def test_many_samples_decode_in_batches_and_count_progress_across_them(torch_smo
     )
     assert len(completions) == n and len({c.seed for c in completions}) == 1
     assert seen == sorted(seen) and seen[-1] == sum(c.completion_tokens for c in completions)
+
+
+def test_token_pieces_join_to_the_text(torch_smollm2):
+    text = "Hello wörld,\n  naïve 12 + 30 = 42 <|im_end|>"
+    ids = torch_smollm2.tokenize(text)
+    assert b"".join(torch_smollm2.piece(i) for i in ids).decode() == text

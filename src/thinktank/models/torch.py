@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -260,17 +261,21 @@ class TorchModel:
 
     @cached_property
     def _pieces(self) -> list[bytes]:
-        """Each token's bytes (byte-level BPE: through the tokenizer's byte alphabet)."""
+        """Each token's bytes: through the byte alphabet of a byte-level BPE vocabulary
+        (SmolLM2, Llama 3), else SentencePiece's ("▁" a space, "<0x0A>" a byte)."""
         from transformers.convert_slow_tokenizer import bytes_to_unicode
 
         to_byte = {c: b for b, c in bytes_to_unicode().items()}
+        byte_level = "ByteLevel" in type(self._tokenizer.backend_tokenizer.decoder).__name__
         pieces = []
         for token in self._tokenizer.convert_ids_to_tokens(range(self.n_vocab)):
             token = token or ""
-            if all(c in to_byte for c in token):
+            if byte_level and all(c in to_byte for c in token):
                 pieces.append(bytes(to_byte[c] for c in token))
-            else:  # a special token or a non-byte-level vocabulary
-                pieces.append(token.encode())
+            elif re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", token):
+                pieces.append(bytes([int(token[3:5], 16)]))
+            else:  # a special token, or a SentencePiece piece
+                pieces.append(token.replace("▁", " ").encode())
         return pieces
 
     def piece(self, token: int) -> bytes:
