@@ -127,6 +127,20 @@ def test_workers_decode_in_one_forward_pass_per_step(torch_smollm2):
     assert model.rows_computed - rows == prompt_tokens + fed
 
 
+def test_the_step_layout_counts_every_header_it_feeds(torch_smollm2):
+    """Each step starts with its worker's header again: prompt_tokens counts them all."""
+    model = torch_smollm2
+    rows = model.rows_computed
+    sampling = Sampling(temperature=1.0, max_tokens=24, seed=5)
+    workers = ["\nAlice: ", "\nBob: "]
+    completions = model.generate_together(SUM_PROMPT, workers, sampling, layout="step",
+                                          step_delimiter=" ")  # fmt: skip
+    once = model.count_tokens(SUM_PROMPT) + sum(len(model.tokenize(w)) for w in workers)
+    assert completions[0].prompt_tokens > once  # words end steps: headers came again
+    fed = sum(c.completion_tokens - 1 for c in completions)
+    assert model.rows_computed - rows == completions[0].prompt_tokens + fed
+
+
 def test_session_text_shows_each_worker_the_others_before_itself(torch_smollm2):
     model = torch_smollm2
     session = model.session(SUM_PROMPT, ["\nAlice: ", "\nBob: "], "token")

@@ -415,7 +415,7 @@ class TorchModel:
         the next one starts with the worker's header again. The session stops when
         every worker has ended or ``until(texts)`` is true (texts: what each worker
         wrote so far). One completion per worker: its own text, without headers;
-        its ``prompt_tokens`` counts the shared prompt and every header once.
+        its ``prompt_tokens`` counts the shared prompt and every header fed.
         """
         if not workers:
             raise ValueError("generate_together needs at least one worker")
@@ -516,6 +516,7 @@ class SharedCacheSession:
         self.model = model
         self.layout = layout
         self.headers = [list(h) for h in headers]
+        #: Header tokens fed so far (once per worker; in the step layouts once per step).
         self.header_tokens = sum(map(len, self.headers))
         stepped = layout in ("step", "combined")
         self.store = KVStore(model, 1 + stepped + len(headers), len(prompt_ids))
@@ -556,6 +557,7 @@ class SharedCacheSession:
         self._feed({w: [t] for w, t in tokens.items()})
         for worker in closing:
             self._close_step(worker)
+        self.header_tokens += sum(len(self.headers[w]) for w in closing)
         self._feed({w: list(self.headers[w]) for w in closing if self.headers[w]})
 
     def retire(self, worker: int) -> None:
