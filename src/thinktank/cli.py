@@ -388,6 +388,11 @@ def _models(args: argparse.Namespace) -> int:
     for info in MODELS.values():
         table.add_row(info.name, info.description)
     table.add_row("gguf:PATH[?chat=1]", "any local GGUF file through llama.cpp")
+    table.add_row(
+        "torch:PATH[?chat=1&weights=bfloat16]",
+        "a local llama-architecture GGUF file through PyTorch (shared KV cache: hogwild)",
+    )
+    table.add_row("openai:MODEL@BASE_URL", "any OpenAI-compatible endpoint (vLLM, SGLang, ...)")
     stdout.print(table)
     return 0
 
