@@ -166,7 +166,7 @@ def test_torch_specs_and_errors():
     assert load_model("torch:smollm2").name == "torch:smollm2"
     with pytest.raises(ThinktankError, match="no such file"):
         load_model("torch:/nowhere/model.gguf")
-    with pytest.raises(ThinktankError, match="weights=float32|bfloat16"):
+    with pytest.raises(ThinktankError, match=r"weights=float32\|bfloat16"):
         load_model("torch:smollm2?weights=int4")
     with pytest.raises(ThinktankError, match="llama-architecture"):
         load_model("torch:gemma3-270m")
