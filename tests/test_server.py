@@ -345,3 +345,23 @@ def test_thinktank_serve_starts_with_no_arguments_but_a_port(isolated_home):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_hogwild_and_plain_samples_served_from_the_torch_backend(torch_smollm2, tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db")
+    running = RunningServer(create_app([torch_smollm2], ledger=ledger))
+    try:
+        client = openai.OpenAI(api_key="none", base_url=running.url, max_retries=0)
+        reply = client.chat.completions.create(
+            model="hogwild:workers=2,max_tokens=16/torch:smollm2", messages=QUESTION, seed=1
+        )
+        extra = reply.model_extra["thinktank"]
+        assert extra["strategy"].startswith("hogwild") and extra["candidates"] == 2
+        (row,) = ledger.calls(extra["run_id"])  # one shared-cache session
+        assert row.n == 2 and reply.usage.completion_tokens == row.completion_tokens
+        plain = client.chat.completions.create(
+            model="torch:smollm2", messages=QUESTION, n=2, max_tokens=8, seed=1
+        )
+        assert len(plain.choices) == 2 and plain.usage.completion_tokens <= 16
+    finally:
+        running.close()
