@@ -79,10 +79,11 @@ def test_a_token_reaches_the_other_worker_at_the_next_step_and_not_before(torch_
         return bob
 
     same, changed = run(a_tokens[1]), run(odd)
-    # Bob's logits after steps 0 and 1 cannot depend on Alice's token of step 1 ...
-    for before in range(2):
+    # bob[k]: Bob's next-token logits after k steps. Up to and including the step in
+    # which Alice writes her token (step 1, so bob[2]) they cannot depend on it ...
+    for before in range(3):
         np.testing.assert_allclose(changed[before], same[before], rtol=0, atol=1e-4)
-    # ... and after step 2 they do: he has read it.
+    # ... and one step later they do: he has read it.
     assert np.abs(changed[3] - same[3]).max() > 0.05
 
 
