@@ -59,6 +59,8 @@ def test_spec_strings_build_configured_strategies():
         ("hogwild:workers=9", "workers must be in"),
         ("hogwild:layout=diagonal", "layout must be token, step, combined or independent"),
         ("hogwild:until=never", "until must be"),
+        ("cascade:threshold=1.5", "threshold must be in"),
+        ("cascade:models=smollm2++gemma3-270m", "models must be model specs"),
     ],
 )
 def test_bad_specs_fail_clearly(spec, message):
@@ -87,6 +89,7 @@ def test_registry_lists_every_strategy_once():
         "mixture-of-agents",
         "leap",
         "hogwild",
+        "cascade",
     }
 
 

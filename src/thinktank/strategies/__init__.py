@@ -12,6 +12,7 @@ from thinktank.strategies.collaborate import (
     MixtureOfAgents,
 )
 from thinktank.strategies.ensemble import DiversePrompts, TruthInference
+from thinktank.strategies.route import Cascade
 from thinktank.strategies.sampling import (
     AdaptiveConsistency,
     BestOfMajority,
@@ -37,6 +38,7 @@ __all__ = [
     "BeamSearch",
     "BestOfMajority",
     "BestOfN",
+    "Cascade",
     "Context",
     "Debate",
     "DeepConf",
@@ -79,6 +81,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         MixtureOfAgents,
         LearningFromPeers,
         Hogwild,
+        Cascade,
     )
 }
 
