@@ -139,7 +139,7 @@ def results_table(summaries: list[ConfigSummary]) -> str:
     """A Markdown table of a run: accuracy, tokens as computed (prompt tokens a prefix
     cache served shown apart), cost-of-pass and seconds."""
     lines = [
-        "| strategy | accuracy (95% CI) | majority@max of its samples | completion tokens "
+        "| strategy @ model | accuracy (95% CI) | majority@max of its samples | completion tokens "
         "| prompt tokens computed (+ cached) | cost-of-pass $ | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -147,7 +147,7 @@ def results_table(summaries: list[ConfigSummary]) -> str:
         cop = "-" if s.cost_of_pass_usd is None else f"{s.cost_of_pass_usd:.3g}"
         majority = f"{s.majority_at_k[-1]:.2f}" if s.majority_at_k else "-"
         lines.append(
-            f"| {s.strategy} | {s.accuracy:.2f} ({s.ci95[0]:.2f}-{s.ci95[1]:.2f}) | {majority} "
+            f"| {label(s)} | {s.accuracy:.2f} ({s.ci95[0]:.2f}-{s.ci95[1]:.2f}) | {majority} "
             f"| {s.completion_tokens:,} | {s.prompt_tokens - s.cached_tokens:,} "
             f"(+ {s.cached_tokens:,}) | {cop}{' (frontier)' if s.on_frontier else ''} "
             f"| {s.seconds:.0f} |"
