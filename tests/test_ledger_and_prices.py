@@ -121,3 +121,12 @@ def test_cached_prompt_tokens_cost_a_tenth_unless_priced(tmp_path):
     )
     priced = PriceBook([book_path]).get("c")
     assert priced.cost(1_000_000, 0, cached_tokens=1_000_000) == pytest.approx(5)
+
+
+def test_price_reversals_are_cheaper_per_token_but_dearer_per_answer():
+    from thinktank.economics import price_reversals
+
+    # (dollars per token, cost-of-pass); None: nothing solved.
+    configurations = [(1e-8, 4e-6), (2e-8, 3e-6), (3e-8, 5e-6), (0.5e-8, None)]
+    assert sorted(price_reversals(configurations)) == [(0, 1), (3, 0), (3, 1), (3, 2)]
+    assert price_reversals([(1e-8, 1e-6), (2e-8, 2e-6)]) == []

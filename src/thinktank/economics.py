@@ -84,3 +84,22 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
             front.append(index)
             best = points[index][1]
     return front
+
+
+def price_reversals(
+    configurations: Sequence[tuple[float, float | None]],
+) -> list[tuple[int, int]]:
+    """Pairs (i, j) where configuration i pays less per token than j but more per
+    correct answer (Price Reversal, Chen et al., 2025). Each configuration is
+    (dollars per token, cost-of-pass; None when it solved nothing, i.e. infinite)."""
+
+    def per_answer(index: int) -> float:
+        cop = configurations[index][1]
+        return math.inf if cop is None else cop
+
+    return [
+        (i, j)
+        for i in range(len(configurations))
+        for j in range(len(configurations))
+        if configurations[i][0] < configurations[j][0] and per_answer(i) > per_answer(j)
+    ]

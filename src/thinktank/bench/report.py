@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only: no display on these machines
 import matplotlib.pyplot as plt
 
 from thinktank.bench.summary import ConfigSummary
+from thinktank.economics import price_reversals
 
 
 def label(summary: ConfigSummary) -> str:
@@ -64,6 +65,7 @@ def _markdown(run_id: str, config: dict, summaries: list[ConfigSummary], plots: 
         "perfect selector could reach and are **not** any strategy's accuracy.",
         "- *majority@k*: expected accuracy of a vote over k of the same samples (no resampling).",
     ]
+    lines += _price_reversal_lines(summaries)
     for s in summaries:
         if s.verifier_false_positive_rate is not None:
             lines.append(
@@ -153,6 +155,36 @@ def results_table(summaries: list[ConfigSummary]) -> str:
             f"| {s.seconds:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _price_reversal_lines(summaries: list[ConfigSummary]) -> list[str]:
+    """Configurations ordered by what they paid per token and by cost-of-pass, and the
+    pairs where the cheaper per token is the dearer per correct answer."""
+    priced = [s for s in summaries if s.total_tokens]
+    if len(priced) < 2:
+        return []
+    per_token = [s.cost_usd / s.total_tokens for s in priced]
+    reversals = price_reversals(
+        [(rate, s.cost_of_pass_usd) for rate, s in zip(per_token, priced, strict=True)]
+    )
+    by_rate = sorted(range(len(priced)), key=lambda i: per_token[i])
+    by_answer = sorted(range(len(priced)), key=lambda i: priced[i].cost_of_pass_usd or math.inf)
+    lines = [
+        "",
+        "## Price per token vs cost per correct answer",
+        "",
+        "By dollars paid per token (all tokens, cheapest first): "
+        + ", ".join(f"{label(priced[i])} ({per_token[i] * 1e6:.3g} $/M)" for i in by_rate),
+        "",
+        "By cost-of-pass (cheapest first): " + ", ".join(label(priced[i]) for i in by_answer),
+        "",
+    ]
+    if not reversals:
+        return [*lines, "No price reversal: paying less per token never cost more per answer."]
+    lines.append(f"Price reversals ({len(reversals)}): cheaper per token, dearer per answer:")
+    lines += [f"- {label(priced[i])} costs more per correct answer than {label(priced[j])}"
+              for i, j in reversals]  # fmt: skip
+    return lines
 
 
 def _plot_accuracy_vs_tokens(summaries: list[ConfigSummary], path: Path) -> Path:
