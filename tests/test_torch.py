@@ -134,10 +134,16 @@ def test_the_step_layout_counts_every_header_it_feeds(torch_smollm2):
     rows = model.rows_computed
     sampling = Sampling(temperature=1.0, max_tokens=24, seed=5)
     workers = ["\nAlice: ", "\nBob: "]
-    completions = model.generate_together(SUM_PROMPT, workers, sampling, layout="step",
+    story = [{"role": "user", "content": "Write a long story about a dragon."}]  # no early end
+    completions = model.generate_together(story, workers, sampling, layout="step",
                                           step_delimiter=" ")  # fmt: skip
-    once = model.count_tokens(SUM_PROMPT) + sum(len(model.tokenize(w)) for w in workers)
+    once = model.count_tokens(story) + sum(len(model.tokenize(w)) for w in workers)
     assert completions[0].prompt_tokens > once  # words end steps: headers came again
+    # ... and they came out of the workers' max_tokens: the worst case still holds.
+    computed = completions[0].prompt_tokens - once + sum(c.completion_tokens for c in completions)
+    assert computed <= len(workers) * sampling.max_tokens
+    # Every row is the prompt, a header (all counted in prompt_tokens) or a written token
+    # (a worker's last one is never fed).
     fed = sum(c.completion_tokens - 1 for c in completions)
     assert model.rows_computed - rows == completions[0].prompt_tokens + fed
 

@@ -232,7 +232,8 @@ class Meter:
             )
         self._check_cancel()
         sampling = sampling or Sampling()
-        prompt_tokens = model.count_tokens(prompt)
+        # Each worker's header is computed once; headers fed again come out of its max_tokens.
+        prompt_tokens = model.count_tokens(prompt) + sum(map(model.count_tokens, workers))
         with self._reservation(model, prompt_tokens, len(workers), sampling) as (n, sampling):
 
             def invoke(deadline: float | None, track: ProgressCallback) -> list[Completion]:

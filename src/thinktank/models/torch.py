@@ -415,7 +415,9 @@ class TorchModel:
         the next one starts with the worker's header again. The session stops when
         every worker has ended or ``until(texts)`` is true (texts: what each worker
         wrote so far). One completion per worker: its own text, without headers;
-        its ``prompt_tokens`` counts the shared prompt and every header fed.
+        its ``prompt_tokens`` counts the shared prompt and every header fed. Headers
+        fed again count against a worker's ``max_tokens``, so the session never
+        computes more than the prompt, the headers once and ``max_tokens`` a worker.
         """
         if not workers:
             raise ValueError("generate_together needs at least one worker")
@@ -463,6 +465,9 @@ class TorchModel:
                 if until is not None and until([s.decoded for s in samples]):
                     for s in samples:
                         s.finish = s.finish or "stop"
+                for s in live:  # in step layouts, headers fed again count as written
+                    if s.finish is None and session.spent(s.slot, len(s.tokens)) >= max_tokens:
+                        s.finish = "length"
                 going = {s.slot: s.tokens[-1] for s in live if s.finish is None}
                 for s in live:
                     if s.finish is not None:
@@ -516,8 +521,10 @@ class SharedCacheSession:
         self.model = model
         self.layout = layout
         self.headers = [list(h) for h in headers]
-        #: Header tokens fed so far (once per worker; in the step layouts once per step).
+        #: Header tokens fed so far (once per worker; in the step layouts once per step),
+        #: and per worker those fed again after its first.
         self.header_tokens = sum(map(len, self.headers))
+        self.refed = [0] * len(self.headers)
         stepped = layout in ("step", "combined")
         self.store = KVStore(model, 1 + stepped + len(headers), len(prompt_ids))
         self.prompt, *self.workers = self.store.blocks[:1] + self.store.blocks[1 + stepped :]
@@ -557,8 +564,18 @@ class SharedCacheSession:
         self._feed({w: [t] for w, t in tokens.items()})
         for worker in closing:
             self._close_step(worker)
-        self.header_tokens += sum(len(self.headers[w]) for w in closing)
+        for worker in closing:
+            self.refed[worker] += len(self.headers[worker])
+            self.header_tokens += len(self.headers[worker])
         self._feed({w: list(self.headers[w]) for w in closing if self.headers[w]})
+
+    def spent(self, worker: int, written: int) -> int:
+        """What ``worker`` has cost out of its token allowance, having written ``written``
+        tokens: in the step layouts also the headers fed again, plus room for one more
+        (the step its next token may end), so the allowance is never overshot."""
+        if self.history is None:
+            return written
+        return written + self.refed[worker] + len(self.headers[worker])
 
     def retire(self, worker: int) -> None:
         """The worker has ended: its unfinished step joins the history (step layouts)."""
