@@ -13,6 +13,7 @@ from thinktank.models import MODELS, Completion, Model, Price, Sampling, load_mo
 from thinktank.problem import Problem, Task
 from thinktank.solution import Candidate, Solution
 from thinktank.strategies import STRATEGIES, Context, Strategy, build_strategy
+from thinktank.tune import TuneOutcome, tune
 from thinktank.verify import equivalent, extract_answer
 
 __version__ = "0.1.0"
@@ -37,6 +38,7 @@ __all__ = [
     "Strategy",
     "Task",
     "ThinktankError",
+    "TuneOutcome",
     "Usage",
     "benchmark",
     "build_strategy",
@@ -46,4 +48,5 @@ __all__ = [
     "load_model",
     "report",
     "solve",
+    "tune",
 ]

@@ -133,6 +133,49 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     bench.set_defaults(handler=_bench)
 
+    tune = commands.add_parser(
+        "tune",
+        help="find the configuration that buys correct answers cheapest; check it held out",
+        description="Search configurations (strategy, n, temperature, model, cascade "
+        "threshold) on a development split of SUITE under a budget, cheapest first; print the "
+        "accuracy-cost Pareto front and the configuration recommended for a cost per problem "
+        "or a target accuracy (default: the lowest cost-of-pass), then run it on the held-out "
+        "split the search never saw. Resumable: run the same command again to continue.",
+        epilog='example: thinktank tune --suite "rg:chain_sum?min_terms=2&max_terms=2'
+        '&min_digits=1&max_digits=1&size=40&seed=3" -m smollm2 -m gemma3-270m '
+        "--budget-usd 0.001",
+    )
+    tune.add_argument("--suite", required=True, help="suite spec, as for `bench`")
+    tune.add_argument("--model", "-m", action="append",
+                      help="model spec (repeatable; default: smollm2)")  # fmt: skip
+    tune.add_argument(
+        "--strategy",
+        "-s",
+        action="append",
+        help="strategy spec to try on every model (repeatable; default: single, "
+        "self-consistency n=2/4/8 and temperatures 0.7/1.0, and with several models cascades "
+        "at thresholds 0.3/0.5/0.7)",
+    )
+    tune.add_argument("--dev-fraction", type=float, default=0.5,
+                      help="share of the suite to tune on; the rest is held out (0.5)")  # fmt: skip
+    _add_budget_arguments(tune, " for the whole search (the held-out check is extra)")
+    goal = tune.add_mutually_exclusive_group()
+    goal.add_argument("--max-cost-per-problem", type=_positive(float),
+                      help="recommend the most accurate configuration within this many USD"
+                      " per problem")  # fmt: skip
+    goal.add_argument(
+        "--target-accuracy",
+        type=float,
+        help="recommend the cheapest configuration reaching this accuracy",
+    )
+    tune.add_argument("--seed", type=int, default=0, help="split and sampling seed (default 0)")
+    tune.add_argument("--concurrency", type=_positive(int), default=4,
+                      help="problems in flight at once (default 4)")  # fmt: skip
+    tune.add_argument("--out", help="folder for pareto.png and tune.json "
+                      "(default: ~/.thinktank/tune/ID)")  # fmt: skip
+    tune.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    tune.set_defaults(handler=_tune)
+
     report = commands.add_parser(
         "report",
         help="write a Markdown report with plots for a bench run",
@@ -301,17 +344,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     for spec in args.strategy:
         build_strategy(spec)  # bad specs fail before anything loads
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("[cyan]{task.fields[accuracy]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=stderr,
-        disable=not stderr.is_terminal,
-    )
+    progress = _bench_progress()
     solved: list[bool] = []
     task_id = progress.add_task("loading", total=None, accuracy="")
 
@@ -361,6 +394,85 @@ def _bench(args: argparse.Namespace) -> int:
         )
     _table_console().print(table)
     stderr.print(f"run {outcome.run_id}: `thinktank report {outcome.run_id}` draws the plots")
+    return 0
+
+
+def _bench_progress() -> Progress:
+    """A bar with the accuracy so far, on stderr when it is a terminal."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[cyan]{task.fields[accuracy]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=not stderr.is_terminal,
+    )
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from thinktank.strategies import build_strategy
+    from thinktank.tune import tune
+
+    for spec in args.strategy or []:
+        build_strategy(spec)  # bad specs fail before anything loads
+    progress = _bench_progress()
+    task_id = progress.add_task("tuning", total=None, accuracy="")
+
+    def on_result(row: Any) -> None:
+        progress.update(task_id, advance=1, accuracy=f"{row.strategy} @ {row.model}")
+
+    with progress:
+        outcome = tune(
+            args.suite,
+            args.model or ["smollm2"],
+            args.strategy,
+            dev_fraction=args.dev_fraction,
+            budget=_budget(args),
+            max_cost_per_problem=args.max_cost_per_problem,
+            target_accuracy=args.target_accuracy,
+            seed=args.seed,
+            concurrency=args.concurrency,
+            out_dir=args.out,
+            on_start=lambda total: progress.update(task_id, total=total),
+            on_result=on_result,
+        )
+    if args.json:
+        _print_json(outcome.to_dict())
+        return 0
+    table = Table("configuration", "dev accuracy (95% CI)", "$/problem", "cost-of-pass $",
+                  "Pareto", box=box.SIMPLE_HEAD)  # fmt: skip
+    for e in sorted(outcome.evaluated, key=lambda e: e.summary.cost_per_problem):
+        s = e.summary
+        chosen = outcome.recommended is e
+        table.add_row(
+            f"[bold green]{e.configuration.label}" if chosen else e.configuration.label,
+            f"{s.accuracy:.2f} ({s.ci95[0]:.2f}-{s.ci95[1]:.2f})",
+            f"{s.cost_per_problem:.3g}",
+            "-" if s.cost_of_pass_usd is None else f"{s.cost_of_pass_usd:.3g}",
+            "*" if s.on_pareto_front else "",
+        )
+    _table_console().print(table)
+    spent = outcome.spent
+    stderr.print(f"search: {len(outcome.evaluated)} configurations on {outcome.dev_problems} "
+                 f"development problems, {spent['tokens']:,.0f} tokens, ${spent['cost_usd']:.3g}"
+                 + (f"; {len(outcome.skipped)} left untried by the budget" if outcome.skipped
+                    else ""))  # fmt: skip
+    if outcome.recommended is None or outcome.held_out is None:
+        stderr.print(f"[yellow]no recommendation: {outcome.reason}")
+    else:
+        dev, held = outcome.recommended.summary, outcome.held_out.summary
+        console = _table_console()
+        console.print(f"recommended: [bold]{outcome.recommended.configuration.label}[/] "
+                      f"({outcome.reason})")  # fmt: skip
+        for split, s in (("development", dev), ("held-out", held)):
+            cop = "-" if s.cost_of_pass_usd is None else f"${s.cost_of_pass_usd:.3g}"
+            console.print(f"  {split:<12} accuracy {s.accuracy:.2f} ({s.ci95[0]:.2f}-"
+                          f"{s.ci95[1]:.2f}) on {s.n_problems}, ${s.cost_per_problem:.3g}/problem,"
+                          f" cost-of-pass {cop}")  # fmt: skip
+    stderr.print(f"plot: {outcome.plot}")
     return 0
 
 

@@ -25,7 +25,7 @@ def write_report(run_id: str, config: dict, summaries: list[ConfigSummary], out_
     plots = [
         _plot_accuracy_vs_tokens(summaries, out_dir / "accuracy_vs_tokens.png"),
         _plot_cost_of_pass(summaries, out_dir / "cost_of_pass.png"),
-        _plot_pareto(summaries, out_dir / "pareto.png"),
+        plot_pareto([(label(s), s) for s in summaries], out_dir / "pareto.png"),
     ]
     if any(s.samples > 1 for s in summaries):
         plots.insert(1, _plot_scaling(summaries, out_dir / "pass_and_majority_at_k.png"))
@@ -257,13 +257,31 @@ def _plot_cost_of_pass(summaries: list[ConfigSummary], path: Path) -> Path:
     return _save(figure, path)
 
 
-def _plot_pareto(summaries: list[ConfigSummary], path: Path) -> Path:
+def plot_pareto(
+    points: list[tuple[str, ConfigSummary]],
+    path: Path,
+    *,
+    title: str = "Accuracy-cost Pareto front (stars)",
+    recommended: ConfigSummary | None = None,
+    held_out: ConfigSummary | None = None,
+) -> Path:
+    """Accuracy against cost per problem, stars on the Pareto front; for `thinktank
+    tune`, also the recommendation and where it landed on the held-out split."""
     figure, axes = _figure(7, 4.5)
-    for s in summaries:
-        axes.scatter([s.cost_per_problem], [s.accuracy], s=50, label=label(s),
+    for name, s in points:
+        axes.scatter([s.cost_per_problem], [s.accuracy], s=50, label=name,
                      marker="*" if s.on_pareto_front else "o")  # fmt: skip
-    front = sorted((s for s in summaries if s.on_pareto_front), key=lambda s: s.cost_per_problem)
+    front = sorted((s for _, s in points if s.on_pareto_front), key=lambda s: s.cost_per_problem)
     axes.step([s.cost_per_problem for s in front], [s.accuracy for s in front], where="post",
               color="gray", alpha=0.6, label="Pareto front")  # fmt: skip
-    _style(axes, "Accuracy-cost Pareto front (stars)", "$ per problem (log)")
+    if recommended is not None:
+        axes.scatter([recommended.cost_per_problem], [recommended.accuracy], s=260,
+                     facecolors="none", edgecolors="red", linewidths=2,
+                     label="recommended")  # fmt: skip
+    if recommended is not None and held_out is not None:
+        axes.scatter([held_out.cost_per_problem], [held_out.accuracy], s=90, marker="X",
+                     color="red", label="recommended (held-out)")  # fmt: skip
+        axes.plot([recommended.cost_per_problem, held_out.cost_per_problem],
+                  [recommended.accuracy, held_out.accuracy], "r--", alpha=0.6)  # fmt: skip
+    _style(axes, title, "$ per problem (log)")
     return _save(figure, path)

@@ -79,6 +79,7 @@ def run_bench(
     ledger: Ledger,
     concurrency: int = 1,
     share_samples: bool = True,
+    samples: SampleStore | None = None,
     on_result: Callable[[ResultRow], None] | None = None,
 ) -> list[ResultRow]:
     """Solve what is left of ``plan``; returns all of the run's results.
@@ -86,7 +87,8 @@ def run_bench(
     With ``share_samples``, strategies drawing the same seeded samples of a
     problem (self-consistency and best-of-n with the same n, say) get the very
     same samples, drawn once: their comparison is paired, and each is still
-    metered as if it had drawn them alone (see `SampleStore`).
+    metered as if it had drawn them alone (see `SampleStore`). Pass ``samples``
+    to share them with other runs too (`thinktank.tune` does).
     """
     finished = {(r.strategy, r.model, r.problem_id) for r in ledger.results(plan.run_id)}
     jobs = [
@@ -98,7 +100,8 @@ def run_bench(
     ]
 
     cancel = threading.Event()
-    samples = SampleStore() if share_samples else None
+    if samples is None and share_samples:
+        samples = SampleStore()
 
     def solve(job: tuple[Strategy, Model, Task]) -> ResultRow:
         row = solve_task(

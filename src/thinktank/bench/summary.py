@@ -104,12 +104,20 @@ def summarize(results: list[ResultRow], config: dict[str, Any]) -> list[ConfigSu
             rows = [r for r in results if r.strategy == strategy and r.model == model]
             if rows:
                 summaries.append(_summarize(rows, strategy, model, config["suite"]))
+    mark_frontiers(summaries)
+    return summaries
+
+
+def mark_frontiers(summaries: list[ConfigSummary]) -> None:
+    """Flag the lowest cost-of-pass (``on_frontier``) and the accuracy-cost Pareto front
+    among ``summaries``."""
+    for s in summaries:
+        s.on_frontier = s.on_pareto_front = False
     finite = [s for s in summaries if s.cost_of_pass_usd is not None]
     if finite:
         min(finite, key=lambda s: s.cost_of_pass_usd).on_frontier = True
     for index in pareto_front([(s.cost_per_problem, s.accuracy) for s in summaries]):
         summaries[index].on_pareto_front = True
-    return summaries
 
 
 def _summarize(rows: list[ResultRow], strategy: str, model: str, suite: str) -> ConfigSummary:
