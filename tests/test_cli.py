@@ -81,6 +81,8 @@ def test_solve_prints_an_answer_for_humans(isolated_home):
         (["solve", "1+1", "--model", "gguf:/no/such/file.gguf"], "no such file"),
         (["solve"], "required"),
         (["frobnicate"], "invalid choice"),
+        (["tune", "--suite", "rg:chain_sum?size=4", "--dev-fraction", "2"], "between 0 and 1"),
+        (["tune", "--suite", "rg:chain_sum?size=1"], "need 2+"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(isolated_home, args, message):
@@ -112,3 +114,20 @@ def test_hogwild_from_the_command_line(isolated_home):
     refused = thinktank("solve", "What is 2 + 3?", "--strategy", "hogwild", home=isolated_home)
     assert refused.returncode == 2
     assert "torch:smollm2" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_tune_from_the_command_line(isolated_home, tmp_path):
+    suite = "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size=4&seed=2"
+    result = thinktank("tune", "--suite", suite, "-s", "single:max_tokens=32", "-s",
+                       "self-consistency:n=2,max_tokens=32", "--target-accuracy", "0.01",
+                       "--out", str(tmp_path), "--json", "--concurrency", "1",
+                       home=isolated_home)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert len(payload["configurations"]) == 2 and payload["dev_problems"] == 2
+    assert payload["pareto_front"] and payload["plot"] == str(tmp_path / "pareto.png")
+    if payload["recommended"] is None:  # nothing solved on 2 problems: said so, not invented
+        assert "no configuration reaches" in payload["reason"] and payload["held_out"] is None
+    else:
+        assert payload["recommended"]["accuracy"] >= 0.01
+        assert payload["held_out"]["n_problems"] == 2
