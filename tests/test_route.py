@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
 import thinktank
+from thinktank.bench.suites import load_suite
+from thinktank.economics import Configuration
+from thinktank.errors import SpecError, ThinktankError
 from thinktank.ledger import Ledger
 from thinktank.meter import Budget
+from thinktank.router import METHODS, Router, RoutingData
 from thinktank.strategies.route import vote_confidence
+from thinktank.tune import split_suite
 from thinktank.verify import answer_key
 
 QUESTIONS = ("What is 7 + 5?", "What is 3 * 4?", "What is 9 - 6?")
@@ -64,3 +70,84 @@ def test_one_budget_caps_every_model_of_the_cascade(gemma):
     solution = thinktank.solve("What is 7 + 5?", strategy="cascade:threshold=1,max_tokens=64",
                                seed=1, budget=Budget(max_tokens=300))  # fmt: skip
     assert solution.usage.total_tokens <= 300
+
+
+# A router on made-up outcomes: "cheap" solves the additions, "dear" solves everything
+# at twice the price, "weak" solves nothing.
+ADDITIONS = [f"What is {a} plus {b}?" for a, b in [(1, 2), (3, 4), (5, 1), (2, 7), (6, 3)]]
+RIDDLES = [f"Name the {w} colour of a {t} in winter." for w, t in
+           [("usual", "fox"), ("rare", "hare"), ("odd", "owl"), ("main", "stoat"),
+            ("pale", "wolf")]]  # fmt: skip
+CHEAP, DEAR, WEAK = (Configuration("single", m) for m in ("cheap", "dear", "weak"))
+
+
+def _made_up() -> RoutingData:
+    solved = [[1, 1, 0]] * len(ADDITIONS) + [[0, 1, 0]] * len(RIDDLES)
+    costs = [[1.0, 2.0, 1.0]] * (len(ADDITIONS) + len(RIDDLES))
+    return RoutingData(ADDITIONS + RIDDLES, [CHEAP, DEAR, WEAK], np.array(solved, float),
+                       np.array(costs))  # fmt: skip
+
+
+NEW_ADDITION, NEW_RIDDLE = "What is 8 plus 1?", "Name the usual colour of a hare in winter."
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_router_sends_each_kind_of_query_where_an_answer_is_cheapest(method):
+    router = Router(_made_up(), method=method, clusters=2)
+    picks = [router.data.configurations[i] for i in router.choose([NEW_ADDITION, NEW_RIDDLE])]
+    assert picks == [CHEAP, DEAR]
+    chances = router.chances([NEW_ADDITION, NEW_RIDDLE])
+    assert chances[0, 0] > 0.5 > chances[1, 0]  # cheap: likely on additions, not on riddles
+    assert (chances[:, 2] < 0.5).all()  # weak: never likely
+
+
+def test_the_accuracy_objective_pays_for_the_surest_configuration():
+    router = Router(_made_up(), clusters=2, objective="accuracy")
+    # In the additions' cluster cheap's rate is smoothed toward its overall rate, dear's is 1.
+    assert [router.data.configurations[i] for i in router.choose([NEW_ADDITION])] == [DEAR]
+
+
+def test_minilm_features_route_by_meaning():
+    router = Router(_made_up(), features="minilm", clusters=2)
+    assert router.choose(["How much is four added to five?"]) == [0]
+    assert router.choose(["What colour does an arctic fox turn in winter?"]) == [1]
+
+
+def test_router_and_spec_errors_are_clear():
+    with pytest.raises(ThinktankError, match="method"):
+        Router(_made_up(), method="oracle")
+    with pytest.raises(ThinktankError, match="features"):
+        Router(_made_up(), features="bag")
+    with pytest.raises(SpecError, match="runs"):
+        thinktank.build_strategy("route")
+    with pytest.raises(SpecError, match="objective"):
+        thinktank.build_strategy("route:runs=x,objective=speed")
+
+
+def test_a_router_learned_from_a_bench_run_routes_held_out_problems(gemma, tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db")
+    suite = load_suite("rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=2"
+                       "&size=8&seed=5")  # fmt: skip
+    dev, held_out = split_suite(suite, 0.5, seed=0)
+    trained = thinktank.benchmark(dev, ["single:max_tokens=40"], BOTH, ledger=ledger,
+                                  concurrency=1)  # fmt: skip
+    data = RoutingData.from_ledger(ledger, [trained.run_id])
+    assert sorted(data.texts) == sorted(t.problem.prompt for t in dev.tasks)
+    assert [c.model for c in data.configurations] == sorted(BOTH, key=lambda m: f"single @ {m}")
+    by_text = {t.problem.id: t.problem.prompt for t in dev.tasks}
+    for row in ledger.results(trained.run_id):  # the table is the ledger's, row by row
+        column = [c.model for c in data.configurations].index(row.model)
+        line = data.texts.index(by_text[row.problem_id])
+        assert data.solved[line, column] == (row.score >= 1)
+        assert data.costs[line, column] == pytest.approx(row.cost_usd)
+
+    spec = f"route:runs={trained.run_id},ledger={ledger.path},clusters=2"
+    routed = thinktank.benchmark(held_out, [spec], ["smollm2"], ledger=ledger, concurrency=1)
+    router = Router(data, clusters=2)
+    expected = {t.problem.id: data.configurations[router.choose([t.problem.prompt])[0]].model
+                for t in held_out.tasks}  # fmt: skip
+    for row in ledger.results(routed.run_id):
+        paid = {c.model for c in ledger.calls(routed.run_id) if c.problem_id == row.problem_id}
+        assert paid == {expected[row.problem_id]}
+    assert not any(router.seen(t.problem.prompt) for t in held_out.tasks)
+    assert all(router.seen(t.problem.prompt) for t in dev.tasks)

@@ -9,10 +9,11 @@ import pytest
 
 from thinktank.bench.suites import load_suite
 from thinktank.bench.summary import ConfigSummary
+from thinktank.economics import Configuration
 from thinktank.errors import ThinktankError
 from thinktank.ledger import Ledger
 from thinktank.meter import Budget
-from thinktank.tune import Configuration, Evaluated, recommend, search_space, split_suite, tune
+from thinktank.tune import Evaluated, recommend, search_space, split_suite, tune
 
 SUITE = "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size=6&seed=3"
 SHORT = "max_tokens=40"

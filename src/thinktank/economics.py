@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -21,6 +22,19 @@ from thinktank.models.base import Price
 LOCAL_OUTPUT_PER_MTOK_PER_BPARAM = 0.20
 #: Local models: input tokens cost this fraction of output tokens.
 LOCAL_INPUT_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """A strategy spec on a model spec: what a bench run compares, `tune` searches and
+    a router chooses among."""
+
+    strategy: str
+    model: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.strategy} @ {self.model}"
 
 
 def local_price(n_params: int) -> Price:

@@ -23,6 +23,7 @@ from thinktank.bench.runner import plan_bench, run_bench
 from thinktank.bench.suites import Suite, load_suite
 from thinktank.bench.summary import ConfigSummary, mark_frontiers, summarize
 from thinktank.config import home
+from thinktank.economics import Configuration
 from thinktank.errors import ThinktankError
 from thinktank.ledger import Ledger, ResultRow
 from thinktank.meter import Budget, SampleStore
@@ -36,18 +37,6 @@ DEFAULT_SAMPLES = (2, 4, 8)
 DEFAULT_TEMPERATURES = (0.7, 1.0)
 #: ... plus, with several models, cascades (n=4) at these thresholds of the vote share.
 DEFAULT_THRESHOLDS = (0.3, 0.5, 0.7)
-
-
-@dataclass(frozen=True)
-class Configuration:
-    """A strategy spec on a model spec: one point of the search space."""
-
-    strategy: str
-    model: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.strategy} @ {self.model}"
 
 
 def search_space(

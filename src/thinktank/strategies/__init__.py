@@ -12,7 +12,7 @@ from thinktank.strategies.collaborate import (
     MixtureOfAgents,
 )
 from thinktank.strategies.ensemble import DiversePrompts, TruthInference
-from thinktank.strategies.route import Cascade
+from thinktank.strategies.route import Cascade, Route
 from thinktank.strategies.sampling import (
     AdaptiveConsistency,
     BestOfMajority,
@@ -49,6 +49,7 @@ __all__ = [
     "ParticleFilter",
     "ParticleGibbs",
     "ReasoningPrunedConsistency",
+    "Route",
     "SelfConsistency",
     "Single",
     "Strategy",
@@ -82,6 +83,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         LearningFromPeers,
         Hogwild,
         Cascade,
+        Route,
     )
 }
 

@@ -1,5 +1,7 @@
 """Routing between models: answer with a cheap model, and pay for a dearer one only
-when the cheap answer is not confident (FrugalGPT-style cascades, Hybrid LLM).
+when the cheap answer is not confident (FrugalGPT-style cascades), or send each query
+to the configuration a router learned from the ledger expects to be cheapest per
+correct answer (Hybrid LLM, the Avengers).
 
 Every model's calls go through the same meter, so the ledger shows which model
 paid for what, and one budget caps them all.
@@ -7,12 +9,16 @@ paid for what, and one budget caps them all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import ClassVar
 
 from thinktank.aggregate import majority_vote
+from thinktank.ledger import Ledger
 from thinktank.models import load_model
 from thinktank.problem import Problem
+from thinktank.router import FEATURES, METHODS, OBJECTIVES, Router, RoutingData
 from thinktank.solution import Candidate, Solution
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import ManySamples, sample_candidates
@@ -69,3 +75,71 @@ class Cascade(ManySamples, Strategy):
                 return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts,
                                 trace=trace)  # fmt: skip
         raise AssertionError("unreachable: the last model always answers")
+
+
+#: Separates the bench run ids a router learns from.
+RUN_SEPARATOR = "+"
+
+
+@dataclass
+class Route(Strategy):
+    """Send each query to one configuration (a strategy on a model) chosen before
+    anything is spent, by a `Router` learned from the bench runs ``runs`` (ids joined
+    by "+") in the ledger (``ledger``: a path; default the usual one). ``method``:
+    clusters (the Avengers) or classifier; ``features``: tfidf or minilm;
+    ``objective``: cost-of-pass (the lowest expected cost per correct answer) or
+    accuracy. Learn from runs over other problems than those routed (`thinktank
+    tune`'s development split, say); the trace says if a query was seen in training.
+    """
+
+    name: ClassVar[str] = "route"
+    summary: ClassVar[str] = "a router learned from bench runs picks strategy and model per query"
+
+    runs: str = ""
+    method: str = "clusters"
+    features: str = "tfidf"
+    objective: str = "cost-of-pass"
+    clusters: int = 4
+    ledger: str = ""
+    _router: Router | None = field(default=None, init=False, repr=False, compare=False)
+    _training: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
+                                      compare=False)  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if not self.run_ids:
+            raise ValueError(f"runs must name bench runs joined by {RUN_SEPARATOR!r}")
+        for option, value, allowed in (("method", self.method, METHODS),
+                                       ("features", self.features, FEATURES),
+                                       ("objective", self.objective, OBJECTIVES)):  # fmt: skip
+            if value not in allowed:
+                raise ValueError(f"{option} must be one of {', '.join(allowed)}")
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [run.strip() for run in self.runs.split(RUN_SEPARATOR) if run.strip()]
+
+    def router(self) -> Router:
+        """The router, learned on first use (once, however many problems run at once)."""
+        with self._training:
+            if self._router is None:
+                ledger = Ledger(Path(self.ledger).expanduser() if self.ledger else None)
+                self._router = Router(RoutingData.from_ledger(ledger, self.run_ids),
+                                      self.method, self.features, self.objective,
+                                      self.clusters)  # fmt: skip
+            return self._router
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        from thinktank.strategies import build_strategy
+
+        router = self.router()
+        chances = router.chances([problem.prompt])[0]
+        configuration = router.data.configurations[router.choose([problem.prompt])[0]]
+        strategy = build_strategy(configuration.strategy)
+        solution = strategy.solve(problem, replace(ctx, model=load_model(configuration.model)))
+        routed = {
+            "routed_to": configuration.label,
+            "chances": {c.label: round(float(p), 4)
+                        for c, p in zip(router.data.configurations, chances, strict=True)},
+            "seen_in_training": router.seen(problem.prompt),
+        }  # fmt: skip
+        return replace(solution, trace=[routed, *solution.trace])
