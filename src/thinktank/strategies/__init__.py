@@ -12,7 +12,7 @@ from thinktank.strategies.collaborate import (
     MixtureOfAgents,
 )
 from thinktank.strategies.ensemble import DiversePrompts, TruthInference
-from thinktank.strategies.route import Cascade, Route
+from thinktank.strategies.route import Cascade, Route, SpecReason
 from thinktank.strategies.sampling import (
     AdaptiveConsistency,
     BestOfMajority,
@@ -52,6 +52,7 @@ __all__ = [
     "Route",
     "SelfConsistency",
     "Single",
+    "SpecReason",
     "Strategy",
     "TreeSearch",
     "TruthInference",
@@ -84,6 +85,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         Hogwild,
         Cascade,
         Route,
+        SpecReason,
     )
 }
 

@@ -1,7 +1,8 @@
 """Routing between models: answer with a cheap model, and pay for a dearer one only
-when the cheap answer is not confident (FrugalGPT-style cascades), or send each query
+when the cheap answer is not confident (FrugalGPT-style cascades); send each query
 to the configuration a router learned from the ledger expects to be cheapest per
-correct answer (Hybrid LLM, the Avengers).
+correct answer (Hybrid LLM, the Avengers); or let the cheap model write each step
+and the dear one judge it, rewriting only the weak steps (SpecReason).
 
 Every model's calls go through the same meter, so the ledger shows which model
 paid for what, and one budget caps them all.
@@ -19,9 +20,10 @@ from thinktank.ledger import Ledger
 from thinktank.models import load_model
 from thinktank.problem import Problem
 from thinktank.router import FEATURES, METHODS, OBJECTIVES, Router, RoutingData
-from thinktank.solution import Candidate, Solution
+from thinktank.solution import Candidate, Partial, Solution
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import ManySamples, sample_candidates
+from thinktank.strategies.search import Stepper, ValuedSearch
 
 #: Separates the model specs of a pool in a spec string (specs may hold "/" and ":").
 POOL_SEPARATOR = "+"
@@ -57,7 +59,7 @@ class Cascade(ManySamples, Strategy):
 
     @property
     def pool(self) -> list[str]:
-        return [spec.strip() for spec in self.models.split(POOL_SEPARATOR)]
+        return _pool(self.models)
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates: list[Candidate] = []
@@ -75,6 +77,54 @@ class Cascade(ManySamples, Strategy):
                 return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts,
                                 trace=trace)  # fmt: skip
         raise AssertionError("unreachable: the last model always answers")
+
+
+def _pool(models: str) -> list[str]:
+    return [spec.strip() for spec in models.split(POOL_SEPARATOR)]
+
+
+@dataclass
+class SpecReason(ValuedSearch, Strategy):
+    """Speculative reasoning (SpecReason, Pan et al., 2025) over ``models`` = SMALL+LARGE:
+    the small model writes each step; the large one values the reasoning so far with
+    a process reward (``value``, by default its own P(Yes) that it is correct) and,
+    when the value is below ``threshold``, writes that step itself instead. Steps
+    are cut as in the searches (``split``, ``step_tokens``, ``max_steps``)."""
+
+    name: ClassVar[str] = "spec-reason"
+    summary: ClassVar[str] = "small model writes each step; large one scores it, rewrites weak ones"
+
+    models: str = f"smollm2{POOL_SEPARATOR}gemma3-270m"
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.threshold <= 1:
+            raise ValueError("threshold must be in [0, 1]")
+        if len(_pool(self.models)) != 2 or not all(_pool(self.models)):
+            raise ValueError(f"models must be two model specs joined by {POOL_SEPARATOR!r}")
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        small, large = (replace(ctx, model=load_model(spec)) for spec in _pool(self.models))
+        drafts, rewrites = Stepper(problem, small, self), Stepper(problem, large, self)
+        reward = self.process_reward()
+        partial, value, trace = Partial(), 0.0, []
+        while not partial.finished:
+            proposed = self.step(drafts, [partial], [1])[0]
+            if not proposed:  # the budget refused the call
+                break
+            value = reward.values(problem, proposed, large)[0]
+            writer, step = small, proposed[0]
+            if value < self.threshold:
+                rewritten = self.step(rewrites, [partial], [1])[0]
+                if rewritten:
+                    writer, step = large, rewritten[0]
+            trace.append({"step": len(step.steps), "value": round(value, 4),
+                          "written_by": writer.model.name})  # fmt: skip
+            partial = step
+        if not partial.steps:
+            return Solution(answer=None, candidates=[], trace=trace)
+        return drafts.answer([(partial, value)], trace)
 
 
 #: Separates the bench run ids a router learns from.
