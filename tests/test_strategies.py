@@ -16,6 +16,7 @@ from thinktank.meter import Budget
 from thinktank.spec import parse_spec
 from thinktank.strategies import STRATEGIES, SelfConsistency, build_strategy
 from thinktank.strategies.sampling import (
+    allocate,
     confidence_weights,
     decision_confidence,
     lowest_window_confidence,
@@ -90,6 +91,9 @@ def test_registry_lists_every_strategy_once():
         "leap",
         "hogwild",
         "cascade",
+        "route",
+        "spec-reason",
+        "compute-optimal",
     }
 
 
@@ -385,3 +389,40 @@ def test_truth_inference_pools_its_workers_on_one_problem():
     # Alone, a problem gets the plain vote of all its workers.
     vote = majority_vote([c.answer for c in solution.candidates], "math")
     assert solution.answer == vote.winner
+
+
+@given(
+    st.lists(st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]), max_size=12),
+    st.integers(0, 40),
+    st.integers(0, 6),
+)
+def test_allocation_follows_doubt_within_the_total_and_the_cap(doubts, total, cap):
+    given_ = allocate(doubts, total, cap)
+    assert sum(given_) == min(total, cap * sum(d > 0 for d in doubts))
+    assert all(0 <= g <= cap for g in given_)
+    assert all(g == 0 for g, d in zip(given_, doubts, strict=True) if d == 0)
+    for gi, di in zip(given_, doubts, strict=True):  # more doubt never gets fewer samples
+        assert all(gi >= gj - 1 for gj, dj in zip(given_, doubts, strict=True) if di >= dj)
+
+
+def test_compute_optimal_spends_the_batch_budget_on_the_problems_in_doubt(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db")
+    suite = "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=2&size=6&seed=4"
+    adaptive = "compute-optimal:max_tokens=48,n=3"
+    probe = "self-consistency:max_tokens=48,n=2"
+    outcome = thinktank.benchmark(suite, [adaptive, probe], ledger=ledger, concurrency=2)
+    rows = {(r.strategy, r.problem_id): r for r in ledger.results(outcome.run_id)}
+    problems = sorted({pid for _, pid in rows})
+    spent = 0
+    for pid in problems:
+        mine, probed = rows[(adaptive, pid)], rows[(probe, pid)]
+        # The probe is self-consistency's stream: the very same first two samples.
+        assert mine.sample_keys[:2] == probed.sample_keys
+        agreed = len(set(probed.sample_keys)) == 1 and probed.sample_keys[0] is not None
+        if agreed:
+            assert len(mine.sample_keys) == 2  # a unanimous probe gets nothing more
+        spent += len(mine.sample_keys)
+    assert spent <= 3 * len(problems)
+    doubtful = [p for p in problems if len(set(rows[(probe, p)].sample_keys)) > 1
+                or None in rows[(probe, p)].sample_keys]  # fmt: skip
+    assert spent == 2 * len(problems) + min(len(problems), 14 * len(doubtful))

@@ -21,6 +21,7 @@ from thinktank.ledger import Ledger, ResultRow
 from thinktank.meter import Budget, Meter, SampleStore
 from thinktank.models import Model, load_model
 from thinktank.problem import Task
+from thinktank.solution import Solution
 from thinktank.strategies import Context, Strategy, build_strategy
 from thinktank.verify import answer_key
 
@@ -91,20 +92,24 @@ def run_bench(
     to share them with other runs too (`thinktank.tune` does).
     """
     finished = {(r.strategy, r.model, r.problem_id) for r in ledger.results(plan.run_id)}
-    jobs = [
-        (strategy, model, task)
-        for model in plan.models
-        for strategy in plan.strategies
-        for task in plan.suite.tasks
-        if (strategy.spec, model.name, task.problem.id) not in finished
-    ]
+    # A job is a (strategy, model) and the tasks it solves together: one task each,
+    # except for strategies that share a budget across the batch (all their tasks).
+    jobs: list[tuple[Strategy, Model, list[Task]]] = []
+    for model in plan.models:
+        for strategy in plan.strategies:
+            left = [t for t in plan.suite.tasks
+                    if (strategy.spec, model.name, t.problem.id) not in finished]  # fmt: skip
+            if strategy.batched and left:
+                jobs.append((strategy, model, left))
+            else:
+                jobs += [(strategy, model, [task]) for task in left]
 
     cancel = threading.Event()
     if samples is None and share_samples:
         samples = SampleStore()
 
-    def solve(job: tuple[Strategy, Model, Task]) -> ResultRow:
-        row = solve_task(
+    def solve(job: tuple[Strategy, Model, list[Task]]) -> None:
+        rows = solve_tasks(
             *job,
             run_id=plan.run_id,
             seed=plan.seed,
@@ -113,9 +118,9 @@ def run_bench(
             cancel=cancel,
             samples=samples,
         )
-        if ledger.record_result(row) and on_result is not None:
-            on_result(row)
-        return row
+        for row in rows:
+            if ledger.record_result(row) and on_result is not None:
+                on_result(row)
 
     if concurrency <= 1:
         for job in jobs:  # in this thread, so Ctrl-C stops at once
@@ -173,11 +178,44 @@ def solve_task(
     samples: SampleStore | None = None,
 ) -> ResultRow:
     """Solve one task and score it. The strategy receives the Problem, never the Task."""
+    return solve_tasks(strategy, model, [task], run_id=run_id, seed=seed, budget=budget,
+                       ledger=ledger, cancel=cancel, samples=samples)[0]  # fmt: skip
+
+
+def solve_tasks(
+    strategy: Strategy,
+    model: Model,
+    tasks: Sequence[Task],
+    *,
+    run_id: str,
+    seed: int,
+    budget: Budget | None,
+    ledger: Ledger,
+    cancel: threading.Event | None = None,
+    samples: SampleStore | None = None,
+) -> list[ResultRow]:
+    """Solve tasks with `Strategy.solve_batch` (each problem with its own meter, budget
+    and seed) and score each. The strategy receives Problems, never Tasks."""
+    meters = [
+        Meter(budget, ledger=ledger, run_id=run_id, strategy=strategy.spec,
+              problem_id=task.problem.id, cancel=cancel, samples=samples)
+        for task in tasks
+    ]  # fmt: skip
+    contexts = [
+        Context(model=model, meter=meter, seed=zlib.crc32(f"{seed}/{task.problem.id}".encode()))
+        for task, meter in zip(tasks, meters, strict=True)
+    ]
+    solutions = strategy.solve_batch([task.problem for task in tasks], contexts)
+    return [
+        _score(strategy, model, task, solution, meter, run_id)
+        for task, solution, meter in zip(tasks, solutions, meters, strict=True)
+    ]
+
+
+def _score(
+    strategy: Strategy, model: Model, task: Task, solution: Solution, meter: Meter, run_id: str
+) -> ResultRow:
     problem = task.problem
-    meter = Meter(budget, ledger=ledger, run_id=run_id, strategy=strategy.spec,
-                  problem_id=problem.id, cancel=cancel, samples=samples)  # fmt: skip
-    problem_seed = zlib.crc32(f"{seed}/{problem.id}".encode())
-    solution = strategy.solve(problem, Context(model=model, meter=meter, seed=problem_seed))
     # Evaluation starts here: only now is the reference used.
     scores: dict[str | None, float] = {}
     for answer in [c.answer for c in solution.candidates] + solution.answers:

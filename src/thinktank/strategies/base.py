@@ -109,6 +109,20 @@ class Strategy(ABC):
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         """Answer ``problem``. Return the best answer so far if the budget runs out."""
 
+    def solve_batch(
+        self, problems: Sequence[Problem], contexts: Sequence[Context]
+    ) -> list[Solution]:
+        """Answer several problems, each through its own context (its meter, its seed).
+
+        By default each is solved alone, in turn. A strategy that shares a budget
+        across a batch (compute-optimal allocation) overrides this and sets
+        ``batched = True``, so a benchmark hands it the whole batch at once.
+        """
+        return [self.solve(p, ctx) for p, ctx in zip(problems, contexts, strict=True)]
+
+    #: True for strategies whose `solve_batch` needs the whole batch at once.
+    batched: ClassVar[bool] = False
+
     def revise_batch(
         self, items: Sequence[Sequence[tuple[str, str | None]]]
     ) -> tuple[list[str | None], dict[str, float]] | None:

@@ -7,8 +7,10 @@ samples through `sample_completions`: one batched call per round.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -240,6 +242,88 @@ class AdaptiveConsistency(SamplingOptions, Strategy):
             if decided >= self.confidence:
                 break
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts, trace=trace)
+
+
+@dataclass
+class ComputeOptimal(ManySamples, Strategy):
+    """Compute-optimal allocation across a batch (Snell et al., 2024): ``probe`` samples
+    of every problem gauge its difficulty, the share of them not agreeing with their
+    winner; the rest of a total of ``n`` samples a problem on average goes to the
+    problems in proportion to that doubt (at most ``max_n`` a problem), and each
+    answers by majority vote over all its samples. A unanimous probe gets nothing
+    more. A problem solved alone (``thinktank.solve``) may take up to ``max_n``.
+
+    A problem's samples are one seeded stream, self-consistency's: on a benchmark
+    where samples are shared, exactly its first samples.
+    """
+
+    name: ClassVar[str] = "compute-optimal"
+    summary: ClassVar[str] = "probe samples gauge difficulty; the batch's samples go to hard ones"
+    batched: ClassVar[bool] = True
+
+    n: int = 4
+    probe: int = 2
+    max_n: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.probe <= self.n <= self.max_n:
+            raise ValueError("need 1 <= probe <= n <= max_n")
+
+    def solve(self, problem: Problem, ctx: Context) -> Solution:
+        return self.solve_batch([problem], [ctx])[0]
+
+    def solve_batch(
+        self, problems: Sequence[Problem], contexts: Sequence[Context]
+    ) -> list[Solution]:
+        sampling = self.sampling()
+        jobs = list(zip(problems, contexts, strict=True))
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(jobs)))) as pool:
+            probes = list(pool.map(lambda job: sample_completions(*job, self.probe, sampling),
+                                   jobs))  # fmt: skip
+            doubts = [_doubt(drawn, p.kind) for drawn, (p, _) in zip(probes, jobs, strict=True)]
+            extra_total = (self.n - self.probe) * len(jobs)
+            if len(jobs) == 1:
+                extra_total = self.max_n - self.probe
+            extras = allocate(doubts, extra_total, self.max_n - self.probe)
+
+            def finish(index: int) -> Solution:
+                (problem, ctx), drawn = jobs[index], probes[index]
+                more = []
+                if extras[index] and drawn:
+                    stream = continue_stream(sampling, drawn, len(drawn))
+                    more = sample_completions(problem, ctx, extras[index], stream)
+                candidates = [Candidate.from_completion(c, problem.kind) for c in drawn + more]
+                vote = majority_vote([c.answer for c in candidates], problem.kind)
+                trace = [{"probe_doubt": round(doubts[index], 4), "extra_samples": len(more)}]
+                return Solution(vote.winner, candidates, votes=vote.counts, trace=trace)
+
+            return list(pool.map(finish, range(len(jobs))))
+
+
+def _doubt(drawn: Sequence[Completion], kind: str) -> float:
+    """The share of samples that do not give the winning answer (1 without samples)."""
+    if not drawn:
+        return 1.0
+    vote = majority_vote([Candidate.from_completion(c, kind).answer for c in drawn], kind)
+    return 1.0 - next(iter(vote.counts.values()), 0) / len(drawn)
+
+
+def allocate(doubts: Sequence[float], total: int, cap: int) -> list[int]:
+    """Split ``total`` samples in proportion to ``doubts``, at most ``cap`` each, by the
+    highest-averages rule (each next sample to the largest doubt / (given + 1));
+    problems without doubt get none, so fewer than ``total`` may be given."""
+    given = [0] * len(doubts)
+    queue = [(-d, i) for i, d in enumerate(doubts) if d > 0 and cap > 0]
+    heapq.heapify(queue)
+    for _ in range(total):
+        if not queue:
+            break
+        _, i = heapq.heappop(queue)
+        given[i] += 1
+        if given[i] < cap:
+            heapq.heappush(queue, (-doubts[i] / (given[i] + 1), i))
+    return given
 
 
 def decision_confidence(counts: list[float]) -> float:
