@@ -14,6 +14,7 @@ import argparse
 
 import thinktank
 from thinktank.bench.report import results_table
+from thinktank.bench.summary import mark_frontiers
 from thinktank.ledger import Ledger
 
 SUITES = (
@@ -39,6 +40,7 @@ def main() -> None:
         # The cascade picks its own models; the run's model is only its label.
         pooled = thinktank.benchmark(suite, cascades, ["smollm2"], ledger=ledger, concurrency=1)
         summaries = alone.summaries + pooled.summaries
+        mark_frontiers(summaries)  # over both runs
         print(f"\n### `{suite}`\n")
         print(results_table(summaries))
         large = next(s for s in alone.summaries if s.model == "gemma3-270m")

@@ -28,7 +28,7 @@ from thinktank.router import FEATURES, METHODS, Router, RoutingData
 PARTS = (
     "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size={size}&seed=11",
     "rg:products?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size={size}&seed=11",
-    "rg:leg_counting?min_animals=1&max_animals=2&size={size}&seed=11",
+    "rg:basic_arithmetic?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size={size}&seed=11",
 )
 CONFIGURATIONS = ("single:max_tokens=128", "self-consistency:max_tokens=128,n=4")
 MODELS = ("smollm2", "gemma3-270m")

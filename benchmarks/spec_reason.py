@@ -14,6 +14,7 @@ import argparse
 
 import thinktank
 from thinktank.bench.report import results_table
+from thinktank.bench.summary import mark_frontiers
 from thinktank.ledger import Ledger
 
 SUITES = ("rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size={size}&seed=1",)
@@ -36,7 +37,9 @@ def main() -> None:
         pooled = thinktank.benchmark(suite, speculative, ["smollm2"], ledger=ledger,
                                      concurrency=1)  # fmt: skip
         print(f"\n### `{suite}`\n")
-        print(results_table(alone.summaries + pooled.summaries))
+        summaries = alone.summaries + pooled.summaries
+        mark_frontiers(summaries)  # over both runs
+        print(results_table(summaries))
         large = next(s for s in alone.summaries if s.model == "gemma3-270m")
         for s in pooled.summaries:
             rewritten = _rewritten_share(ledger, pooled.run_id, s.strategy)

@@ -123,6 +123,19 @@ def test_cached_prompt_tokens_cost_a_tenth_unless_priced(tmp_path):
     assert priced.cost(1_000_000, 0, cached_tokens=1_000_000) == pytest.approx(5)
 
 
+def test_thinking_tokens_cost_their_own_price_and_the_output_price_by_default(tmp_path):
+    book_path = tmp_path / "prices.toml"
+    book_path.write_text(
+        "[models.r]\ninput_per_mtok = 1\noutput_per_mtok = 4\nthinking_per_mtok = 10\n"
+    )
+    priced = PriceBook([book_path]).get("r")
+    # 1M completion tokens, 0.25M of them thinking: 0.75 x $4 + 0.25 x $10.
+    assert priced.cost(0, 1_000_000, thinking_tokens=250_000) == pytest.approx(5.5)
+    assert priced.dearest_output_per_mtok == 10
+    plain = Price(input_per_mtok=1, output_per_mtok=4)
+    assert plain.cost(0, 1_000_000, thinking_tokens=250_000) == plain.cost(0, 1_000_000) == 4
+
+
 def test_price_reversals_are_cheaper_per_token_but_dearer_per_answer():
     from thinktank.economics import price_reversals
 

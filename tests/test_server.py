@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 import thinktank
 from thinktank.errors import ThinktankError
 from thinktank.ledger import Ledger
-from thinktank.models.base import Sampling
+from thinktank.meter import Meter
+from thinktank.models.base import Price, Sampling
 from thinktank.models.openai import OpenAIModel, parse_spec
 from thinktank.server import create_app
 
@@ -365,3 +366,25 @@ def test_hogwild_and_plain_samples_served_from_the_torch_backend(torch_smollm2, 
         assert len(plain.choices) == 2 and plain.usage.completion_tokens <= 16
     finally:
         running.close()
+
+
+def test_reasoning_tokens_a_provider_reports_are_metered_at_the_thinking_price(tmp_path):
+    usage = {"prompt_tokens": 7, "completion_tokens": 10, "total_tokens": 17,
+             "completion_tokens_details": {"reasoning_tokens": 6}}  # fmt: skip
+    choice = {"index": 0, "finish_reason": "stop", "logprobs": None,
+              "message": {"role": "assistant", "content": "5"}}  # fmt: skip
+    endpoint = JsonEndpoint(lambda method, body: (200, {
+        "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [choice], "usage": usage}))  # fmt: skip
+    try:
+        price = Price(input_per_mtok=1, output_per_mtok=2, thinking_per_mtok=5)
+        model = OpenAIModel("m", f"{endpoint.url}/v1", max_retries=0, price=price)
+        ledger = Ledger(tmp_path / "ledger.db")
+        meter = Meter(ledger=ledger, run_id="r")
+        meter.generate(model, QUESTION, 1, Sampling(max_tokens=16))
+        assert meter.usage.thinking_tokens == 6
+        assert meter.usage.cost_usd == pytest.approx((7 * 1 + 4 * 2 + 6 * 5) / 1e6)
+        [call] = ledger.calls("r")
+        assert (call.thinking_tokens, call.cost_usd) == (6, pytest.approx(meter.usage.cost_usd))
+    finally:
+        endpoint.close()

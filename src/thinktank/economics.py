@@ -63,6 +63,7 @@ def _read(path: Path) -> dict[str, Price]:
                 float(entry["input_per_mtok"]),
                 float(entry["output_per_mtok"]),
                 _optional_float(entry.get("cached_input_per_mtok")),
+                _optional_float(entry.get("thinking_per_mtok")),
             )
             for name, entry in data.get("models", {}).items()
         }

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS calls (
     seconds REAL NOT NULL,
     cost_usd REAL NOT NULL,
     created_at REAL NOT NULL,
-    cached_tokens INTEGER NOT NULL DEFAULT 0
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    thinking_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS calls_by_run ON calls(run_id);
 CREATE TABLE IF NOT EXISTS bench_runs (
@@ -82,6 +83,7 @@ class CallRow:
     seconds: float
     cost_usd: float
     cached_tokens: int = 0  # the part of prompt_tokens a prefix cache served
+    thinking_tokens: int = 0  # the part of completion_tokens that was hidden reasoning
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,10 @@ class Ledger:
                 "cached_tokens": "INTEGER NOT NULL DEFAULT 0",
                 "sample_workers": "TEXT",
             },
-            "calls": {"cached_tokens": "INTEGER NOT NULL DEFAULT 0"},
+            "calls": {
+                "cached_tokens": "INTEGER NOT NULL DEFAULT 0",
+                "thinking_tokens": "INTEGER NOT NULL DEFAULT 0",
+            },
         }
         for table, columns in added.items():
             present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
@@ -190,8 +195,8 @@ class Ledger:
         with self._lock:
             self._db.execute(
                 "INSERT INTO calls (run_id, problem_id, strategy, model, n, prompt_tokens,"
-                " completion_tokens, seconds, cost_usd, created_at, cached_tokens)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " completion_tokens, seconds, cost_usd, created_at, cached_tokens,"
+                " thinking_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.run_id,
                     row.problem_id,
@@ -204,6 +209,7 @@ class Ledger:
                     row.cost_usd,
                     time.time(),
                     row.cached_tokens,
+                    row.thinking_tokens,
                 ),
             )
 
@@ -211,7 +217,8 @@ class Ledger:
         with self._lock:
             rows = self._db.execute(
                 "SELECT run_id, problem_id, strategy, model, n, prompt_tokens, completion_tokens,"
-                " seconds, cost_usd, cached_tokens FROM calls WHERE run_id = ? ORDER BY id",
+                " seconds, cost_usd, cached_tokens, thinking_tokens FROM calls"
+                " WHERE run_id = ? ORDER BY id",
                 (run_id,),
             ).fetchall()
         return [CallRow(*row) for row in rows]

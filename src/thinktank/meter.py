@@ -52,6 +52,8 @@ class Usage:
     #: The part of ``prompt_tokens`` a prefix cache served (cheaper, see `Price`).
     cached_tokens: int = 0
     completion_tokens: int = 0
+    #: The part of ``completion_tokens`` that was hidden reasoning (priced apart).
+    thinking_tokens: int = 0
     cost_usd: float = 0.0
     seconds: float = 0.0
     calls: int = 0
@@ -256,7 +258,9 @@ class Meter:
         with self._lock:
             n, sampling = self._fit(model, prompt_tokens, n, sampling)
             worst_tokens = prompt_tokens + n * sampling.max_tokens
-            worst_cost = model.price.cost(prompt_tokens, n * sampling.max_tokens)
+            worst_cost = model.price.cost(prompt_tokens, 0) + (
+                n * sampling.max_tokens * model.price.dearest_output_per_mtok / 1e6
+            )
             self._reserved_tokens += worst_tokens
             self._reserved_cost += worst_cost
         try:
@@ -284,6 +288,7 @@ class Meter:
             sum(c.completion_tokens for c in completions),
             seconds,
             cached_tokens=min((c.cached_tokens for c in completions), default=0),
+            thinking_tokens=sum(c.thinking_tokens for c in completions),
             wall_seconds=wall_seconds,
         )
         if any(c.finish_reason == "budget" for c in completions):
@@ -337,14 +342,16 @@ class Meter:
         seconds: float,
         cached_tokens: int = 0,
         wall_seconds: float | None = None,
+        thinking_tokens: int = 0,
     ) -> None:
         """One ledger row (with the call's own ``seconds``); usage counts
         ``wall_seconds``: 0 for a call that overlapped one still running."""
-        cost = model.price.cost(prompt_tokens, completion_tokens, cached_tokens)
+        cost = model.price.cost(prompt_tokens, completion_tokens, cached_tokens, thinking_tokens)
         with self._lock:
             self.usage.prompt_tokens += prompt_tokens
             self.usage.cached_tokens += cached_tokens
             self.usage.completion_tokens += completion_tokens
+            self.usage.thinking_tokens += thinking_tokens
             self.usage.cost_usd += cost
             self.usage.seconds += seconds if wall_seconds is None else wall_seconds
             self.usage.calls += 1
@@ -360,6 +367,7 @@ class Meter:
                     prompt_tokens=prompt_tokens,
                     cached_tokens=cached_tokens,
                     completion_tokens=completion_tokens,
+                    thinking_tokens=thinking_tokens,
                     seconds=seconds,
                     cost_usd=cost,
                 )
@@ -378,9 +386,9 @@ class Meter:
             left_micro -= prompt_tokens * price.input_per_mtok
             if left_micro < 0:
                 return 0
-            if price.output_per_mtok > 0:
+            if price.dearest_output_per_mtok > 0:
                 # The small shave keeps float rounding from overshooting the cap.
-                room = min(room, left_micro * (1 - 1e-9) / price.output_per_mtok)
+                room = min(room, left_micro * (1 - 1e-9) / price.dearest_output_per_mtok)
         return room
 
     def _fit(

@@ -91,6 +91,8 @@ class Completion:
     stop_string: str | None = None
     #: The completion's token count when the backend gives no token ids (remote).
     token_count: int | None = None
+    #: The part of the completion tokens that was hidden reasoning (billed as such).
+    thinking_tokens: int = 0
 
     @property
     def completion_tokens(self) -> int:
@@ -116,24 +118,42 @@ CACHED_INPUT_SHARE = 0.1
 @dataclass(frozen=True)
 class Price:
     """US dollars per million tokens. ``cached_input_per_mtok`` defaults to
-    `CACHED_INPUT_SHARE` of the input price."""
+    `CACHED_INPUT_SHARE` of the input price; ``thinking_per_mtok`` (reasoning tokens,
+    where a provider bills them apart) to the output price."""
 
     input_per_mtok: float
     output_per_mtok: float
     cached_input_per_mtok: float | None = None
+    thinking_per_mtok: float | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+    @property
+    def dearest_output_per_mtok(self) -> float:
+        """What a completion token costs at most: the budget's worst case."""
+        return max(self.output_per_mtok, self.thinking_per_mtok or 0.0)
+
+    def cost(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        thinking_tokens: int = 0,
+    ) -> float:
         """Dollars for a call; ``cached_tokens`` is the part of ``prompt_tokens`` served
-        from a prefix cache."""
+        from a prefix cache, ``thinking_tokens`` the part of ``completion_tokens`` that
+        was hidden reasoning."""
         cached_price = (
             self.cached_input_per_mtok
             if self.cached_input_per_mtok is not None
             else self.input_per_mtok * CACHED_INPUT_SHARE
         )
+        thinking_price = (
+            self.thinking_per_mtok if self.thinking_per_mtok is not None else self.output_per_mtok
+        )
         return (
             (prompt_tokens - cached_tokens) * self.input_per_mtok
             + cached_tokens * cached_price
-            + completion_tokens * self.output_per_mtok
+            + (completion_tokens - thinking_tokens) * self.output_per_mtok
+            + thinking_tokens * thinking_price
         ) / 1e6
 
 

@@ -176,6 +176,8 @@ def _completions(response: Any, seed: int | None, stops: Sequence[str]) -> list[
     cached = (getattr(details, "cached_tokens", None) or 0) if details else 0
     choices = sorted(response.choices, key=lambda c: c.index)
     total = usage.completion_tokens if usage else 0
+    reasoning = getattr(usage, "completion_tokens_details", None) if usage else None
+    thinking = (getattr(reasoning, "reasoning_tokens", None) or 0) if reasoning else 0
     out = []
     for i, choice in enumerate(choices):
         content = choice.logprobs.content if choice.logprobs and choice.logprobs.content else None
@@ -194,6 +196,8 @@ def _completions(response: Any, seed: int | None, stops: Sequence[str]) -> list[
                 prompt_tokens=prompt_tokens,
                 seed=seed,
                 cached_tokens=cached,
+                # The call's reasoning tokens, shared out like an unknown completion count.
+                thinking_tokens=thinking // len(choices) + (i < thinking % len(choices)),
                 top_logprobs=(
                     tuple({t.token: t.logprob for t in (p.top_logprobs or ())} for p in content)
                     if content and any(p.top_logprobs for p in content)

@@ -308,6 +308,7 @@ def _response(choices: list[dict], meter: Meter, extra: dict | None) -> dict[str
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
             "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": usage.thinking_tokens},
         },
     }
     body["thinktank"] = {**(extra or {}), "cost_usd": usage.cost_usd, "calls": usage.calls,
