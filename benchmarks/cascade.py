@@ -10,12 +10,11 @@ give that comparison for every threshold.
 
 from __future__ import annotations
 
-import argparse
+from common import ledger_and_suites, suite_parser
 
 import thinktank
 from thinktank.bench.report import results_table
 from thinktank.bench.summary import mark_frontiers
-from thinktank.ledger import Ledger
 
 SUITES = (
     "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size={size}&seed=1",
@@ -27,14 +26,11 @@ THRESHOLDS = (0.5, 0.7)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=30, help="problems per suite")
-    parser.add_argument("--suite", action="append", help="suite specs (default: two rg suites)")
-    parser.add_argument("--ledger", default=None, help="ledger path (default: the usual one)")
+    parser = suite_parser(__doc__, size=30)
     args = parser.parse_args()
-    ledger = Ledger(args.ledger) if args.ledger else Ledger()
+    ledger, suites = ledger_and_suites(args, SUITES)
     cascades = [f"cascade:n={N},threshold={t},max_tokens=64" for t in THRESHOLDS]
-    for suite in args.suite or [s.format(size=args.size) for s in SUITES]:
+    for suite in suites:
         alone = thinktank.benchmark(suite, [BASELINE], ["smollm2", "gemma3-270m"],
                                     ledger=ledger, concurrency=1)  # fmt: skip
         # The cascade picks its own models; the run's model is only its label.

@@ -12,12 +12,12 @@ weights through PyTorch, so self-consistency there is the same-backend baseline)
 
 from __future__ import annotations
 
-import argparse
 import time
+
+from common import ledger_and_suites, suite_parser
 
 import thinktank
 from thinktank.bench.report import results_table
-from thinktank.ledger import Ledger
 
 SUITES = (
     "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size={size}&seed=1",
@@ -54,15 +54,12 @@ STRATEGIES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=15, help="problems per suite")
-    parser.add_argument("--suite", action="append", help="suite specs (default: two rg suites)")
-    parser.add_argument("--ledger", default=None, help="ledger path (default: the usual one)")
+    parser = suite_parser(__doc__, size=15)
     parser.add_argument("--model", default="smollm2",
                         help="smollm2, or torch:smollm2?weights=bfloat16")  # fmt: skip
     args = parser.parse_args()
-    ledger = Ledger(args.ledger) if args.ledger else Ledger()
-    for suite in args.suite or [s.format(size=args.size) for s in SUITES]:
+    ledger, suites = ledger_and_suites(args, SUITES)
+    for suite in suites:
         started = time.monotonic()
         strategies = STRATEGIES["torch" if args.model.startswith("torch:") else "smollm2"]
         outcome = thinktank.benchmark(suite, strategies, [args.model], ledger=ledger,

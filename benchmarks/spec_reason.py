@@ -10,7 +10,7 @@ better accuracy, because the small model carries the easy steps.
 
 from __future__ import annotations
 
-import argparse
+from common import ledger_and_suites, suite_parser
 
 import thinktank
 from thinktank.bench.report import results_table
@@ -23,14 +23,11 @@ THRESHOLDS = (0.5, 0.8, 0.9)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=20, help="problems per suite")
-    parser.add_argument("--suite", action="append", help="suite specs (default: chain_sum)")
-    parser.add_argument("--ledger", default=None, help="ledger path (default: the usual one)")
+    parser = suite_parser(__doc__, size=20)
     args = parser.parse_args()
-    ledger = Ledger(args.ledger) if args.ledger else Ledger()
+    ledger, suites = ledger_and_suites(args, SUITES)
     speculative = [f"spec-reason:threshold={t},{TOKENS},step_tokens=32" for t in THRESHOLDS]
-    for suite in args.suite or [s.format(size=args.size) for s in SUITES]:
+    for suite in suites:
         alone = thinktank.benchmark(suite, [f"single:{TOKENS}"], ["smollm2", "gemma3-270m"],
                                     ledger=ledger, concurrency=1)  # fmt: skip
         # spec-reason picks its own models; the run's model is only its label.

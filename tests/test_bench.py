@@ -18,7 +18,7 @@ import pytest
 
 import thinktank
 from thinktank.aggregate import dawid_skene
-from thinktank.bench.runner import solve_task
+from thinktank.bench.runner import solve_tasks
 from thinktank.bench.suites import load_suite
 from thinktank.errors import SpecError
 from thinktank.ledger import Ledger
@@ -127,8 +127,8 @@ class Snoop(Strategy):
 def test_a_strategy_cannot_reach_a_poisoned_reference(smollm2, tmp_path):
     task = Task(Problem("p1", "What is 1 + 1?"), POISON, scorer=lambda answer, ref: 0.0)
     snoop = Snoop()
-    row = solve_task(
-        snoop, smollm2, task, run_id="r", seed=0, budget=None, ledger=Ledger(tmp_path / "l.db")
+    [row] = solve_tasks(
+        snoop, smollm2, [task], run_id="r", seed=0, budget=None, ledger=Ledger(tmp_path / "l.db")
     )
     assert snoop.found == []
     assert row.score == 0.0
@@ -323,8 +323,14 @@ class Guesses(Strategy):
 
 def test_a_problem_answered_with_k_guesses_counts_if_any_is_right(smollm2, tmp_path):
     task = Task(Problem("p1", "What is 2 + 3?"), "5", scorer=lambda answer, ref: answer == ref)
-    row = solve_task(
-        Guesses(), smollm2, task, run_id="r", seed=0, budget=None, ledger=Ledger(tmp_path / "l.db")
+    [row] = solve_tasks(
+        Guesses(),
+        smollm2,
+        [task],
+        run_id="r",
+        seed=0,
+        budget=None,
+        ledger=Ledger(tmp_path / "l.db"),
     )
     assert (row.answer, row.score) == ("6", 1.0)
 

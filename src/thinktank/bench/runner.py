@@ -165,23 +165,6 @@ def revise_batches(plan: BenchPlan, ledger: Ledger) -> None:
                                          key, score)  # fmt: skip
 
 
-def solve_task(
-    strategy: Strategy,
-    model: Model,
-    task: Task,
-    *,
-    run_id: str,
-    seed: int,
-    budget: Budget | None,
-    ledger: Ledger,
-    cancel: threading.Event | None = None,
-    samples: SampleStore | None = None,
-) -> ResultRow:
-    """Solve one task and score it. The strategy receives the Problem, never the Task."""
-    return solve_tasks(strategy, model, [task], run_id=run_id, seed=seed, budget=budget,
-                       ledger=ledger, cancel=cancel, samples=samples)[0]  # fmt: skip
-
-
 def solve_tasks(
     strategy: Strategy,
     model: Model,
