@@ -5,7 +5,7 @@ Issue 8's bar: the cascade reaches at least the larger model's self-consistency
 accuracy at no more than 60% of its cost-of-pass. The last lines of each suite
 give that comparison for every threshold.
 
-    .venv/bin/python benchmarks/cascade.py [--size 30] [--suite SPEC ...]
+    .venv/bin/python benchmarks/cascade.py [--size 30] [--suite SPEC ...] [--max-tokens 64]
 """
 
 from __future__ import annotations
@@ -21,17 +21,18 @@ SUITES = (
     "rg:products?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size={size}&seed=1",
 )
 N = 4
-BASELINE = f"self-consistency:n={N},max_tokens=64"
-THRESHOLDS = (0.5, 0.7)
+THRESHOLDS = (0.3, 0.5, 0.7)
 
 
 def main() -> None:
     parser = suite_parser(__doc__, size=30)
+    parser.add_argument("--max-tokens", type=int, default=64, help="per sample (64)")
     args = parser.parse_args()
     ledger, suites = ledger_and_suites(args, SUITES)
-    cascades = [f"cascade:n={N},threshold={t},max_tokens=64" for t in THRESHOLDS]
+    baseline = f"self-consistency:n={N},max_tokens={args.max_tokens}"
+    cascades = [f"cascade:n={N},threshold={t},max_tokens={args.max_tokens}" for t in THRESHOLDS]
     for suite in suites:
-        alone = thinktank.benchmark(suite, [BASELINE], ["smollm2", "gemma3-270m"],
+        alone = thinktank.benchmark(suite, [baseline], ["smollm2", "gemma3-270m"],
                                     ledger=ledger, concurrency=1)  # fmt: skip
         # The cascade picks its own models; the run's model is only its label.
         pooled = thinktank.benchmark(suite, cascades, ["smollm2"], ledger=ledger, concurrency=1)
