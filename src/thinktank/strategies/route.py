@@ -173,8 +173,11 @@ class Route(Strategy):
         with self._training:
             if self._router is None:
                 ledger = Ledger(Path(self.ledger).expanduser() if self.ledger else None)
-                self._router = Router(RoutingData.from_ledger(ledger, self.run_ids),
-                                      self.method, self.features, self.objective,
+                try:
+                    data = RoutingData.from_ledger(ledger, self.run_ids)
+                finally:
+                    ledger.close()
+                self._router = Router(data, self.method, self.features, self.objective,
                                       self.clusters)  # fmt: skip
             return self._router
 
