@@ -83,6 +83,7 @@ def test_solve_prints_an_answer_for_humans(isolated_home):
         (["frobnicate"], "invalid choice"),
         (["tune", "--suite", "rg:chain_sum?size=4", "--dev-fraction", "2"], "between 0 and 1"),
         (["tune", "--suite", "rg:chain_sum?size=1"], "need 2+"),
+        (["solve", "1+1", "--strategy", "route:runs=bench-nope"], "no bench run"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(isolated_home, args, message):

@@ -426,3 +426,14 @@ def test_compute_optimal_spends_the_batch_budget_on_the_problems_in_doubt(tmp_pa
     doubtful = [p for p in problems if len(set(rows[(probe, p)].sample_keys)) > 1
                 or None in rows[(probe, p)].sample_keys]  # fmt: skip
     assert spent == 2 * len(problems) + min(len(problems), 14 * len(doubtful))
+
+
+def test_compute_optimal_alone_gives_a_doubtful_problem_every_sample_up_to_max_n(isolated_home):
+    for seed in range(3):
+        solution = thinktank.solve("What is 17 + 26?", seed=seed,
+                                   strategy="compute-optimal:max_n=6,max_tokens=32")  # fmt: skip
+        probe = [answer_key(c.answer, "math") if c.answer else None
+                 for c in solution.candidates[:2]]  # fmt: skip
+        unanimous = probe[0] is not None and probe[0] == probe[1]
+        assert len(solution.candidates) == (2 if unanimous else 6)
+        assert solution.trace[0]["extra_samples"] == len(solution.candidates) - 2
