@@ -171,3 +171,18 @@ def test_spec_reason_rewrites_exactly_the_steps_the_large_model_values_below_thr
     if threshold == 0:
         assert rewrites == 0 and not large_writes
     assert {c.model for c in calls} == set(BOTH)  # both paid: the small drafts, the large judges
+
+
+def test_a_cascade_can_escalate_on_the_models_own_judgement(gemma, ledger):
+    spec = "cascade:signal=self-eval,threshold=0.6,max_tokens=32"
+    for question in QUESTIONS:
+        solution = thinktank.solve(question, strategy=spec, seed=4, ledger=ledger)
+        first = solution.trace[0]
+        assert 0 <= first["confidence"] <= 1
+        assert len(solution.trace) == (2 if first["confidence"] < 0.6 else 1)
+        calls = ledger.calls(solution.run_id)
+        # Each model asked: its n samples, then one greedy token judging its winner.
+        assert [(c.model, c.n) for c in calls[:2]] == [("smollm2", 4), ("smollm2", 1)]
+        assert calls[1].completion_tokens == 1
+    with pytest.raises(SpecError, match="verifier"):
+        thinktank.build_strategy("cascade:signal=gut-feeling")

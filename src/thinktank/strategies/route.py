@@ -24,6 +24,8 @@ from thinktank.solution import Candidate, Partial, Solution
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import ManySamples, sample_candidates
 from thinktank.strategies.search import Stepper, ValuedSearch
+from thinktank.verify import answer_key
+from thinktank.verify.verifiers import Verifier, build_verifier
 
 #: Separates the model specs of a pool in a spec string (specs may hold "/" and ":").
 POOL_SEPARATOR = "+"
@@ -38,9 +40,12 @@ def vote_confidence(winner_votes: float, samples: int) -> float:
 @dataclass
 class Cascade(ManySamples, Strategy):
     """A cascade over ``models`` (cheapest first, joined by "+"): each in turn answers
-    by self-consistency over ``n`` samples; its answer stands when its confidence
-    (`vote_confidence`) is at least ``threshold``, else the next model is asked.
-    The last model's answer stands whatever its confidence. ``threshold=0`` never
+    by self-consistency over ``n`` samples; its answer stands when its confidence is
+    at least ``threshold``, else the next model is asked. The confidence
+    (``signal``) is ``vote`` (`vote_confidence`) or a verifier spec, e.g.
+    ``self-eval`` (the answering model's P("Yes") that its winning answer is
+    correct) or ``judge@MODEL``: the verifier's score of the winning answer. The
+    last model's answer stands whatever its confidence. ``threshold=0`` never
     escalates; ``threshold=1`` always goes to the last model."""
 
     name: ClassVar[str] = "cascade"
@@ -49,6 +54,7 @@ class Cascade(ManySamples, Strategy):
     models: str = f"smollm2{POOL_SEPARATOR}gemma3-270m"
     threshold: float = 0.5
     n: int = 4
+    signal: str = "vote"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -56,6 +62,11 @@ class Cascade(ManySamples, Strategy):
             raise ValueError("threshold must be in [0, 1]")
         if not all(self.pool):
             raise ValueError(f"models must be model specs joined by {POOL_SEPARATOR!r}")
+        self.verifier()
+
+    def verifier(self) -> Verifier | None:
+        """The verifier behind the confidence; None for the vote."""
+        return None if self.signal == "vote" else build_verifier(self.signal)
 
     @property
     def pool(self) -> list[str]:
@@ -64,13 +75,20 @@ class Cascade(ManySamples, Strategy):
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates: list[Candidate] = []
         trace = []
+        verifier = self.verifier()
         for rank, spec in enumerate(self.pool):
             model = load_model(spec)
-            asked = sample_candidates(problem, replace(ctx, model=model), self.n, self.sampling())
+            asking = replace(ctx, model=model)
+            asked = sample_candidates(problem, asking, self.n, self.sampling())
             candidates += [replace(c, worker=model.name) for c in asked]
             vote = majority_vote([c.answer for c in asked], problem.kind)
-            winner_votes = next(iter(vote.counts.values()), 0)
-            confidence = vote_confidence(winner_votes, len(asked))
+            if verifier is None:
+                confidence = vote_confidence(next(iter(vote.counts.values()), 0), len(asked))
+            else:  # the verifier's score of one sample that gives the winning answer
+                winning = [c for c in asked if c.answer is not None
+                           and answer_key(c.answer, problem.kind)
+                           == answer_key(vote.winner or "", problem.kind)][:1]  # fmt: skip
+                confidence = verifier.score(problem, winning, asking)[0] if winning else 0.0
             trace.append({"model": model.name, "answer": vote.winner,
                           "confidence": round(confidence, 4)})  # fmt: skip
             if confidence >= self.threshold or rank == len(self.pool) - 1:
