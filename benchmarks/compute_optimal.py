@@ -15,6 +15,7 @@ from __future__ import annotations
 from common import ledger_and_suites, suite_parser
 
 import thinktank
+from thinktank import build_strategy
 from thinktank.bench.report import results_table
 from thinktank.ledger import Ledger
 
@@ -30,8 +31,9 @@ def main() -> None:
     parser = suite_parser(__doc__, size=30)
     args = parser.parse_args()
     ledger, suites = ledger_and_suites(args, SUITES)
-    uniform = [f"self-consistency:{TOKENS},n={n}" for n in MEANS]
-    adaptive = [f"compute-optimal:{TOKENS},n={n}" for n in MEANS]
+    # As the ledger spells them (options at their default left out).
+    uniform = [build_strategy(f"self-consistency:{TOKENS},n={n}").spec for n in MEANS]
+    adaptive = [build_strategy(f"compute-optimal:{TOKENS},n={n}").spec for n in MEANS]
     for suite in suites:
         outcome = thinktank.benchmark(suite, uniform + adaptive, ["smollm2"], ledger=ledger)
         print(f"\n### `{suite}`\n")
