@@ -158,7 +158,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--dev-fraction", type=float, default=0.5,
                       help="share of the suite to tune on; the rest is held out (0.5)")  # fmt: skip
-    _add_budget_arguments(tune, " for the whole search (the held-out check is extra)")
+    _add_budget_arguments(tune, " for the whole search: a configuration starts only if its "
+                          "estimated cost fits (the held-out check is extra)", cap="cap")  # fmt: skip
     goal = tune.add_mutually_exclusive_group()
     goal.add_argument("--max-cost-per-problem", type=_positive(float),
                       help="recommend the most accurate configuration within this many USD"
@@ -237,11 +238,11 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_budget_arguments(parser: argparse.ArgumentParser, scope: str) -> None:
-    parser.add_argument("--budget-tokens", type=_positive(int), help=f"hard cap on tokens{scope}")
-    parser.add_argument(
-        "--budget-usd", type=_positive(float), help=f"hard cap on cost in USD{scope}"
-    )
+def _add_budget_arguments(
+    parser: argparse.ArgumentParser, scope: str, cap: str = "hard cap"
+) -> None:
+    parser.add_argument("--budget-tokens", type=_positive(int), help=f"{cap} on tokens{scope}")
+    parser.add_argument("--budget-usd", type=_positive(float), help=f"{cap} on cost in USD{scope}")
     parser.add_argument(
         "--budget-seconds", type=_positive(float), help=f"cap on time in model calls{scope}"
     )
