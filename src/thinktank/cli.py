@@ -158,8 +158,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--dev-fraction", type=float, default=0.5,
                       help="share of the suite to tune on; the rest is held out (0.5)")  # fmt: skip
-    _add_budget_arguments(tune, " for the whole search: a configuration starts only if its "
-                          "estimated cost fits (the held-out check is extra)", cap="cap")  # fmt: skip
+    scope = (" for the whole search: a configuration starts only if its estimated cost fits"
+             " (the held-out check is extra)")  # fmt: skip
+    _add_budget_arguments(tune, scope, cap="cap")
     goal = tune.add_mutually_exclusive_group()
     goal.add_argument("--max-cost-per-problem", type=_positive(float),
                       help="recommend the most accurate configuration within this many USD"
