@@ -28,5 +28,5 @@ if ! ls "$wheel_dir"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; th
     -w "$wheel_dir" "llama-cpp-python==$LLAMA_VERSION"
 fi
 .venv/bin/pip install -q --disable-pip-version-check "$wheel_dir"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
-.venv/bin/pip install -q --disable-pip-version-check -e ".[torch,embed,test]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".[torch,embed,ray,test]"
 echo "$want" > "$stamp"

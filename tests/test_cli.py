@@ -84,6 +84,10 @@ def test_solve_prints_an_answer_for_humans(isolated_home):
         (["tune", "--suite", "rg:chain_sum?size=4", "--dev-fraction", "2"], "between 0 and 1"),
         (["tune", "--suite", "rg:chain_sum?size=1"], "need 2+"),
         (["solve", "1+1", "--strategy", "route:runs=bench-nope"], "no bench run"),
+        (
+            ["bench", "--suite", "rg:chain_sum?size=2", "-s", "single", "--address", "auto"],
+            "--address needs --executor ray",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(isolated_home, args, message):
@@ -132,3 +136,15 @@ def test_tune_from_the_command_line(isolated_home, tmp_path):
     else:
         assert payload["recommended"]["accuracy"] >= 0.01
         assert payload["held_out"]["n_problems"] == 2
+
+
+def test_bench_on_ray_from_the_command_line(isolated_home):
+    suite = "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size=2&seed=2"
+    result = thinktank("bench", "--suite", suite, "-s", "single:max_tokens=24", "--executor",
+                       "ray", "--concurrency", "2", "--json", home=isolated_home)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [run] = json.loads(result.stdout)["runs"]
+    assert run["n_problems"] == 2 and run["total_tokens"] > 0
+    with sqlite3.connect(isolated_home / "ledger.db") as db:
+        [(calls, cost)] = db.execute("SELECT COUNT(*), SUM(cost_usd) FROM calls").fetchall()
+    assert calls == 2 and cost == pytest.approx(run["cost_usd"])

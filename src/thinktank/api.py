@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thinktank.bench.runner import BenchPlan, plan_bench, run_bench
 from thinktank.bench.suites import Suite
@@ -20,6 +20,9 @@ from thinktank.models.base import ProgressCallback
 from thinktank.problem import Kind, Problem
 from thinktank.solution import Solution
 from thinktank.strategies import DEFAULT_STRATEGY, Context, Strategy, build_strategy
+
+if TYPE_CHECKING:
+    from thinktank.bench.distributed import RayExecutor
 
 
 def new_run_id() -> str:
@@ -99,6 +102,7 @@ def benchmark(
     share_samples: bool = True,
     on_plan: Callable[[BenchPlan], None] | None = None,
     on_result: Callable[[ResultRow], None] | None = None,
+    executor: RayExecutor | None = None,
 ) -> BenchOutcome:
     """Run every strategy x model on every problem of ``suite``; resumable.
 
@@ -108,7 +112,9 @@ def benchmark(
     their samples together (results then depend slightly on which problems
     shared a batch, so a seed reproduces a run exactly only at concurrency 1).
     ``share_samples`` lets strategies that draw the same seeded samples share
-    them (drawn once, metered for each; see `run_bench`).
+    them (drawn once, metered for each; see `run_bench`). With ``executor``
+    (`thinktank.bench.distributed.RayExecutor`) problems run on Ray workers,
+    ``concurrency`` at most per model; this process still writes the ledger.
     """
     ledger = ledger if ledger is not None else Ledger()
     plan = plan_bench(suite, strategies, models, seed=seed, budget=budget, ledger=ledger)
@@ -120,6 +126,7 @@ def benchmark(
         concurrency=concurrency,
         share_samples=share_samples,
         on_result=on_result,
+        executor=executor,
     )
     config = ledger.bench_config(plan.run_id) or {}
     return BenchOutcome(plan.run_id, config, summarize(results, config))

@@ -129,6 +129,17 @@ def _parser() -> argparse.ArgumentParser:
         help="draw every strategy's samples afresh (by default strategies that draw the same "
         "seeded samples get them once, and each is still charged for them)",
     )
+    bench.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where problems run: in this process (local, the default) or on Ray workers "
+        "(ray: a local Ray instance unless --address names a cluster; --concurrency is then "
+        "the most problems in flight per model)",
+    )
+    bench.add_argument("--address", help="the Ray cluster to join (e.g. ray://HEAD:10001, auto)")
+    bench.add_argument("--ray-actors", type=_positive(int), default=1,
+                       help="Ray workers per model, each loading it once (default 1)")  # fmt: skip
     bench.add_argument("--out", help="also write the report and results.json into this folder")
     bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     bench.set_defaults(handler=_bench)
@@ -371,6 +382,7 @@ def _bench(args: argparse.Namespace) -> int:
             share_samples=args.share_samples,
             on_plan=on_plan,
             on_result=on_result,
+            executor=_executor(args),
         )
     if args.out:
         out = Path(args.out)
@@ -412,6 +424,17 @@ def _bench_progress() -> Progress:
         console=stderr,
         disable=not stderr.is_terminal,
     )
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """The Ray executor the arguments ask for; None runs problems in this process."""
+    if args.executor == "local":
+        if args.address is not None:
+            raise ThinktankError("--address needs --executor ray")
+        return None
+    from thinktank.bench.distributed import RayExecutor
+
+    return RayExecutor(address=args.address, actors=args.ray_actors)
 
 
 def _tune(args: argparse.Namespace) -> int:

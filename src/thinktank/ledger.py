@@ -130,6 +130,19 @@ class RunSummary:
     cost_usd: float
 
 
+class CallLog:
+    """Call rows kept in memory instead of written: what a remote worker hands back to
+    the driver, the only writer of the ledger (`Ledger.record_outcome`)."""
+
+    def __init__(self) -> None:
+        self.rows: list[CallRow] = []
+        self._lock = threading.Lock()
+
+    def record_call(self, row: CallRow) -> None:
+        with self._lock:
+            self.rows.append(row)
+
+
 class Ledger:
     """A thread-safe handle on the ledger database."""
 
@@ -193,25 +206,28 @@ class Ledger:
 
     def record_call(self, row: CallRow) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT INTO calls (run_id, problem_id, strategy, model, n, prompt_tokens,"
-                " completion_tokens, seconds, cost_usd, created_at, cached_tokens,"
-                " thinking_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    row.run_id,
-                    row.problem_id,
-                    row.strategy,
-                    row.model,
-                    row.n,
-                    row.prompt_tokens,
-                    row.completion_tokens,
-                    row.seconds,
-                    row.cost_usd,
-                    time.time(),
-                    row.cached_tokens,
-                    row.thinking_tokens,
-                ),
-            )
+            self._insert_call(row)
+
+    def _insert_call(self, row: CallRow) -> None:
+        self._db.execute(
+            "INSERT INTO calls (run_id, problem_id, strategy, model, n, prompt_tokens,"
+            " completion_tokens, seconds, cost_usd, created_at, cached_tokens,"
+            " thinking_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.run_id,
+                row.problem_id,
+                row.strategy,
+                row.model,
+                row.n,
+                row.prompt_tokens,
+                row.completion_tokens,
+                row.seconds,
+                row.cost_usd,
+                time.time(),
+                row.cached_tokens,
+                row.thinking_tokens,
+            ),
+        )
 
     def calls(self, run_id: str) -> list[CallRow]:
         with self._lock:
@@ -240,32 +256,52 @@ class Ledger:
     def record_result(self, row: ResultRow) -> bool:
         """Store a result; False if this run already has one for the problem (kept as is)."""
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO results (run_id, strategy, model, problem_id, answer,"
-                " score, sample_keys, sample_scores, prompt_tokens, completion_tokens,"
-                " cost_usd, seconds, budget_exhausted, created_at, sample_verifier_scores,"
-                " cached_tokens, sample_workers)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    row.run_id,
-                    row.strategy,
-                    row.model,
-                    row.problem_id,
-                    row.answer,
-                    row.score,
-                    json.dumps(row.sample_keys),
-                    json.dumps(row.sample_scores),
-                    row.prompt_tokens,
-                    row.completion_tokens,
-                    row.cost_usd,
-                    row.seconds,
-                    int(row.budget_exhausted),
-                    time.time(),
-                    json.dumps(row.sample_verifier_scores),
-                    row.cached_tokens,
-                    json.dumps(row.sample_workers),
-                ),
-            )
+            return self._insert_result(row)
+
+    def record_outcome(self, result: ResultRow, calls: list[CallRow]) -> bool:
+        """Store a result and the calls that paid for it in one transaction, the calls
+        only if the result is new: a problem solved twice (a retried remote worker,
+        say) is never counted twice."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                stored = self._insert_result(result)
+                if stored:
+                    for call in calls:
+                        self._insert_call(call)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return stored
+
+    def _insert_result(self, row: ResultRow) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO results (run_id, strategy, model, problem_id, answer,"
+            " score, sample_keys, sample_scores, prompt_tokens, completion_tokens,"
+            " cost_usd, seconds, budget_exhausted, created_at, sample_verifier_scores,"
+            " cached_tokens, sample_workers)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.run_id,
+                row.strategy,
+                row.model,
+                row.problem_id,
+                row.answer,
+                row.score,
+                json.dumps(row.sample_keys),
+                json.dumps(row.sample_scores),
+                row.prompt_tokens,
+                row.completion_tokens,
+                row.cost_usd,
+                row.seconds,
+                int(row.budget_exhausted),
+                time.time(),
+                json.dumps(row.sample_verifier_scores),
+                row.cached_tokens,
+                json.dumps(row.sample_workers),
+            ),
+        )
         return cursor.rowcount == 1
 
     def revise_result(

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from thinktank.errors import BudgetExhausted, ThinktankError
-from thinktank.ledger import CallRow, Ledger
+from thinktank.ledger import CallLog, CallRow, Ledger
 from thinktank.models.base import (
     Completion,
     Model,
@@ -130,7 +130,7 @@ class Meter:
         self,
         budget: Budget | None = None,
         *,
-        ledger: Ledger | None = None,
+        ledger: Ledger | CallLog | None = None,
         run_id: str = "",
         strategy: str = "",
         problem_id: str = "",

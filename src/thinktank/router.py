@@ -51,14 +51,14 @@ class RoutingData:
         """The results of bench runs (as many as given), on the problems every
         configuration of them solved or failed. Problem texts come from each run's
         suite, which is loaded again (`thinktank tune`'s splits name their suite too)."""
-        from thinktank.bench.suites import load_suite
+        from thinktank.bench.suites import load_parent_suite
 
         outcomes: dict[str, dict[Configuration, tuple[float, float]]] = {}
         for run_id in run_ids:
             config = ledger.bench_config(run_id)
             if config is None:
                 raise ThinktankError(f"no bench run {run_id!r} in {ledger.path}")
-            suite = load_suite(config["suite"].partition("#")[0])
+            suite = load_parent_suite(config["suite"])
             texts = {task.problem.id: task.problem.prompt for task in suite.tasks}
             for row in ledger.results(run_id):
                 if row.problem_id in texts:

@@ -14,16 +14,20 @@ import threading
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from thinktank.bench.suites import Suite, load_suite
-from thinktank.ledger import Ledger, ResultRow
+from thinktank.ledger import CallLog, Ledger, ResultRow
 from thinktank.meter import Budget, Meter, SampleStore
 from thinktank.models import Model, load_model
 from thinktank.problem import Task
 from thinktank.solution import Solution
 from thinktank.strategies import Context, Strategy, build_strategy
 from thinktank.verify import answer_key
+
+if TYPE_CHECKING:
+    from thinktank.bench.distributed import RayExecutor
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class BenchPlan:
     budget: Budget | None  # per problem
     done: int
     total: int
+    #: The spec each model was loaded from (what a remote worker loads again).
+    model_specs: list[str] = field(default_factory=list)
 
 
 def bench_run_id(config: dict) -> str:
@@ -71,7 +77,8 @@ def plan_bench(
                      question=suite.spec)  # fmt: skip
     done = len(ledger.results(run_id))
     total = len(suite.tasks) * len(built) * len(loaded)
-    return BenchPlan(run_id, suite, built, loaded, seed, budget, done, total)
+    specs_given = [m if isinstance(m, str) else m.name for m in models]
+    return BenchPlan(run_id, suite, built, loaded, seed, budget, done, total, specs_given)
 
 
 def run_bench(
@@ -82,6 +89,7 @@ def run_bench(
     share_samples: bool = True,
     samples: SampleStore | None = None,
     on_result: Callable[[ResultRow], None] | None = None,
+    executor: RayExecutor | None = None,
 ) -> list[ResultRow]:
     """Solve what is left of ``plan``; returns all of the run's results.
 
@@ -90,6 +98,10 @@ def run_bench(
     same samples, drawn once: their comparison is paired, and each is still
     metered as if it had drawn them alone (see `SampleStore`). Pass ``samples``
     to share them with other runs too (`thinktank.tune` does).
+
+    With an ``executor`` (`thinktank.bench.distributed.RayExecutor`) the units
+    run on Ray workers, ``concurrency`` of them at most per model, and this
+    process stays the only writer of the ledger.
     """
     finished = {(r.strategy, r.model, r.problem_id) for r in ledger.results(plan.run_id)}
     # A job is a (strategy, model) and the tasks it solves together: one task each,
@@ -104,6 +116,9 @@ def run_bench(
             else:
                 jobs += [(strategy, model, [task]) for task in left]
 
+    if executor is not None:
+        executor.run(plan, jobs, ledger=ledger, concurrency=concurrency, on_result=on_result)
+        return _finish(plan, ledger)
     cancel = threading.Event()
     if samples is None and share_samples:
         samples = SampleStore()
@@ -135,6 +150,10 @@ def run_bench(
                 cancel.set()  # problems in flight stop at their next token
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
+    return _finish(plan, ledger)
+
+
+def _finish(plan: BenchPlan, ledger: Ledger) -> list[ResultRow]:
     revise_batches(plan, ledger)
     ledger.finish_run(plan.run_id, answer=None, budget_exhausted=False)
     return ledger.results(plan.run_id)
@@ -173,12 +192,14 @@ def solve_tasks(
     run_id: str,
     seed: int,
     budget: Budget | None,
-    ledger: Ledger,
+    ledger: Ledger | CallLog,
     cancel: threading.Event | None = None,
     samples: SampleStore | None = None,
 ) -> list[ResultRow]:
     """Solve tasks with `Strategy.solve_batch` (each problem with its own meter, budget
-    and seed) and score each. The strategy receives Problems, never Tasks."""
+    and seed) and score each. The strategy receives Problems, never Tasks. Calls go
+    to ``ledger`` as they return (a `CallLog` keeps them for a remote worker's
+    driver)."""
     meters = [
         Meter(budget, ledger=ledger, run_id=run_id, strategy=strategy.spec,
               problem_id=task.problem.id, cancel=cancel, samples=samples)

@@ -61,6 +61,12 @@ def load_suite(spec: str) -> Suite:
     )
 
 
+def load_parent_suite(spec: str) -> Suite:
+    """The whole suite a spec names, or that a split of it names (``SPEC#dev(...)``,
+    as `thinktank tune` writes them): pick a split's tasks from it by id."""
+    return load_suite(spec.partition("#")[0])
+
+
 def _query(text: str) -> dict[str, Any]:
     """``a=1&b=x`` -> {"a": 1, "b": "x"}, numbers converted."""
     values: dict[str, Any] = {}
