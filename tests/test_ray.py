@@ -131,3 +131,21 @@ def test_no_more_units_in_flight_against_an_endpoint_than_the_cap(tmp_path):
         assert len(endpoint.requests) == 8 and peak[0] == 2  # the cap, and reached
     finally:
         endpoint.close()
+
+
+def test_workers_decode_with_the_cores_they_reserve(monkeypatch, tmp_path):
+    from thinktank.config import threads
+
+    monkeypatch.setenv("THINKTANK_THREADS", "3")
+    assert threads() == 3
+    monkeypatch.setenv("THINKTANK_THREADS", "many")
+    assert threads() == os.cpu_count()
+    seen = []
+
+    def ask(actors):
+        seen.extend(ray.get([actor.threads.remote() for actor in actors["smollm2"]]))
+
+    for cpus in (1, 2):
+        _sweep(Ledger(tmp_path / f"{cpus}.db"), 1, RayExecutor(cpus=cpus, on_workers=ask),
+               concurrency=1)  # fmt: skip
+    assert seen == [1, 2]

@@ -18,6 +18,7 @@ suite reachable (a ``jsonl:`` file at the same path).
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 
 from thinktank.bench.runner import BenchPlan, solve_tasks
 from thinktank.bench.suites import load_parent_suite
+from thinktank.config import threads
 from thinktank.errors import ThinktankError
 from thinktank.ledger import CallLog, CallRow, Ledger, ResultRow
 from thinktank.meter import Budget, SampleStore
@@ -58,9 +60,14 @@ class UnitSolver:
         self._samples = SampleStore()
         self._tasks: dict[str, dict[str, Task]] = {}
 
-    def solve(self, unit: Unit) -> list[tuple[ResultRow, list[CallRow]]]:
+    def warm(self) -> str:
+        """Load the model now; its name."""
         if self._model is None:
             self._model = load_model(self.model_spec)
+        return self._model.name
+
+    def solve(self, unit: Unit) -> list[tuple[ResultRow, list[CallRow]]]:
+        self.warm()
         if unit.suite not in self._tasks:
             self._tasks[unit.suite] = {t.problem.id: t for t in load_parent_suite(unit.suite).tasks}
         tasks = [self._tasks[unit.suite][pid] for pid in unit.problem_ids]
@@ -71,9 +78,11 @@ class UnitSolver:
         return [(r, [c for c in calls.rows if c.problem_id == r.problem_id]) for r in results]
 
     def pid(self) -> int:
-        import os
-
         return os.getpid()
+
+    def threads(self) -> int:
+        """The threads this worker's model decodes with."""
+        return threads()
 
 
 @dataclass
@@ -83,12 +92,14 @@ class RayExecutor:
 
     address: str | None = None
     actors: int = 1
+    #: Cores each worker reserves and decodes with (``$THINKTANK_THREADS`` there).
+    cpus: int = 1
     #: Called with each model's actors once they exist (monitoring; tests kill one).
     on_workers: Callable[[dict[str, list[Any]]], None] | None = None
 
     def __post_init__(self) -> None:
-        if self.actors < 1:
-            raise ThinktankError("actors must be >= 1")
+        if self.actors < 1 or self.cpus < 1:
+            raise ThinktankError("actors and cpus must be >= 1")
 
     def run(
         self,
@@ -110,8 +121,13 @@ class RayExecutor:
                 raise ThinktankError(f"cannot start or join Ray ({where}): {exc}") from None
         spec_of = dict(zip([m.name for m in plan.models], plan.model_specs, strict=True))
         per_actor = max(1, math.ceil(concurrency / self.actors))
-        worker = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES,
-                            max_concurrency=per_actor)(UnitSolver)  # fmt: skip
+        worker = ray.remote(
+            num_cpus=self.cpus,
+            runtime_env={"env_vars": {"THINKTANK_THREADS": str(self.cpus)}},
+            max_restarts=RETRIES,
+            max_task_retries=RETRIES,
+            max_concurrency=per_actor,
+        )(UnitSolver)
         queues: dict[str, deque[Unit]] = {}
         for strategy, model, tasks in jobs:
             ids = tuple(t.problem.id for t in tasks)

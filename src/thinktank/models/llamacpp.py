@@ -39,6 +39,7 @@ from pathlib import Path
 import llama_cpp as llama
 import numpy as np
 
+from thinktank.config import threads
 from thinktank.errors import ThinktankError
 from thinktank.models.base import (
     CallGroup,
@@ -177,7 +178,7 @@ class LlamaCppModel:
         self.name = name
         self.capabilities = Capabilities(chat=chat, logprobs=True, batched=True, streaming=True)
         self.price = price or Price(0.0, 0.0)
-        self._n_threads = n_threads or os.cpu_count() or 1
+        self._n_threads = n_threads or threads()
         self._template = llama.llama_model_chat_template(self._model, None) if chat else None
         if chat and not self._template:
             raise ThinktankError(f"{self.path.name} has no chat template; load it with chat=False")

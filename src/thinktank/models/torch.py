@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import re
 import secrets
 import threading
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from thinktank.config import threads
 from thinktank.errors import ThinktankError
 from thinktank.models.base import (
     Capabilities,
@@ -181,6 +183,8 @@ class TorchModel:
             raise ThinktankError(f"weights must be one of {', '.join(WEIGHT_TYPES)}")
         self.weights = weights
         self.price = price or Price(0.0, 0.0)
+        if os.environ.get("THINKTANK_THREADS"):  # else torch's own default (physical cores)
+            torch.set_num_threads(threads())
         self.capabilities = Capabilities(
             chat=chat, logprobs=True, batched=True, streaming=True, shared_cache=True
         )
