@@ -42,10 +42,11 @@ SUM_PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
 class JsonEndpoint:
     """A stand-in HTTP endpoint on 127.0.0.1 for protocol tests: ``respond(method, body)``
     returns (status, payload); payload bytes are sent as they are, anything else as
-    JSON. It records the JSON bodies it is sent."""
+    JSON. It records the JSON bodies it is sent, and their Authorization headers."""
 
     def __init__(self, respond):
         self.requests: list[dict] = []
+        self.authorizations: list[str | None] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,6 +59,7 @@ class JsonEndpoint:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append(body)
+                outer.authorizations.append(self.headers.get("Authorization"))
                 self._reply(*respond("POST", body))
 
             def _reply(self, status, payload):

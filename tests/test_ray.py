@@ -105,7 +105,9 @@ def test_an_interrupted_driver_resumes_where_it_stopped(tmp_path):
     _counted_once(ledger, plan.run_id, 8)
 
 
-def test_no_more_units_in_flight_against_an_endpoint_than_the_cap(tmp_path):
+def test_no_more_units_in_flight_against_an_endpoint_than_the_cap(tmp_path, monkeypatch):
+    # Set after Ray started: only the executor can hand the key to its workers.
+    monkeypatch.setenv("SWEEP_KEY", "sk-sweep")
     lock, active, peak = threading.Lock(), [0], [0]
     choice = {"index": 0, "finish_reason": "stop", "logprobs": None,
               "message": {"role": "assistant", "content": "The answer is 5."}}  # fmt: skip
@@ -124,11 +126,12 @@ def test_no_more_units_in_flight_against_an_endpoint_than_the_cap(tmp_path):
     endpoint = JsonEndpoint(respond)
     try:
         ledger = Ledger(tmp_path / "ledger.db")
-        model = f"openai:m@{endpoint.url}/v1"
+        model = f"openai:m@{endpoint.url}/v1?key_env=SWEEP_KEY"
         outcome = thinktank.benchmark(SUITE.format(size=8), ["single"], [model], ledger=ledger,
                                       concurrency=2, executor=RayExecutor(actors=2))  # fmt: skip
         assert outcome.summaries[0].n_problems == 8
         assert len(endpoint.requests) == 8 and peak[0] == 2  # the cap, and reached
+        assert set(endpoint.authorizations) == {"Bearer sk-sweep"}
     finally:
         endpoint.close()
 

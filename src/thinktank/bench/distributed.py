@@ -31,6 +31,7 @@ from thinktank.errors import ThinktankError
 from thinktank.ledger import CallLog, CallRow, Ledger, ResultRow
 from thinktank.meter import Budget, SampleStore
 from thinktank.models import Model, load_model
+from thinktank.models.openai import parse_spec
 from thinktank.problem import Task
 from thinktank.strategies import Strategy, build_strategy
 
@@ -123,7 +124,6 @@ class RayExecutor:
         per_actor = max(1, math.ceil(concurrency / self.actors))
         worker = ray.remote(
             num_cpus=self.cpus,
-            runtime_env={"env_vars": {"THINKTANK_THREADS": str(self.cpus)}},
             max_restarts=RETRIES,
             max_task_retries=RETRIES,
             max_concurrency=per_actor,
@@ -133,8 +133,11 @@ class RayExecutor:
             ids = tuple(t.problem.id for t in tasks)
             unit = Unit(strategy.spec, plan.suite.spec, ids, plan.run_id, plan.seed, plan.budget)
             queues.setdefault(model.name, deque()).append(unit)
-        actors = {name: [worker.remote(spec_of[name]) for _ in range(self.actors)]
-                  for name in queues}  # fmt: skip
+        actors = {
+            name: [worker.options(runtime_env=self._environment(spec_of[name]))
+                   .remote(spec_of[name]) for _ in range(self.actors)]
+            for name in queues
+        }  # fmt: skip
         if self.on_workers is not None:
             self.on_workers(actors)
         pending: dict[Any, tuple[str, int]] = {}  # ref -> (model, actor index)
@@ -157,6 +160,16 @@ class RayExecutor:
             for group in actors.values():
                 for actor in group:
                     ray.kill(actor)
+
+    def _environment(self, model_spec: str) -> dict[str, Any]:
+        """A worker's environment: its thread count, and a remote model's API key (a
+        worker on another node does not have the driver's environment)."""
+        env = {"THINKTANK_THREADS": str(self.cpus)}
+        if model_spec.startswith("openai:"):
+            key_env = parse_spec(model_spec)[2]
+            if key_env in os.environ:
+                env[key_env] = os.environ[key_env]
+        return {"env_vars": env}
 
 
 def _ray() -> Any:
