@@ -150,7 +150,18 @@ def test_a_router_learned_from_a_bench_run_routes_held_out_problems(gemma, tmp_p
         paid = {c.model for c in ledger.calls(routed.run_id) if c.problem_id == row.problem_id}
         assert paid == {expected[row.problem_id]}
     assert not any(router.seen(t.problem.prompt) for t in held_out.tasks)
-    assert all(router.seen(t.problem.prompt) for t in dev.tasks)
+
+    # A training problem is routed by a router that never saw its outcome.
+    again = thinktank.benchmark(dev, [spec], ["smollm2"], ledger=ledger, concurrency=1)
+    for row in ledger.results(again.run_id):
+        text = by_text[row.problem_id]
+        others = [i for i, t in enumerate(data.texts) if t != text]
+        blind = Router(data.take(others), clusters=2)
+        expected_model = data.configurations[blind.choose([text])[0]].model
+        paid = {c.model for c in ledger.calls(again.run_id) if c.problem_id == row.problem_id}
+        assert paid == {expected_model}
+    solution = thinktank.solve(dev.tasks[0].problem, strategy=spec, ledger=ledger)
+    assert solution.trace[0]["left_out_of_training"] is True
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.9, 1.0])

@@ -7,13 +7,13 @@ the ``embed`` extra); a predictor estimates each configuration's chance of answe
 a new query correctly; the router then picks the configuration with the lowest
 expected cost per correct answer (cost / chance), or the most likely to be right.
 
-Train it on problems other than those it will route: a problem seen in training is
-routed with its own ground truth in the statistics (`Router.seen` tells).
+A query that was itself a training problem is routed by a router learned without
+it (`Router.without`): its own outcome, which the evaluator saw, never decides
+where it goes.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -104,10 +104,21 @@ class Featurizer:
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         if self.kind == "tfidf":
             return self._tfidf.transform(texts).toarray()
-        return _minilm().encode(list(texts), normalize_embeddings=True)
+        return _embed(texts)
 
 
 _MINILM = None
+#: Sentence embeddings already computed, by text: a router learned again (leave one
+#: out) does not embed its training queries again.
+_EMBEDDINGS: dict[str, np.ndarray] = {}
+
+
+def _embed(texts: Sequence[str]) -> np.ndarray:
+    missing = [t for t in dict.fromkeys(texts) if t not in _EMBEDDINGS]
+    if missing:
+        vectors = _minilm().encode(missing, normalize_embeddings=True)
+        _EMBEDDINGS.update(zip(missing, vectors, strict=True))
+    return np.stack([_EMBEDDINGS[t] for t in texts])
 
 
 def _minilm():
@@ -141,7 +152,6 @@ class Router:
     seed: int = 0
     _featurizer: Featurizer = field(init=False, repr=False)
     _predict: object = field(init=False, repr=False)
-    _seen: set[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -154,7 +164,6 @@ class Router:
         x = self._featurizer.transform(self.data.texts)
         fit = _fit_clusters if self.method == "clusters" else _fit_classifiers
         self._predict = fit(x, self.data.solved, self.clusters, self.seed)
-        self._seen = {_digest(t) for t in self.data.texts}
 
     @property
     def cost_per_problem(self) -> np.ndarray:
@@ -178,12 +187,14 @@ class Router:
         return [int(i) for i in cost_per_answer.argmin(axis=1)]
 
     def seen(self, text: str) -> bool:
-        """Whether ``text`` was a training query (its ground truth is in the statistics)."""
-        return _digest(text) in self._seen
+        """Whether ``text`` was a training query (its outcome is in the statistics)."""
+        return text in self.data.texts
 
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    def without(self, text: str) -> Router:
+        """The same router learned without the training query ``text`` (leave one out)."""
+        rows = [i for i, t in enumerate(self.data.texts) if t != text]
+        return Router(self.data.take(rows), self.method, self.features, self.objective,
+                      self.clusters, self.seed)  # fmt: skip
 
 
 def _fit_clusters(x: np.ndarray, solved: np.ndarray, clusters: int, seed: int):

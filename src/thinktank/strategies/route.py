@@ -156,8 +156,9 @@ class Route(Strategy):
     by "+") in the ledger (``ledger``: a path; default the usual one). ``method``:
     clusters (the Avengers) or classifier; ``features``: tfidf or minilm;
     ``objective``: cost-of-pass (the lowest expected cost per correct answer) or
-    accuracy. Learn from runs over other problems than those routed (`thinktank
-    tune`'s development split, say); the trace says if a query was seen in training.
+    accuracy. A query that was a training problem is routed by the router learned
+    without it, so its own outcome never decides; learn from runs over other
+    problems (`thinktank tune`'s development split, say) to route with all the data.
     """
 
     name: ClassVar[str] = "route"
@@ -203,6 +204,9 @@ class Route(Strategy):
         from thinktank.strategies import build_strategy
 
         router = self.router()
+        seen = router.seen(problem.prompt)
+        if seen:  # its own outcome, which the evaluator saw, must not route it
+            router = router.without(problem.prompt)
         chances = router.chances([problem.prompt])[0]
         configuration = router.data.configurations[router.choose([problem.prompt])[0]]
         strategy = build_strategy(configuration.strategy)
@@ -211,6 +215,6 @@ class Route(Strategy):
             "routed_to": configuration.label,
             "chances": {c.label: round(float(p), 4)
                         for c, p in zip(router.data.configurations, chances, strict=True)},
-            "seen_in_training": router.seen(problem.prompt),
+            "left_out_of_training": seen,
         }  # fmt: skip
         return replace(solution, trace=[routed, *solution.trace])
