@@ -84,17 +84,23 @@ class Cascade(ManySamples, Strategy):
             vote = majority_vote([c.answer for c in asked], problem.kind)
             if verifier is None:
                 confidence = vote_confidence(next(iter(vote.counts.values()), 0), len(asked))
-            else:  # the verifier's score of one sample that gives the winning answer
-                winning = [c for c in asked if c.answer is not None
-                           and answer_key(c.answer, problem.kind)
-                           == answer_key(vote.winner or "", problem.kind)][:1]  # fmt: skip
-                confidence = verifier.score(problem, winning, asking)[0] if winning else 0.0
+            else:  # the verifier's score of a sample that gives the winning answer
+                winning = _giving(asked, vote.winner, problem.kind)
+                confidence = verifier.score(problem, [winning], asking)[0] if winning else 0.0
             trace.append({"model": model.name, "answer": vote.winner,
                           "confidence": round(confidence, 4)})  # fmt: skip
             if confidence >= self.threshold or rank == len(self.pool) - 1:
                 return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts,
                                 trace=trace)  # fmt: skip
         raise AssertionError("unreachable: the last model always answers")
+
+
+def _giving(candidates: list[Candidate], answer: str | None, kind: str) -> Candidate | None:
+    """The first candidate whose answer is equivalent to ``answer``."""
+    if answer is None:
+        return None
+    key = answer_key(answer, kind)
+    return next((c for c in candidates if c.answer and answer_key(c.answer, kind) == key), None)
 
 
 def _pool(models: str) -> list[str]:
