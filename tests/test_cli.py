@@ -121,12 +121,12 @@ def test_hogwild_from_the_command_line(isolated_home):
     assert "torch:smollm2" in refused.stderr and "Traceback" not in refused.stderr
 
 
-def test_tune_from_the_command_line(isolated_home, tmp_path):
+def test_tune_from_the_command_line_on_ray(isolated_home, tmp_path):
     suite = "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size=4&seed=2"
     result = thinktank("tune", "--suite", suite, "-s", "single:max_tokens=32", "-s",
                        "self-consistency:n=2,max_tokens=32", "--target-accuracy", "0.01",
                        "--out", str(tmp_path), "--json", "--concurrency", "1",
-                       home=isolated_home)  # fmt: skip
+                       "--executor", "ray", home=isolated_home)  # fmt: skip
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     assert len(payload["configurations"]) == 2 and payload["dev_problems"] == 2
@@ -141,7 +141,8 @@ def test_tune_from_the_command_line(isolated_home, tmp_path):
 def test_bench_on_ray_from_the_command_line(isolated_home):
     suite = "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size=2&seed=2"
     result = thinktank("bench", "--suite", suite, "-s", "single:max_tokens=24", "--executor",
-                       "ray", "--concurrency", "2", "--json", home=isolated_home)  # fmt: skip
+                       "ray", "--concurrency", "2", "--ray-actors", "2", "--ray-cpus", "1",
+                       "--json", home=isolated_home)  # fmt: skip
     assert result.returncode == 0, result.stderr
     [run] = json.loads(result.stdout)["runs"]
     assert run["n_problems"] == 2 and run["total_tokens"] > 0

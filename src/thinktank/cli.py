@@ -129,17 +129,7 @@ def _parser() -> argparse.ArgumentParser:
         help="draw every strategy's samples afresh (by default strategies that draw the same "
         "seeded samples get them once, and each is still charged for them)",
     )
-    bench.add_argument(
-        "--executor",
-        choices=("local", "ray"),
-        default="local",
-        help="where problems run: in this process (local, the default) or on Ray workers "
-        "(ray: a local Ray instance unless --address names a cluster; --concurrency is then "
-        "the most problems in flight per model)",
-    )
-    bench.add_argument("--address", help="the Ray cluster to join (e.g. ray://HEAD:10001, auto)")
-    bench.add_argument("--ray-actors", type=_positive(int), default=1,
-                       help="Ray workers per model, each loading it once (default 1)")  # fmt: skip
+    _add_executor_arguments(bench)
     bench.add_argument("--out", help="also write the report and results.json into this folder")
     bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     bench.set_defaults(handler=_bench)
@@ -184,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--seed", type=int, default=0, help="split and sampling seed (default 0)")
     tune.add_argument("--concurrency", type=_positive(int), default=4,
                       help="problems in flight at once (default 4)")  # fmt: skip
+    _add_executor_arguments(tune)
     tune.add_argument("--out", help="folder for pareto.png and tune.json "
                       "(default: ~/.thinktank/tune/ID)")  # fmt: skip
     tune.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -258,6 +249,22 @@ def _add_budget_arguments(
     parser.add_argument(
         "--budget-seconds", type=_positive(float), help=f"cap on time in model calls{scope}"
     )
+
+
+def _add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where problems run: in this process (local, the default) or on Ray workers "
+        "(ray: a local Ray instance unless --address names a cluster; --concurrency is then "
+        "the most problems in flight per model)",
+    )
+    parser.add_argument("--address", help="the Ray cluster to join (e.g. ray://HEAD:10001, auto)")
+    parser.add_argument("--ray-actors", type=_positive(int), default=1,
+                        help="Ray workers per model, each loading it once (default 1)")  # fmt: skip
+    parser.add_argument("--ray-cpus", type=_positive(int), default=1,
+                        help="cores each Ray worker reserves and decodes with (1)")  # fmt: skip
 
 
 def _budget(args: argparse.Namespace) -> Any:
@@ -434,7 +441,7 @@ def _executor(args: argparse.Namespace) -> Any:
         return None
     from thinktank.bench.distributed import RayExecutor
 
-    return RayExecutor(address=args.address, actors=args.ray_actors)
+    return RayExecutor(address=args.address, actors=args.ray_actors, cpus=args.ray_cpus)
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -461,6 +468,7 @@ def _tune(args: argparse.Namespace) -> int:
             seed=args.seed,
             concurrency=args.concurrency,
             out_dir=args.out,
+            executor=_executor(args),
             on_start=lambda total: progress.update(task_id, total=total),
             on_result=on_result,
         )

@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thinktank.bench.runner import plan_bench, run_bench
 from thinktank.bench.suites import Suite, load_suite
@@ -30,6 +30,9 @@ from thinktank.meter import Budget, SampleStore
 from thinktank.models import DEFAULT_MODEL, load_model
 from thinktank.strategies import Cascade, Strategy, build_strategy
 from thinktank.strategies.route import POOL_SEPARATOR
+
+if TYPE_CHECKING:
+    from thinktank.bench.distributed import RayExecutor
 
 #: The default search space: self-consistency at these n on every model ...
 DEFAULT_SAMPLES = (2, 4, 8)
@@ -190,6 +193,7 @@ def tune(
     ledger: Ledger | None = None,
     concurrency: int = 4,
     out_dir: str | Path | None = None,
+    executor: RayExecutor | None = None,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[ResultRow], None] | None = None,
 ) -> TuneOutcome:
@@ -204,7 +208,9 @@ def tune(
     recommendation (see `recommend`) then runs on the held-out split, outside the
     budget. ``on_start`` gets the number of problem runs at most to come,
     ``on_result`` each one as it is scored. Writes ``pareto.png`` and ``tune.json``
-    into ``out_dir`` (default ``$THINKTANK_HOME/tune/ID``).
+    into ``out_dir`` (default ``$THINKTANK_HOME/tune/ID``). With ``executor``
+    (`thinktank.bench.distributed.RayExecutor`) every run's problems go to Ray
+    workers; samples are then shared within a worker only.
     """
     if max_cost_per_problem is not None and target_accuracy is not None:
         raise ThinktankError("give a cost per problem or a target accuracy, not both")
@@ -226,7 +232,7 @@ def tune(
                           ledger=ledger)  # fmt: skip
         run_ids.append(plan.run_id)
         rows = run_bench(plan, ledger=ledger, concurrency=concurrency, samples=samples,
-                         on_result=on_result)  # fmt: skip
+                         on_result=on_result, executor=executor)  # fmt: skip
         return Evaluated(configuration, summarize(rows, ledger.bench_config(plan.run_id))[0])
 
     for configuration in configurations:
