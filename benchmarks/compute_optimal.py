@@ -25,6 +25,9 @@ SUITES = (
 )
 TOKENS = "max_tokens=96"
 MEANS = (4, 8)
+#: Variants at a mean of 8 samples: a 4-sample probe, weighed by doubt or by
+#: doubt x (1 - doubt) (starving the problems whose probe agrees on nothing).
+VARIANTS = tuple(f"compute-optimal:{TOKENS},n=8,probe=4,rule={r}" for r in ("doubt", "middle"))
 
 
 def main() -> None:
@@ -48,6 +51,15 @@ def main() -> None:
                   f"samples/problem vs SC {a.accuracy:.2f} with {samples[flat]:.2f}; "
                   f"tokens/problem {b.tokens_per_problem:.0f} vs {a.tokens_per_problem:.0f}; "
                   f"cost-of-pass ratio {ratio}")  # fmt: skip
+        # The same seeds as the run above, so self-consistency@8 is the baseline.
+        variants = thinktank.benchmark(suite, VARIANTS, ["smollm2"], ledger=ledger)
+        print(results_table(variants.summaries))
+        baseline = by_spec[uniform[-1]]
+        for v in variants.summaries:
+            print(
+                f"\n{v.strategy}: {v.accuracy:.2f} vs SC@8 {baseline.accuracy:.2f}; "
+                f"tokens/problem {v.tokens_per_problem:.0f} vs {baseline.tokens_per_problem:.0f}"
+            )
 
 
 def _mean_samples(ledger: Ledger, run_id: str, strategy: str) -> float:

@@ -437,3 +437,15 @@ def test_compute_optimal_alone_gives_a_doubtful_problem_every_sample_up_to_max_n
         unanimous = probe[0] is not None and probe[0] == probe[1]
         assert len(solution.candidates) == (2 if unanimous else 6)
         assert solution.trace[0]["extra_samples"] == len(solution.candidates) - 2
+
+
+def test_the_middle_rule_starves_the_unanimous_and_the_hopeless():
+    from thinktank.strategies.sampling import ALLOCATION_RULES
+
+    middle = ALLOCATION_RULES["middle"]
+    # Probes of 4: unanimous (0), 3-1 (0.25), 2-2 (0.5), no answer at all (1).
+    doubts = [0.0, 0.25, 0.5, 1.0]
+    given = allocate([middle(d) for d in doubts], total=7, cap=8)
+    assert given[0] == given[3] == 0 and given[2] > given[1] > 0 and sum(given) == 7
+    with pytest.raises(SpecError, match="rule"):
+        build_strategy("compute-optimal:rule=random")

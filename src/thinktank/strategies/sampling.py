@@ -249,9 +249,12 @@ class ComputeOptimal(ManySamples, Strategy):
     """Compute-optimal allocation across a batch (Snell et al., 2024): ``probe`` samples
     of every problem gauge its difficulty, the share of them not agreeing with their
     winner; the rest of a total of ``n`` samples a problem on average goes to the
-    problems in proportion to that doubt (at most ``max_n`` a problem), and each
-    answers by majority vote over all its samples. A unanimous probe gets nothing
-    more. A problem solved alone (``thinktank.solve``) may take up to ``max_n``.
+    problems in proportion to a weight of that doubt (at most ``max_n`` a problem),
+    and each answers by majority vote over all its samples. ``rule=doubt`` weighs by
+    the doubt itself; ``rule=middle`` by doubt x (1 - doubt), which also starves
+    the problems whose probe agrees on nothing (Snell et al. find the hardest
+    problems gain least from more search). A unanimous probe gets nothing more. A
+    problem solved alone (``thinktank.solve``) may take up to ``max_n``.
 
     A problem's samples are one seeded stream, self-consistency's: on a benchmark
     where samples are shared, exactly its first samples.
@@ -264,11 +267,14 @@ class ComputeOptimal(ManySamples, Strategy):
     n: int = 4
     probe: int = 2
     max_n: int = 16
+    rule: str = "doubt"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 1 <= self.probe <= self.n <= self.max_n:
             raise ValueError("need 1 <= probe <= n <= max_n")
+        if self.rule not in ALLOCATION_RULES:
+            raise ValueError(f"rule must be one of {', '.join(ALLOCATION_RULES)}")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         return self.solve_batch([problem], [ctx])[0]
@@ -285,7 +291,8 @@ class ComputeOptimal(ManySamples, Strategy):
             extra_total = (self.n - self.probe) * len(jobs)
             if len(jobs) == 1:
                 extra_total = self.max_n - self.probe
-            extras = allocate(doubts, extra_total, self.max_n - self.probe)
+            weights = [ALLOCATION_RULES[self.rule](d) for d in doubts]
+            extras = allocate(weights, extra_total, self.max_n - self.probe)
 
             def finish(index: int) -> Solution:
                 (problem, ctx), drawn = jobs[index], probes[index]
@@ -301,6 +308,13 @@ class ComputeOptimal(ManySamples, Strategy):
             return list(pool.map(finish, range(len(jobs))))
 
 
+#: How a problem's doubt weighs in the allocation.
+ALLOCATION_RULES: dict[str, Callable[[float], float]] = {
+    "doubt": lambda doubt: doubt,
+    "middle": lambda doubt: doubt * (1 - doubt),
+}
+
+
 def _doubt(drawn: Sequence[Completion], kind: str) -> float:
     """The share of samples that do not give the winning answer (1 without samples)."""
     if not drawn:
@@ -309,12 +323,12 @@ def _doubt(drawn: Sequence[Completion], kind: str) -> float:
     return 1.0 - next(iter(vote.counts.values()), 0) / len(drawn)
 
 
-def allocate(doubts: Sequence[float], total: int, cap: int) -> list[int]:
-    """Split ``total`` samples in proportion to ``doubts``, at most ``cap`` each, by the
-    highest-averages rule (each next sample to the largest doubt / (given + 1));
-    problems without doubt get none, so fewer than ``total`` may be given."""
-    given = [0] * len(doubts)
-    queue = [(-d, i) for i, d in enumerate(doubts) if d > 0 and cap > 0]
+def allocate(weights: Sequence[float], total: int, cap: int) -> list[int]:
+    """Split ``total`` samples in proportion to ``weights``, at most ``cap`` each, by the
+    highest-averages rule (each next sample to the largest weight / (given + 1));
+    problems of weight 0 get none, so fewer than ``total`` may be given."""
+    given = [0] * len(weights)
+    queue = [(-w, i) for i, w in enumerate(weights) if w > 0 and cap > 0]
     heapq.heapify(queue)
     for _ in range(total):
         if not queue:
@@ -322,7 +336,7 @@ def allocate(doubts: Sequence[float], total: int, cap: int) -> list[int]:
         _, i = heapq.heappop(queue)
         given[i] += 1
         if given[i] < cap:
-            heapq.heappush(queue, (-doubts[i] / (given[i] + 1), i))
+            heapq.heappush(queue, (-weights[i] / (given[i] + 1), i))
     return given
 
 
