@@ -68,7 +68,7 @@ class RoutingData:
         configurations = sorted({c for per in outcomes.values() for c in per},
                                 key=lambda c: c.label)  # fmt: skip
         complete = [t for t, per in outcomes.items() if len(per) == len(configurations)]
-        if len(configurations) < 1 or len(complete) < 2:
+        if len(complete) < 2:
             raise ThinktankError(
                 f"runs {', '.join(run_ids)} hold {len(complete)} problem(s) that every "
                 "configuration answered: a router needs 2 or more"
