@@ -470,6 +470,7 @@ def _tune(args: argparse.Namespace) -> int:
             out_dir=args.out,
             executor=_executor(args),
             on_start=lambda total: progress.update(task_id, total=total),
+            on_resumed=lambda done: progress.update(task_id, advance=done),
             on_result=on_result,
         )
     if args.json:

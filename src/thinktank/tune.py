@@ -195,6 +195,7 @@ def tune(
     out_dir: str | Path | None = None,
     executor: RayExecutor | None = None,
     on_start: Callable[[int], None] | None = None,
+    on_resumed: Callable[[int], None] | None = None,
     on_result: Callable[[ResultRow], None] | None = None,
 ) -> TuneOutcome:
     """Tune on a development split of ``suite``, recommend, check on the held-out split.
@@ -207,6 +208,7 @@ def tune(
     gets its first run, so the cap can be passed by one cheap configuration). The
     recommendation (see `recommend`) then runs on the held-out split, outside the
     budget. ``on_start`` gets the number of problem runs at most to come,
+    ``on_resumed`` how many of a run an earlier attempt already scored, and
     ``on_result`` each one as it is scored. Writes ``pareto.png`` and ``tune.json``
     into ``out_dir`` (default ``$THINKTANK_HOME/tune/ID``). With ``executor``
     (`thinktank.bench.distributed.RayExecutor`) every run's problems go to Ray
@@ -231,6 +233,8 @@ def tune(
         plan = plan_bench(split, [configuration.strategy], [configuration.model], seed=seed,
                           ledger=ledger)  # fmt: skip
         run_ids.append(plan.run_id)
+        if plan.done and on_resumed is not None:
+            on_resumed(plan.done)
         rows = run_bench(plan, ledger=ledger, concurrency=concurrency, samples=samples,
                          on_result=on_result, executor=executor)  # fmt: skip
         return Evaluated(configuration, summarize(rows, ledger.bench_config(plan.run_id))[0])
