@@ -22,6 +22,7 @@ from thinktank.meter import Budget, Meter
 from thinktank.models.base import Capabilities, Completion, Price, Sampling
 from thinktank.models.llamacpp import LlamaCppModel
 from thinktank.problem import Problem
+from thinktank.resolver import Resolver
 from thinktank.solution import Partial
 from thinktank.strategies import build_strategy
 from thinktank.strategies.base import Context
@@ -36,7 +37,7 @@ from thinktank.strategies.search import (
     split_pattern,
     split_steps,
 )
-from thinktank.verify.process import RemoteProcessReward, RolloutReward, build_process_reward
+from thinktank.verify.process import RemoteProcessReward, RolloutReward
 
 from .conftest import JsonEndpoint
 
@@ -103,7 +104,7 @@ class ScriptedReward:
 
 
 def scripted(strategy):
-    strategy.process_reward = ScriptedReward  # the instance's reward, not the spec's
+    strategy.process_reward = lambda ctx: ScriptedReward()  # the instance's, not the spec's
     return strategy
 
 
@@ -138,7 +139,7 @@ def test_bad_search_specs_fail_clearly():
         ("tree-search:answer=first", "answer must be one of"),
     ]:
         with pytest.raises(SpecError, match=message):
-            build_strategy(spec)
+            Resolver().check(build_strategy(spec).references())  # what solve and bench do
 
 
 def test_children_reuse_the_parents_kv_cache(smollm2):
@@ -306,8 +307,10 @@ def test_self_eval_values_partials_in_one_batch(smollm2):
         Partial(("1 + 2 = 5. ",)),
         Partial(("The answer is 3.",), finished=True),
     ]
-    values = build_process_reward("self-eval", Sampling()).values(
-        PROBLEM, [Partial(), *partials], ctx
+    values = (
+        Resolver()
+        .process_reward("self-eval", Sampling())
+        .values(PROBLEM, [Partial(), *partials], ctx)
     )
     assert values[0] == 0.5  # nothing written yet: nothing to judge
     assert all(0 < v < 1 for v in values[1:])
@@ -346,7 +349,7 @@ def pooling_server(reply: bytes | None = None) -> JsonEndpoint:
 def test_external_prm_request_format_and_values():
     server = pooling_server()
     try:
-        reward = build_process_reward(f"prm@{server.url}/v1", Sampling())
+        reward = Resolver().process_reward(f"prm@{server.url}/v1", Sampling())
         partials = [Partial(("1 + 2 = 3. ",)), Partial(("1 + 2 = 3. ", "So 4. "))]
         assert reward.values(PROBLEM, [Partial(), *partials], None) == [0.5, 0.9, 0.2]
         first = server.requests[0]

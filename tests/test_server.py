@@ -4,16 +4,13 @@ and the `openai:` backend, driven against that server."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
 import openai
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,36 +22,10 @@ from thinktank.models.base import Price, Sampling
 from thinktank.models.openai import OpenAIModel, parse_spec
 from thinktank.server import create_app
 
-from .conftest import JsonEndpoint
+from .conftest import JsonEndpoint, RunningServer, free_port
 
 KEY = "test-key"
 QUESTION = [{"role": "user", "content": "What is 2 + 3?"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RunningServer:
-    """A real uvicorn server on a free loopback port, in this process."""
-
-    def __init__(self, app):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-
-    def close(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +287,7 @@ def test_backend_retries_server_errors():
 
 def test_an_endpoint_that_is_down_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-123")
-    model = OpenAIModel("m", f"http://127.0.0.1:{_free_port()}/v1", max_retries=0)
+    model = OpenAIModel("m", f"http://127.0.0.1:{free_port()}/v1", max_retries=0)
     for n in (1, 4):  # one request, and the server-n request
         with pytest.raises(ThinktankError, match="cannot reach the endpoint") as info:
             model.generate(QUESTION, n, Sampling(max_tokens=4))
@@ -324,7 +295,7 @@ def test_an_endpoint_that_is_down_is_a_clear_error(monkeypatch):
 
 
 def test_thinktank_serve_starts_with_no_arguments_but_a_port(isolated_home):
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "thinktank", "serve", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -13,6 +13,7 @@ from thinktank.aggregate import majority_vote
 from thinktank.errors import SpecError
 from thinktank.ledger import Ledger
 from thinktank.meter import Budget
+from thinktank.resolver import Resolver
 from thinktank.spec import parse_spec
 from thinktank.strategies import STRATEGIES, SelfConsistency, build_strategy
 from thinktank.strategies.sampling import (
@@ -66,7 +67,7 @@ def test_spec_strings_build_configured_strategies():
 )
 def test_bad_specs_fail_clearly(spec, message):
     with pytest.raises(SpecError, match=message):
-        build_strategy(spec)
+        Resolver().check(build_strategy(spec).references())  # what solve and bench do first
 
 
 def test_registry_lists_every_strategy_once():
@@ -300,8 +301,8 @@ def test_another_model_can_judge_and_its_calls_are_metered_under_its_name(gemma)
     assert [r.model for r in rows] == ["smollm2"] + ["gemma3-270m"] * len(judged)
     assert all(r.completion_tokens == 1 for r in rows[1:])
     assert sum(r.cost_usd for r in rows) == pytest.approx(solution.usage.cost_usd)
-    with pytest.raises(SpecError, match="unknown model"):
-        build_strategy("best-of-n:verifier=judge@no-such-model")
+    with pytest.raises(SpecError, match="unknown model"):  # before anything is spent
+        thinktank.solve("What is 3 + 4?", strategy="best-of-n:verifier=judge@no-such-model")
 
 
 def test_best_of_majority_keeps_the_leader_when_no_answer_is_frequent():

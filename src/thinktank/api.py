@@ -18,6 +18,7 @@ from thinktank.meter import Budget, Meter
 from thinktank.models import DEFAULT_MODEL, Model, load_model
 from thinktank.models.base import ProgressCallback
 from thinktank.problem import Kind, Problem
+from thinktank.resolver import Resolver
 from thinktank.solution import Solution
 from thinktank.strategies import DEFAULT_STRATEGY, Context, Strategy, build_strategy
 
@@ -50,6 +51,8 @@ def solve(
     """
     problem = question if isinstance(question, Problem) else Problem("q0", question, kind)
     strategy = build_strategy(strategy)
+    resolver = Resolver()
+    resolver.check(strategy.references())  # every model, verifier... it names, before spending
     model = load_model(model)
     ledger = ledger if ledger is not None else Ledger()
     run_id = new_run_id()
@@ -59,7 +62,7 @@ def solve(
     meter = Meter(
         budget, ledger=ledger, run_id=run_id, strategy=strategy.spec, problem_id=problem.id
     )
-    ctx = Context(model=model, meter=meter, seed=seed, progress=progress)
+    ctx = Context(model=model, meter=meter, seed=seed, progress=progress, resolver=resolver)
     solution = strategy.solve(problem, ctx)
     solution = replace(
         solution,

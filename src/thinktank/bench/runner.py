@@ -22,6 +22,7 @@ from thinktank.ledger import CallLog, Ledger, ResultRow
 from thinktank.meter import Budget, Meter, SampleStore
 from thinktank.models import Model, load_model
 from thinktank.problem import Task
+from thinktank.resolver import Resolver
 from thinktank.solution import Solution
 from thinktank.strategies import Context, Strategy, build_strategy
 from thinktank.verify import answer_key
@@ -63,6 +64,8 @@ def plan_bench(
     """Load everything and register the run (or find the run these arguments started)."""
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     built = [build_strategy(s) for s in strategies]
+    for strategy in built:  # every model, verifier... a strategy names, before spending
+        Resolver().check(strategy.references())
     loaded = [load_model(m) for m in models]
     specs, names = [s.spec for s in built], [m.name for m in loaded]
     # The digest keeps an edited JSONL file from resuming into a run of its old problems.

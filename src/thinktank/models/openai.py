@@ -64,6 +64,8 @@ class OpenAIModel:
             base_url=self.base_url,
             timeout=timeout,
             max_retries=max_retries,
+            # The key and the prompts go to base_url only, never where a redirect points.
+            http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False, timeout=timeout),
         )
         self._concurrency = concurrency
         self._server_n: bool | None = None  # does the server honour n? learnt on first use

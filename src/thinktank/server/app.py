@@ -7,6 +7,12 @@
 and a ``thinktank`` object (answer, cost, strategy, candidates, votes, run id).
 ``usage`` counts every token spent. ``GET /v1/models`` lists the served models.
 
+The server is a trust boundary. The operator decides at start-up which models
+(judges and pool members included), process-reward endpoints and strategies
+exist; a request names only those, by name (see `thinktank.resolver.ServedResolver`),
+and its strategy's options are checked against `RequestLimits`. A client that
+disconnects cancels its work.
+
 Errors are OpenAI-style ``{"error": {"message", "type", "param", "code"}}``
 with a 4xx status: never a 500 for bad input.
 """
@@ -17,14 +23,15 @@ import asyncio
 import json
 import math
 import secrets
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, Literal
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -33,16 +40,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from thinktank.errors import BudgetExhausted, SpecError, ThinktankError
 from thinktank.ledger import Ledger
 from thinktank.meter import Budget, Meter
-from thinktank.models import load_model
 from thinktank.models.base import Completion, Model, Sampling, TextCallback
 from thinktank.problem import Problem
+from thinktank.resolver import ServedResolver
+from thinktank.server.limits import RequestLimits
 from thinktank.solution import Solution
-from thinktank.strategies import Context, build_strategy
+from thinktank.strategies import STRATEGIES, Context, Strategy, build_strategy
 
-#: Limits past which a request is refused as absurd (400).
-MAX_N = 64
-MAX_TOKENS = 8192
+#: Limits past which a request is refused as absurd (400), whatever the operator's
+#: `RequestLimits`.
+MAX_N = 1024
+MAX_TOKENS = 1 << 20
 MAX_STOPS = 16
+#: How often a request's work checks that its client is still there.
+_DISCONNECT_POLL_SECONDS = 0.25
 
 
 class Message(BaseModel):
@@ -128,38 +139,62 @@ def _error(status: int, message: str, kind: str, param: str | None = None,
 
 
 def create_app(
-    models: Sequence[str | Model] = ("smollm2",),
+    models: Sequence[str | Model] | Mapping[str, str | Model] = ("smollm2",),
     *,
     api_key: str | None = None,
     max_concurrent: int = 4,
     ledger: Ledger | None = None,
+    limits: RequestLimits | None = None,
+    process_rewards: Mapping[str, str] | None = None,
+    strategies: Collection[str] | None = None,
 ) -> FastAPI:
-    """The ASGI app serving ``models`` (names or Model objects; loaded on first use).
+    """The ASGI app serving ``models``: names to specs or Model objects (a list serves
+    each under its spec or name), loaded on first use.
 
     ``api_key``: requests must send ``Authorization: Bearer KEY`` (else 401).
     ``max_concurrent``: requests worked on at once; the others wait their turn.
+    ``limits``: what one request may ask for (`RequestLimits`; its defaults if None).
+    ``process_rewards``: ``{NAME: "URL[#MODEL]"}``, which requests name as ``prm@NAME``.
+    ``strategies``: the strategy names requests may use (default: every registered one).
     """
-    served = {m if isinstance(m, str) else m.name: m for m in models}
-    app = FastAPI(title="thinktank", summary="Inference-time compute behind the OpenAI API")
+    if not isinstance(models, Mapping):
+        models = {m if isinstance(m, str) else m.name: m for m in models}
+    resolver = ServedResolver(models, process_rewards=process_rewards, ledger=ledger)
+    limits = limits or RequestLimits()
+    allowed = set(STRATEGIES if strategies is None else strategies)
+    if unknown := allowed - set(STRATEGIES):
+        raise SpecError(
+            f"unknown strategies {sorted(unknown)} (available: {', '.join(STRATEGIES)})"
+        )
+
+    def authenticate(request: Request) -> None:
+        # A dependency, not an HTTP middleware: that would hide a client's disconnect.
+        if api_key is not None:
+            sent = request.headers.get("authorization", "")
+            if not secrets.compare_digest(sent.encode(), f"Bearer {api_key}".encode()):
+                raise ApiError(401, "missing or wrong API key", code="invalid_api_key")
+
+    app = FastAPI(title="thinktank", summary="Inference-time compute behind the OpenAI API",
+                  dependencies=[Depends(authenticate)])  # fmt: skip
     limit = anyio.CapacityLimiter(max_concurrent)
 
     def model_named(name: str) -> Model:
-        if name not in served:
-            raise ApiError(404, f"model {name!r} is not served (serving: {', '.join(served)})",
-                           param="model", code="model_not_found")  # fmt: skip
-        entry = served[name]
-        if isinstance(entry, str):
-            served[name] = entry = load_model(entry)
-        return entry
+        try:
+            return resolver.model(name)
+        except SpecError as exc:
+            raise ApiError(404, str(exc), param="model", code="model_not_found") from None
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next: Any) -> Any:
-        if api_key is not None and request.url.path.startswith("/v1/"):
-            sent = request.headers.get("authorization", "")
-            if not secrets.compare_digest(sent.encode(), f"Bearer {api_key}".encode()):
-                return _error(401, "missing or wrong API key", "invalid_request_error",
-                              code="invalid_api_key")  # fmt: skip
-        return await call_next(request)
+    def strategy_named(spec: str) -> Strategy:
+        try:
+            strategy = build_strategy(spec)
+            if strategy.name not in allowed:
+                raise SpecError(f"strategy {strategy.name!r} is not served here (served: "
+                                f"{', '.join(sorted(allowed))})")  # fmt: skip
+            resolver.check(strategy.references())
+            limits.check_strategy(strategy)
+        except (SpecError, ValueError) as exc:
+            raise ApiError(400, str(exc), param="model", code="invalid_strategy") from None
+        return strategy
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -181,7 +216,7 @@ def create_app(
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "thinktank"}
-            for name in served
+            for name in resolver.model_names
         ]}  # fmt: skip
 
     @app.exception_handler(Exception)
@@ -189,40 +224,52 @@ def create_app(
         return _error(500, f"internal error: {type(exc).__name__}", "server_error")
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(chat: ChatRequest) -> JSONResponse | StreamingResponse:
-        strategy_spec, model_name = _route(chat, served)
+    async def chat_completions(
+        chat: ChatRequest, request: Request
+    ) -> JSONResponse | StreamingResponse:
+        strategy_spec, model_name = _route(chat, resolver.model_names)
         model = model_named(model_name)
-        if strategy_spec is not None and chat.n != 1:
+        strategy = None if strategy_spec is None else strategy_named(strategy_spec)
+        if strategy is not None and chat.n != 1:
             raise ApiError(400, "n must be 1 with a strategy: it answers once", param="n")
-        strategy = None
-        if strategy_spec is not None:
+        if strategy is not None and not _question(chat).strip():
+            raise ApiError(400, "a strategy needs a user message to answer", param="messages")
+        if strategy is None:
             try:
-                strategy = build_strategy(strategy_spec)
-            except (SpecError, ValueError) as exc:
-                raise ApiError(400, str(exc), param="model", code="invalid_strategy") from None
+                prompt_tokens = model.count_tokens([m.model_dump() for m in chat.messages])
+                limits.check_plain(chat.n, chat.sampling().max_tokens, prompt_tokens)
+            except SpecError as exc:
+                raise ApiError(400, str(exc), param="n") from None
         try:
             caps = chat.thinktank.budget if chat.thinktank else None
-            budget = Budget(**caps.model_dump()) if caps else Budget()
+            budget = limits.budget(Budget(**caps.model_dump()) if caps else None)
         except ValueError as exc:
             raise ApiError(400, str(exc), param="thinktank.budget") from None
-        meter = Meter(budget, ledger=ledger, run_id=uuid.uuid4().hex[:16],
-                      strategy=strategy.spec if strategy else "plain")  # fmt: skip
+        cancel = threading.Event()  # set when the client goes away
+
+        def new_meter() -> Meter:
+            # Made once the request has its turn: its time budget counts from there.
+            return Meter(budget, ledger=ledger, run_id=uuid.uuid4().hex[:16], cancel=cancel,
+                         strategy=strategy.spec if strategy else "plain")  # fmt: skip
 
         if chat.stream and strategy is None and model.capabilities.streaming:
-            return StreamingResponse(_stream_plain(chat, model, meter, limit),
+            return StreamingResponse(_stream_plain(chat, model, new_meter, cancel, limit),
                                      media_type="text/event-stream")  # fmt: skip
 
-        def work() -> dict[str, Any]:
-            if strategy is None:
-                return _plain(chat, model, meter)
-            return _solve(chat, model, strategy, meter)
+        def work() -> dict[str, Any] | None:
+            if cancel.is_set():  # gone while it waited for its turn
+                return None
+            try:
+                if strategy is None:
+                    return _plain(chat, model, new_meter())
+                return _solve(chat, model, strategy, new_meter(), resolver)
+            except KeyboardInterrupt:  # the meter stopped it: the client has gone
+                return None
 
-        try:
-            result = await anyio.to_thread.run_sync(work, limiter=limit)
-        except BudgetExhausted as exc:
-            raise ApiError(400, f"budget: {exc}", param="thinktank.budget") from None
-        except ThinktankError as exc:
-            raise ApiError(400, str(exc)) from None
+        result = await _unless_disconnected(request, cancel, partial(
+            anyio.to_thread.run_sync, work, limiter=limit))  # fmt: skip
+        if result is None:
+            raise ApiError(499, "the client closed the request", code="client_closed_request")
         result["model"] = chat.model
         if chat.stream:  # the answer arrives whole, once the strategy is done
             return StreamingResponse(_sse(result), media_type="text/event-stream")
@@ -231,7 +278,32 @@ def create_app(
     return app
 
 
-def _route(chat: ChatRequest, served: dict[str, Any]) -> tuple[str | None, str]:
+async def _unless_disconnected(
+    request: Request, cancel: threading.Event, run: Callable[[], Any]
+) -> Any:
+    """``await run()``, setting ``cancel`` as soon as the client disconnects; a budget
+    or spec the work refuses becomes a 400."""
+
+    async def watch() -> None:
+        while not cancel.is_set():
+            if await request.is_disconnected():
+                cancel.set()
+                return
+            await anyio.sleep(_DISCONNECT_POLL_SECONDS)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watch)
+        try:
+            return await run()
+        except BudgetExhausted as exc:
+            raise ApiError(400, f"budget: {exc}", param="thinktank.budget") from None
+        except ThinktankError as exc:
+            raise ApiError(400, str(exc)) from None
+        finally:
+            tasks.cancel_scope.cancel()
+
+
+def _route(chat: ChatRequest, served: Sequence[str]) -> tuple[str | None, str]:
     """(strategy spec or None, served model name) from ``model`` and ``extra_body``."""
     name, strategy = chat.model, None
     if name not in served:
@@ -254,14 +326,19 @@ def _plain(
     return _response(choices, meter, extra=None)
 
 
-def _solve(chat: ChatRequest, model: Model, strategy: Any, meter: Meter) -> dict[str, Any]:
+def _question(chat: ChatRequest) -> str:
+    """The conversation's last user message ("" without one)."""
+    return next((m.content for m in reversed(chat.messages) if m.role == "user"), "")
+
+
+def _solve(
+    chat: ChatRequest, model: Model, strategy: Strategy, meter: Meter, resolver: ServedResolver
+) -> dict[str, Any]:
     """One answer by ``strategy`` to the conversation's last user message."""
-    question = next((m.content for m in reversed(chat.messages) if m.role == "user"), None)
-    if not question:
-        raise ApiError(400, "a strategy needs a user message to answer", param="messages")
     kind = chat.thinktank.kind if chat.thinktank else "math"
-    problem = Problem(id=meter.run_id, prompt=question, kind=kind)
-    solution: Solution = strategy.solve(problem, Context(model, meter, seed=chat.seed))
+    problem = Problem(id=meter.run_id, prompt=_question(chat), kind=kind)
+    ctx = Context(model, meter, seed=chat.seed, resolver=resolver)
+    solution: Solution = strategy.solve(problem, ctx)
     winner = next((c for c in solution.candidates if c.answer == solution.answer), None)
     text = winner.text if winner else (solution.answer or "")
     choice = {"index": 0, "message": {"role": "assistant", "content": text},
@@ -344,7 +421,11 @@ def _sse(result: dict[str, Any]) -> Iterator[str]:
 
 
 async def _stream_plain(
-    chat: ChatRequest, model: Model, meter: Meter, limit: anyio.CapacityLimiter
+    chat: ChatRequest,
+    model: Model,
+    new_meter: Callable[[], Meter],
+    cancel: threading.Event,
+    limit: anyio.CapacityLimiter,
 ) -> AsyncIterator[str]:
     """Plain samples streamed token by token as the model writes them."""
     send, receive = anyio.create_memory_object_stream[tuple[str, Any]](max_buffer_size=math.inf)
@@ -355,26 +436,36 @@ async def _stream_plain(
         # From the model's own thread: hand over without waiting for the event loop.
         loop.call_soon_threadsafe(send.send_nowait, (kind, payload))
 
+    def stream(index: int, text: str) -> None:
+        post("text", (index, text))
+
     def work() -> None:
+        if cancel.is_set():  # gone while it waited for its turn
+            return
         try:
-            post(
-                "done", _plain(chat, model, meter, lambda index, text: post("text", (index, text)))
-            )
+            post("done", _plain(chat, model, new_meter(), stream))
+        except KeyboardInterrupt:  # the meter stopped it: the client has gone
+            return
         except Exception as exc:  # reported in the stream: the 200 is already sent
             post("error", exc)
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(partial(anyio.to_thread.run_sync, work, limiter=limit))
-        for index in range(chat.n):
-            yield _chunk(head, [_delta(index, {"role": "assistant", "content": ""})])
-        async for kind, payload in receive:
-            if kind == "text":
-                yield _chunk(head, [_delta(payload[0], {"content": payload[1]})])
-                continue
-            if kind == "done":
-                for event in _sse_end({**payload, **head}):
-                    yield event
-            else:
-                message = str(payload) if isinstance(payload, ThinktankError) else "internal error"
-                yield f"data: {json.dumps({'error': {'message': message}})}\n\n"
-            break
+        try:
+            for index in range(chat.n):
+                yield _chunk(head, [_delta(index, {"role": "assistant", "content": ""})])
+            async for kind, payload in receive:
+                if kind == "text":
+                    yield _chunk(head, [_delta(payload[0], {"content": payload[1]})])
+                    continue
+                if kind == "done":
+                    for event in _sse_end({**payload, **head}):
+                        yield event
+                else:
+                    message = (
+                        str(payload) if isinstance(payload, ThinktankError) else "internal error"
+                    )
+                    yield f"data: {json.dumps({'error': {'message': message}})}\n\n"
+                break
+        finally:  # the stream is over, or its client has gone: stop the work at its next token
+            cancel.set()

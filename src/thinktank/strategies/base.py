@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -22,12 +22,15 @@ from thinktank.models.base import (
     calling_in_group,
 )
 from thinktank.problem import Problem
+from thinktank.resolver import Reference, Resolver
 from thinktank.solution import Solution
 
 
 @dataclass
 class Context:
-    """What a strategy works with: the model, the meter every call goes through, a seed.
+    """What a strategy works with: the model, the meter every call goes through, a seed,
+    and the `Resolver` that turns the names in its options into models, verifiers and
+    process rewards (the server's knows only what its operator configured).
 
     It holds no ground truth: a strategy cannot reach the reference answer.
     """
@@ -36,6 +39,7 @@ class Context:
     meter: Meter
     seed: int | None = None
     progress: ProgressCallback | None = None
+    resolver: Resolver = field(default_factory=Resolver)
     _calls: itertools.count = field(default_factory=itertools.count, repr=False)
 
     def generate(
@@ -122,6 +126,11 @@ class Strategy(ABC):
 
     #: True for strategies whose `solve_batch` needs the whole batch at once.
     batched: ClassVar[bool] = False
+
+    def references(self) -> Iterator[Reference]:
+        """The names this strategy's options hold that ``ctx.resolver`` resolves (models,
+        verifiers, process rewards, a ledger), so that they are checked before it runs."""
+        return iter(())
 
     def revise_batch(
         self, items: Sequence[Sequence[tuple[str, str | None]]]

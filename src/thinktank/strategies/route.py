@@ -11,21 +11,20 @@ paid for what, and one budget caps them all.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import ClassVar
 
 from thinktank.aggregate import majority_vote
-from thinktank.ledger import Ledger
-from thinktank.models import load_model
 from thinktank.problem import Problem
-from thinktank.router import FEATURES, METHODS, OBJECTIVES, Router, RoutingData
+from thinktank.resolver import Reference
+from thinktank.router import FEATURES, METHODS, OBJECTIVES, Router
 from thinktank.solution import Candidate, Partial, Solution
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import ManySamples, sample_candidates
 from thinktank.strategies.search import Stepper, ValuedSearch
 from thinktank.verify import answer_key
-from thinktank.verify.verifiers import Verifier, build_verifier
+from thinktank.verify.verifiers import parse_verifier
 
 #: Separates the model specs of a pool in a spec string (specs may hold "/" and ":").
 POOL_SEPARATOR = "+"
@@ -62,11 +61,13 @@ class Cascade(ManySamples, Strategy):
             raise ValueError("threshold must be in [0, 1]")
         if not all(self.pool):
             raise ValueError(f"models must be model specs joined by {POOL_SEPARATOR!r}")
-        self.verifier()
+        if self.signal != "vote":
+            parse_verifier(self.signal)
 
-    def verifier(self) -> Verifier | None:
-        """The verifier behind the confidence; None for the vote."""
-        return None if self.signal == "vote" else build_verifier(self.signal)
+    def references(self) -> Iterator[Reference]:
+        yield from (("model", spec) for spec in self.pool)
+        if self.signal != "vote":
+            yield "verifier", self.signal
 
     @property
     def pool(self) -> list[str]:
@@ -75,9 +76,10 @@ class Cascade(ManySamples, Strategy):
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates: list[Candidate] = []
         trace = []
-        verifier = self.verifier()
+        # The verifier behind the confidence; None for the vote.
+        verifier = None if self.signal == "vote" else ctx.resolver.verifier(self.signal)
         for rank, spec in enumerate(self.pool):
-            model = load_model(spec)
+            model = ctx.resolver.model(spec)
             asking = replace(ctx, model=model)
             asked = sample_candidates(problem, asking, self.n, self.sampling())
             candidates += [replace(c, worker=model.name) for c in asked]
@@ -128,10 +130,14 @@ class SpecReason(ValuedSearch, Strategy):
         if len(_pool(self.models)) != 2 or not all(_pool(self.models)):
             raise ValueError(f"models must be two model specs joined by {POOL_SEPARATOR!r}")
 
+    def references(self) -> Iterator[Reference]:
+        yield from (("model", spec) for spec in _pool(self.models))
+        yield from super().references()
+
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        small, large = (replace(ctx, model=load_model(spec)) for spec in _pool(self.models))
+        small, large = (replace(ctx, model=ctx.resolver.model(spec)) for spec in _pool(self.models))
         drafts, rewrites = Stepper(problem, small, self), Stepper(problem, large, self)
-        reward = self.process_reward()
+        reward = self.process_reward(ctx)
         partial, value, trace = Partial(), 0.0, []
         while not partial.finished:
             proposed = self.step(drafts, [partial], [1])[0]
@@ -159,7 +165,8 @@ RUN_SEPARATOR = "+"
 class Route(Strategy):
     """Send each query to one configuration (a strategy on a model) chosen before
     anything is spent, by a `Router` learned from the bench runs ``runs`` (ids joined
-    by "+") in the ledger (``ledger``: a path; default the usual one). ``method``:
+    by "+") in the ledger (``ledger``: a path; default the usual one; on a server, the
+    server's own, and a request cannot name one). ``method``:
     clusters (the Avengers) or classifier; ``features``: tfidf or minilm;
     ``objective``: cost-of-pass (the lowest expected cost per correct answer) or
     accuracy. A query that was a training problem is routed by the router learned
@@ -193,15 +200,15 @@ class Route(Strategy):
     def run_ids(self) -> list[str]:
         return [run.strip() for run in self.runs.split(RUN_SEPARATOR) if run.strip()]
 
-    def router(self) -> Router:
+    def references(self) -> Iterator[Reference]:
+        if self.ledger:
+            yield "ledger", self.ledger
+
+    def router(self, ctx: Context) -> Router:
         """The router, learned on first use (once, however many problems run at once)."""
         with self._training:
             if self._router is None:
-                ledger = Ledger(Path(self.ledger).expanduser() if self.ledger else None)
-                try:
-                    data = RoutingData.from_ledger(ledger, self.run_ids)
-                finally:
-                    ledger.close()
+                data = ctx.resolver.routing_data(self.run_ids, self.ledger)
                 self._router = Router(data, self.method, self.features, self.objective,
                                       self.clusters)  # fmt: skip
             return self._router
@@ -209,14 +216,16 @@ class Route(Strategy):
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         from thinktank.strategies import build_strategy
 
-        router = self.router()
+        router = self.router(ctx)
         seen = router.seen(problem.prompt)
         if seen:  # its own outcome, which the evaluator saw, must not route it
             router = router.without(problem.prompt)
         chances = router.chances([problem.prompt])[0]
         configuration = router.data.configurations[router.choose([problem.prompt])[0]]
         strategy = build_strategy(configuration.strategy)
-        solution = strategy.solve(problem, replace(ctx, model=load_model(configuration.model)))
+        ctx.resolver.check(strategy.references())
+        model = ctx.resolver.model(configuration.model)
+        solution = strategy.solve(problem, replace(ctx, model=model))
         routed = {
             "routed_to": configuration.label,
             "chances": {c.label: round(float(p), 4)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import ClassVar
@@ -19,10 +19,11 @@ from thinktank.errors import BudgetExhausted
 from thinktank.models.base import Completion, Prompt, PruneRule, Sampling
 from thinktank.problem import Problem
 from thinktank.prompts import build_prompt, stop_strings
+from thinktank.resolver import Reference
 from thinktank.solution import Candidate, Solution
 from thinktank.strategies.base import Context, Strategy
 from thinktank.verify import answer_key
-from thinktank.verify.verifiers import build_verifier
+from thinktank.verify.verifiers import parse_verifier
 
 
 def sample_completions(
@@ -367,7 +368,10 @@ class BestOfN(ManySamples, Strategy):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        build_verifier(self.verifier)  # a bad verifier spec fails when the strategy is built
+        parse_verifier(self.verifier)  # a malformed spec fails when the strategy is built
+
+    def references(self) -> Iterator[Reference]:
+        yield "verifier", self.verifier
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates = sample_candidates(problem, ctx, self.n, self.sampling())
@@ -400,7 +404,10 @@ class BestOfMajority(ManySamples, Strategy):
             raise ValueError("min_share must be in (0, 1]")
         if self.k < 1:
             raise ValueError("k must be >= 1")
-        build_verifier(self.verifier)
+        parse_verifier(self.verifier)
+
+    def references(self) -> Iterator[Reference]:
+        yield "verifier", self.verifier
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates = sample_candidates(problem, ctx, self.n, self.sampling())
@@ -434,7 +441,7 @@ def verified_choice(
     ``votes`` ranks each distinct verified answer by its best score.
     """
     chosen = [c for c in candidates if c.answer is not None and eligible(c)]
-    scores = iter(build_verifier(verifier).score(problem, chosen, ctx))
+    scores = iter(ctx.resolver.verifier(verifier).score(problem, chosen, ctx))
     scored = [
         replace(c, score=next(scores)) if c.answer is not None and eligible(c) else c
         for c in candidates

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -26,11 +26,12 @@ from thinktank.aggregate import majority_vote
 from thinktank.models.base import Completion
 from thinktank.problem import Problem
 from thinktank.prompts import stop_strings
+from thinktank.resolver import Reference
 from thinktank.solution import Candidate, Partial, Solution
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import SamplingOptions
-from thinktank.verify.process import ProcessReward, build_process_reward, continue_partials
-from thinktank.verify.verifiers import build_verifier
+from thinktank.verify.process import ProcessReward, continue_partials, parse_process_reward
+from thinktank.verify.verifiers import parse_verifier
 
 #: Named step delimiters: the stop strings that end a step.
 SPLITS: dict[str, tuple[str, ...]] = {
@@ -74,10 +75,13 @@ class ValuedSearch(SearchOptions):
         super().__post_init__()
         if self.step_tokens < 1 or self.max_steps < 1:
             raise ValueError("step_tokens and max_steps must be >= 1")
-        self.process_reward()
+        parse_process_reward(self.value)
 
-    def process_reward(self) -> ProcessReward:
-        return build_process_reward(self.value, self.sampling())
+    def references(self) -> Iterator[Reference]:
+        yield "process-reward", self.value
+
+    def process_reward(self, ctx: Context) -> ProcessReward:
+        return ctx.resolver.process_reward(self.value, self.sampling())
 
     def step(
         self, stepper: Stepper, partials: Sequence[Partial], counts: Sequence[int]
@@ -223,7 +227,7 @@ class BeamSearch(ValuedSearch, Strategy):
             raise ValueError("beams and expand must be >= 1")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        stepper, reward = Stepper(problem, ctx, self), self.process_reward()
+        stepper, reward = Stepper(problem, ctx, self), self.process_reward(ctx)
         kept: list[tuple[Partial, float]] = [(Partial(), 0.0)]
         trace: list[dict] = []
         for step in range(self.max_steps):
@@ -272,7 +276,7 @@ class ParticleFilter(ValuedSearch, Strategy):
             raise ValueError("weight_temperature must be > 0")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        stepper, reward = Stepper(problem, ctx, self), self.process_reward()
+        stepper, reward = Stepper(problem, ctx, self), self.process_reward(ctx)
         rng = np.random.default_rng(ctx.seed)
         trace: list[dict] = []
         reference: Partial | None = None
@@ -371,7 +375,7 @@ class AStarDecoding(ValuedSearch, Strategy):
             raise ValueError("step_cost must be >= 0")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        stepper, reward = Stepper(problem, ctx, self), self.process_reward()
+        stepper, reward = Stepper(problem, ctx, self), self.process_reward(ctx)
         root = Partial()
         frontier: list[tuple[float, int, Partial, float]] = [(1.0, 0, root, 0.0)]
         trace: list[dict] = [{"push": 0, "f": 1.0}]
@@ -442,7 +446,10 @@ class TreeSearch(SearchOptions, Strategy):
             raise ValueError("rollouts, batch and branching must be >= 1")
         if self.exploration < 0:
             raise ValueError("exploration must be >= 0")
-        build_verifier(self.reward)
+        parse_verifier(self.reward)
+
+    def references(self) -> Iterator[Reference]:
+        yield "verifier", self.reward
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         return self.grow(problem, ctx)[0]
@@ -450,7 +457,7 @@ class TreeSearch(SearchOptions, Strategy):
     def grow(self, problem: Problem, ctx: Context) -> tuple[Solution, SearchTree]:
         """`solve`, and the tree it grew (values are ``tree.rewards``' backed-up means)."""
         tree = SearchTree(self.branching, self.exploration)
-        stepper, verifier = Stepper(problem, ctx, self), build_verifier(self.reward)
+        stepper, verifier = Stepper(problem, ctx, self), ctx.resolver.verifier(self.reward)
         ends: list[Partial] = []
         trace: list[dict] = []
         while len(ends) < self.rollouts:

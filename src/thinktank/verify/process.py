@@ -13,7 +13,10 @@ truth. Spec strings:
   partial's rollouts; a finished partial is its own single rollout.
 - ``prm@URL[#MODEL]``: an external process reward model behind an
   OpenAI-compatible server with vLLM's pooling API (e.g. ``vllm serve
-  Qwen/Qwen2.5-Math-PRM-7B``); see `RemoteProcessReward` for the request.
+  Qwen/Qwen2.5-Math-PRM-7B``); see `RemoteProcessReward` for the request. On a
+  thinktank server, ``prm@NAME`` names an endpoint its operator configured.
+
+`parse_process_reward` checks a spec's shape; `thinktank.resolver.Resolver` builds it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import httpx
@@ -30,7 +34,7 @@ from thinktank.models.base import Completion, Model, Prompt, Sampling
 from thinktank.problem import Problem
 from thinktank.prompts import build_prompt, continuation_prompt, stop_strings
 from thinktank.solution import Candidate, Partial
-from thinktank.verify.verifiers import build_verifier, yes_probability
+from thinktank.verify.verifiers import Agreement, Verifier, parse_verifier, yes_probability
 
 if TYPE_CHECKING:
     from thinktank.strategies.base import Context
@@ -95,10 +99,10 @@ class RolloutReward:
 
     name: ClassVar[str] = "rollout"
 
-    def __init__(self, sampling: Sampling, n: int = 2, verifier: str = "agreement") -> None:
+    def __init__(self, sampling: Sampling, n: int = 2, verifier: Verifier | None = None) -> None:
         if n < 1:
             raise ValueError("rollout count must be >= 1")
-        self.sampling, self.n, self.verifier = sampling, n, build_verifier(verifier)
+        self.sampling, self.n, self.verifier = sampling, n, verifier or Agreement()
 
     def values(self, problem: Problem, partials: Sequence[Partial], ctx: Context) -> list[float]:
         open_ = [p for p in partials if not p.finished]
@@ -154,6 +158,8 @@ class RemoteProcessReward:
     name: ClassVar[str] = "prm"
 
     def __init__(self, url: str, model: str | None = None, *, separator: str = "<extra_0>") -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"process reward model {url!r}: the URL must start with http(s)://")
         self.url = url.rstrip("/").removesuffix("/v1")
         self.model = model
         self.separator = separator
@@ -229,19 +235,32 @@ def continue_partials(
 _ROLLOUT = re.compile(r"rollout(\d*)(?:@(.+))?")
 
 
-def build_process_reward(spec: str, sampling: Sampling) -> ProcessReward:
-    """``self-eval`` | ``rollout[N][@VERIFIER]`` | ``prm@URL[#MODEL]`` -> a process reward.
+@dataclass(frozen=True)
+class ProcessRewardSpec:
+    """A parsed process reward spec: ``name`` (self-eval, rollout or prm) with, for
+    rollout, its count and verifier spec; for prm, its endpoint (``URL`` or, on a
+    server, the name the operator gave one) and model."""
 
-    ``sampling`` is how the search samples (rollouts sample the same way).
-    """
+    name: str
+    count: int = 2
+    verifier: str = "agreement"
+    endpoint: str = ""
+    model: str | None = None
+
+
+def parse_process_reward(spec: str) -> ProcessRewardSpec:
+    """``self-eval`` | ``rollout[N][@VERIFIER]`` | ``prm@URL[#MODEL]``, checked for shape
+    only: nothing is loaded or contacted (a `Resolver` builds it)."""
     if spec == SelfEvalReward.name:
-        return SelfEvalReward()
+        return ProcessRewardSpec(spec)
     if match := _ROLLOUT.fullmatch(spec):
         count, verifier = match.groups()
-        return RolloutReward(sampling, int(count or 2), verifier or "agreement")
+        if count and int(count) < 1:
+            raise ValueError("rollout count must be >= 1")
+        verifier = verifier or "agreement"
+        parse_verifier(verifier)
+        return ProcessRewardSpec("rollout", int(count or 2), verifier)
     if spec.startswith("prm@") and len(spec) > 4:
-        url, _, model = spec[4:].partition("#")
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"process reward {spec!r}: the URL must start with http(s)://")
-        return RemoteProcessReward(url, model or None)
+        endpoint, _, model = spec[4:].partition("#")
+        return ProcessRewardSpec("prm", endpoint=endpoint, model=model or None)
     raise ValueError("value must be self-eval, rollout[N][@VERIFIER] or prm@URL[#MODEL]")

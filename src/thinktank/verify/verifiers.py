@@ -4,7 +4,8 @@ A verifier turns (problem, candidates) into one score per candidate in [0, 1].
 Model calls go through the strategy's context, so they are metered and
 budgeted like any other. Spec strings: ``self-eval``, ``judge@MODEL``,
 ``pairwise[@MODEL]``, ``public-tests``, ``agreement``, ``py:MODULE:FUNCTION`` (a user
-function ``(problem, candidate) -> float``).
+function ``(problem, candidate) -> float``); `parse_verifier` checks their shape and
+`thinktank.resolver.Resolver.verifier` builds them.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import importlib
 import math
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from thinktank.errors import BudgetExhausted, ThinktankError
+from thinktank.errors import BudgetExhausted
 from thinktank.models.base import Model, Prompt, Sampling
 from thinktank.problem import Problem
 from thinktank.verify.extract import answer_key
@@ -239,32 +241,44 @@ VERIFIERS: dict[str, type[Verifier]] = {
     Agreement.name: Agreement,
 }
 #: Verifiers that another model runs: ``NAME@MODEL``.
-_JUDGES: dict[str, type[Judge | PairwiseJudge]] = {"judge": Judge, "pairwise": PairwiseJudge}
+JUDGES: dict[str, type[Judge | PairwiseJudge]] = {"judge": Judge, "pairwise": PairwiseJudge}
 
 
-def build_verifier(spec: str) -> Verifier:
+@dataclass(frozen=True)
+class VerifierSpec:
+    """A parsed verifier spec: ``name`` (a key of `VERIFIERS` or `JUDGES`, or ``py``) and
+    what follows it: the judging model's spec, or ``MODULE:FUNCTION``."""
+
+    name: str
+    argument: str | None = None
+
+
+def parse_verifier(spec: str) -> VerifierSpec:
     """``self-eval`` | ``pairwise[@MODEL]`` | ``judge@MODEL`` | ``public-tests`` |
-    ``agreement`` | ``py:MODULE:FUNCTION`` -> a verifier."""
+    ``agreement`` | ``py:MODULE:FUNCTION``, checked for shape only: nothing is loaded
+    or imported (a `Resolver` does that)."""
     if spec in VERIFIERS:
-        return VERIFIERS[spec]()
+        return VerifierSpec(spec)
     name, at, model = spec.partition("@")
-    if at and name in _JUDGES:
-        from thinktank.models import load_model
-
-        try:
-            return _JUDGES[name](load_model(model))
-        except ThinktankError as exc:
-            raise ValueError(f"verifier {spec!r}: {exc}") from None
+    if at and name in JUDGES and model.strip():
+        return VerifierSpec(name, model.strip())
     if spec.startswith("py:"):
-        module_name, _, function_name = spec[3:].rpartition(":")
-        try:
-            function = getattr(importlib.import_module(module_name), function_name)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ValueError(f"verifier {spec!r}: {exc}") from None
-        if not callable(function):
-            raise ValueError(f"verifier {spec!r}: {function_name} is not callable")
-        return FunctionVerifier(function)
+        module, _, function = spec[3:].rpartition(":")
+        if module and function.isidentifier():
+            return VerifierSpec("py", spec[3:])
     raise ValueError(
         f"verifier must be one of {', '.join(VERIFIERS)}, judge@MODEL, pairwise@MODEL"
-        " or py:MODULE:FUNCTION"
+        f" or py:MODULE:FUNCTION (got {spec!r})"
     )
+
+
+def import_function(target: str) -> Callable[[Problem, Candidate], float]:
+    """The user's function ``MODULE:FUNCTION`` (importing the module runs its code)."""
+    module_name, _, function_name = target.rpartition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"verifier py:{target}: {exc}") from None
+    if not callable(function):
+        raise ValueError(f"verifier py:{target}: {function_name} is not callable")
+    return function
