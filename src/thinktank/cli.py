@@ -32,6 +32,7 @@ from rich.table import Table
 
 from thinktank.errors import ThinktankError
 from thinktank.problem import KINDS
+from thinktank.server.limits import FLAGS as LIMIT_FLAGS
 from thinktank.server.limits import RequestLimits
 
 EXIT_BAD_INPUT = 2
@@ -228,17 +229,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-concurrent", type=_positive(int), default=4, metavar="N",
                        help="requests worked on at once; the rest wait (4)")  # fmt: skip
     defaults = RequestLimits()
-    for flag, field, kind, what in (
-        ("--max-request-tokens", "tokens", int, "tokens one request may spend, all calls"),
-        ("--max-request-seconds", "seconds", float, "seconds one request may hold the model"),
-        ("--max-request-samples", "samples", int,
-         "samples, agents, beams, rollouts... in one request"),
-        ("--max-request-steps", "steps", int, "rounds, layers, steps... of one request"),
-        ("--max-sample-tokens", "sample_tokens", int, "tokens of one sample or step"),
-    ):  # fmt: skip
-        serve.add_argument(flag, dest=f"limit_{field}", type=_positive(kind),
-                           default=getattr(defaults, field), metavar="S" if kind is float else "N",
-                           help=f"{what} ({getattr(defaults, field):g})")  # fmt: skip
+    for field, what in (
+        ("tokens", "tokens one request may spend, all calls"),
+        ("seconds", "seconds one request may hold the model"),
+        ("samples", "samples, agents, beams, rollouts... in one request"),
+        ("steps", "rounds, layers, steps... of one request"),
+        ("sample_tokens", "tokens of one sample or step"),
+    ):
+        default = getattr(defaults, field)
+        serve.add_argument(LIMIT_FLAGS[field], dest=f"limit_{field}", type=_positive(type(default)),
+                           default=default, metavar="N" if isinstance(default, int) else "S",
+                           help=f"{what} ({default:g})")  # fmt: skip
     serve.set_defaults(handler=_serve)
 
     ledger = commands.add_parser("ledger", help="recent runs with their tokens and cost")
@@ -259,9 +260,7 @@ def _serve(args: argparse.Namespace) -> int:
     rewards = dict(_named(entry, "--process-reward", need_name=True)
                    for entry in args.process_reward)  # fmt: skip
     loaded = {name: load_model(spec) for name, spec in models.items()}  # fail before binding
-    limits = RequestLimits(**{field: getattr(args, f"limit_{field}")
-                              for field in ("tokens", "seconds", "samples", "steps",
-                                            "sample_tokens")})  # fmt: skip
+    limits = RequestLimits(**{field: getattr(args, f"limit_{field}") for field in LIMIT_FLAGS})
     app = create_app(loaded, api_key=args.api_key, max_concurrent=args.max_concurrent,
                      ledger=Ledger(), limits=limits, process_rewards=rewards,
                      strategies=args.strategy)  # fmt: skip

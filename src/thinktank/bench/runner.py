@@ -64,8 +64,9 @@ def plan_bench(
     """Load everything and register the run (or find the run these arguments started)."""
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     built = [build_strategy(s) for s in strategies]
+    resolver = Resolver()
     for strategy in built:  # every model, verifier... a strategy names, before spending
-        Resolver().check(strategy.references())
+        resolver.check(strategy.references())
     loaded = [load_model(m) for m in models]
     specs, names = [s.spec for s in built], [m.name for m in loaded]
     # The digest keeps an edited JSONL file from resuming into a run of its old problems.
