@@ -20,9 +20,12 @@ from thinktank.verify.process import parse_process_reward
 
 LimitKind = Literal["samples", "steps", "sample_tokens"]
 
-#: The kind of each integer strategy option; an option not listed counts as samples
-#: (the tightest), so a new strategy's options are limited too.
+#: The kind of each integer option of the built-in strategies. An option not listed
+#: (a plugin's) counts as samples, the tightest, so that it is limited too.
 OPTION_KINDS: dict[str, LimitKind] = {
+    **dict.fromkeys(("n", "max_n", "probe", "warmup", "batch", "k", "approaches", "beams",
+                     "expand", "particles", "rollouts", "branching", "agents", "proposers",
+                     "paths", "workers", "clusters"), "samples"),
     **dict.fromkeys(("rounds", "layers", "iterations", "max_steps", "max_expansions"), "steps"),
     **dict.fromkeys(("max_tokens", "step_tokens", "summary_tokens", "window", "interval"),
                     "sample_tokens"),
@@ -79,8 +82,9 @@ class RequestLimits:
             if field.init and isinstance(value, int) and not isinstance(value, bool):
                 self._within(field.name, value, OPTION_KINDS.get(field.name, "samples"))
         for kind, spec in strategy.references():
-            if kind == "process-reward" and parse_process_reward(spec).name == "rollout":
-                self._within("rollouts of value", parse_process_reward(spec).count, "samples")
+            reward = parse_process_reward(spec) if kind == "process-reward" else None
+            if reward is not None and reward.name == "rollout":
+                self._within("rollouts of value", reward.count, "samples")
 
     def _within(self, option: str, value: int, kind: LimitKind) -> None:
         limit = getattr(self, kind)
