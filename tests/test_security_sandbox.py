@@ -249,6 +249,42 @@ def test_a_grandchild_that_left_the_session_dies_with_the_program():
     assert_none_left(marker)
 
 
+def test_a_peer_shares_only_its_pipes_and_dies_with_the_program():
+    """The peer (a candidate, when grading) cannot see the program's files or processes,
+    nor write its output; when the program ends, everything the peer started dies."""
+    marker, main_marker = sleep_marker(), sleep_marker()
+    peer = f"""
+import os, sys
+reading, writing = map(int, sys.argv[1:3])
+os.read(reading, 1)  # the program's file and process exist now
+seen = [open(f"/proc/{{pid}}/cmdline", "rb").read() for pid in os.listdir("/proc") if pid.isdigit()]
+found = (any(b"{main_marker}" in line for line in seen), os.path.exists("/tmp/main-only"))
+os.write(writing, repr(found).encode() + b"\\n")
+for fd in range(3, 64):
+    if fd not in (reading, writing):
+        try:
+            os.write(fd, b"forged\\n")
+        except OSError:
+            pass
+os.execv("/usr/bin/sleep", ["sleep", "{marker}"])
+"""
+    main = f"""
+import os, subprocess, sys
+reading, writing = map(int, sys.argv[1:3])
+open("/tmp/main-only", "w").close()
+subprocess.Popen(["sleep", "{main_marker}"])
+os.write(writing, b"?")
+print(os.read(reading, 100).decode().strip())
+"""
+    started = time.monotonic()
+    result = run_python(main, Limits(wall_seconds=30), peer=peer)
+    assert result.passed and result.stdout.split("\n")[0] == "(False, False)"
+    assert "forged" not in result.stdout + result.stderr
+    assert time.monotonic() - started < 10
+    assert_none_left(marker)
+    assert_none_left(main_marker)
+
+
 def test_the_wall_clock_limit_cannot_be_outlived_even_with_the_output_closed():
     marker = sleep_marker()
     started = time.monotonic()
@@ -382,7 +418,10 @@ def test_the_network_is_unreachable_even_the_hosts_loopback(tmp_path):
                 except OSError as exc:
                     print(type(exc).__name__)
         """)
-        assert "reached" not in result.stdout
+        # Every attempt was made and said how it ended; none reached anything.
+        assert result.passed, result.stderr
+        outcomes = result.stdout.split()
+        assert len(outcomes) == 5 and "reached" not in outcomes
         for listener in (tcp, unix, abstract):
             with pytest.raises(TimeoutError):
                 listener.accept()  # nobody came through

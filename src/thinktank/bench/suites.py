@@ -23,7 +23,8 @@ from urllib.parse import parse_qsl
 
 from thinktank.errors import SpecError
 from thinktank.problem import KINDS, Problem, Task
-from thinktank.verify.sandbox import python_solution, run_python
+from thinktank.verify.harness import run_tests
+from thinktank.verify.sandbox import Limits
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def load_suite(spec: str) -> Suite:
 
 def load_parent_suite(spec: str) -> Suite:
     """The whole suite a spec names, or that a split of it names (``SPEC#dev(...)``,
-    as `thinktank tune` writes them): pick a split's tasks from it by id."""
+    as `thinktank.tune.split_suite` writes them): pick a split's tasks from it by id."""
     return load_suite(spec.partition("#")[0])
 
 
@@ -139,17 +140,18 @@ def _docstring_tests(entry: dict[str, Any]) -> tuple[str, ...]:
     return tuple(tests)
 
 
-def humaneval_program(entry: dict[str, Any], code: str) -> str:
-    """The program that checks ``code`` against the hidden tests of ``entry``."""
-    solution = python_solution(entry["prompt"], code)
-    return f"{solution}\n\n{entry['test']}\n\ncheck({entry['entry_point']})\n"
+def humaneval_passes(entry: dict[str, Any], code: str, limits: Limits | None = None) -> bool:
+    """Whether ``code`` passes the hidden tests of ``entry``, run where it cannot reach
+    them (`thinktank.verify.harness`)."""
+    functions = (entry["entry_point"],)
+    verdict = run_tests(entry["prompt"], code, (entry["test"],), functions=functions,
+                        check=True, limits=limits)  # fmt: skip
+    return verdict.passed == 1
 
 
 def _humaneval_scorer(entry: dict[str, Any]):
     def score(answer: str | None, reference: str) -> float:
-        if not answer:
-            return 0.0
-        return float(run_python(humaneval_program(entry, answer)).passed)
+        return float(bool(answer) and humaneval_passes(entry, answer))
 
     return score
 

@@ -111,28 +111,35 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def run_python(code: str, limits: Limits | None = None) -> SandboxResult:
+def run_python(
+    code: str, limits: Limits | None = None, *, peer: str | None = None
+) -> SandboxResult:
     """Execute ``code`` as a script in the sandbox; ``passed`` if it exits 0 within
-    the limits. Raises `SandboxUnavailable` where the sandbox cannot be built."""
+    the limits. Raises `SandboxUnavailable` where the sandbox cannot be built.
+
+    ``peer`` is a second program, run at the same time in a sandbox of its own (its
+    own files, processes and limits) and killed when ``code`` ends. The two share
+    nothing but two pipes: each finds its end's file descriptors, to read and to
+    write, in ``sys.argv[1:3]``. The peer's output is discarded. This is how a grader
+    calls a candidate's code without the candidate reaching the tests or the verdict
+    (`thinktank.verify.harness`).
+    """
     limits = limits or Limits()
     prefix = _isolation()
-    with tempfile.TemporaryFile() as program:
-        program.write(code.encode("utf-8", "replace"))
-        program.flush()
-        program.seek(0)
-        command = [*prefix, *_inner(limits, program.fileno())]
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=(program.fileno(),),
-            start_new_session=True,  # bubblewrap and its namespace's init: one group
-        )
-        try:
-            stdout, stderr, stopped = _collect(process, limits)
-        finally:
-            _kill(process)
+    with contextlib.ExitStack() as running:
+        channel: tuple[int, ...] = ()
+        if peer is not None:
+            to_peer, from_peer = os.pipe(), os.pipe()
+            try:
+                _start(running, prefix, peer, limits, (to_peer[0], from_peer[1]), quiet=True)
+                channel = (from_peer[0], to_peer[1])
+                process = _start(running, prefix, code, limits, channel)
+            finally:
+                for fd in (*to_peer, *from_peer):
+                    os.close(fd)  # the sandboxes hold their own copies
+        else:
+            process = _start(running, prefix, code, limits, channel)
+        stdout, stderr, stopped = _collect(process, limits)
     timed_out, output_exceeded = stopped == "wall clock", stopped == "output"
     returncode = None if stopped else process.returncode
     return SandboxResult(
@@ -145,6 +152,35 @@ def run_python(code: str, limits: Limits | None = None) -> SandboxResult:
     )
 
 
+def _start(
+    running: contextlib.ExitStack,
+    prefix: tuple[str, ...],
+    code: str,
+    limits: Limits,
+    channel: tuple[int, ...],
+    *,
+    quiet: bool = False,
+) -> subprocess.Popen:
+    """Start ``code`` in a sandbox that ``running`` kills on exit; it inherits the
+    ``channel`` file descriptors (named in its argv) and no others. A ``quiet`` one's
+    output goes nowhere."""
+    program = running.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 (the stack closes it)
+    program.write(code.encode("utf-8", "replace"))
+    program.flush()
+    program.seek(0)
+    output = subprocess.DEVNULL if quiet else subprocess.PIPE
+    process = subprocess.Popen(
+        [*prefix, *_inner(limits, program.fileno()), *map(str, channel)],
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
+        pass_fds=(program.fileno(), *channel),
+        start_new_session=True,  # bubblewrap and its namespace's init: one group
+    )
+    running.callback(_kill, process)
+    return process
+
+
 def _kill(process: subprocess.Popen) -> None:
     """Kill bubblewrap and its namespace's init at once (unless it has ended): the kernel
     then kills everything in the PID namespace."""
@@ -152,8 +188,9 @@ def _kill(process: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    process.stdout.close()
-    process.stderr.close()
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def _collect(process: subprocess.Popen, limits: Limits) -> tuple[bytes, bytes, str | None]:

@@ -21,7 +21,8 @@ from thinktank.errors import BudgetExhausted
 from thinktank.models.base import Model, Prompt, Sampling
 from thinktank.problem import Problem
 from thinktank.verify.extract import answer_key
-from thinktank.verify.sandbox import Limits, python_solution, run_python
+from thinktank.verify.harness import candidate_functions, run_tests
+from thinktank.verify.sandbox import Limits
 
 if TYPE_CHECKING:
     from thinktank.solution import Candidate
@@ -177,35 +178,26 @@ def option_probability(top: dict[str, float], option: str, other: str) -> float:
 class PublicTests:
     """For code: the share of the problem's public tests the candidate passes.
 
-    The tests are what a user would really have (e.g. a docstring's examples),
-    run in the sandbox, all in one process. With no public tests every
-    candidate scores 0.5: nothing is known.
+    The tests are what a user would really have (e.g. a docstring's examples). They
+    run where the candidate's code cannot reach them (`thinktank.verify.harness`),
+    against the functions the prompt leaves for it to write. With no public tests,
+    or a prompt that is not Python, every candidate scores 0.5: nothing is known.
     """
 
     name: ClassVar[str] = "public-tests"
 
     def score(self, problem: Problem, candidates: list[Candidate], ctx: Context) -> list[float]:
-        if not problem.public_tests:
+        functions = candidate_functions(problem.prompt)
+        if not problem.public_tests or not functions:
             return [0.5] * len(candidates)
         by_code: dict[str, float] = {}
         for candidate in candidates:
             if candidate.answer is not None and candidate.answer not in by_code:
-                by_code[candidate.answer] = self._passed(problem, candidate.answer)
+                verdict = run_tests(problem.prompt, candidate.answer, problem.public_tests,
+                                    functions=functions, limits=Limits(wall_seconds=5,
+                                    cpu_seconds=5))  # fmt: skip
+                by_code[candidate.answer] = verdict.share
         return [0.0 if c.answer is None else by_code[c.answer] for c in candidates]
-
-    def _passed(self, problem: Problem, code: str) -> float:
-        checks = "".join(
-            f"try:\n    {test}\n    _passed += 1\nexcept BaseException:\n    pass\n"
-            for test in problem.public_tests
-        )
-        program = (
-            f"{python_solution(problem.prompt, code)}\n\n_passed = 0\n{checks}print(_passed)\n"
-        )
-        result = run_python(program, Limits(wall_seconds=5, cpu_seconds=5))
-        last = result.stdout.split()[-1:]
-        if not result.passed or not last or not last[0].isdigit():
-            return 0.0  # crashed, or exited before the checks ran
-        return min(int(last[0]), len(problem.public_tests)) / len(problem.public_tests)
 
 
 class Agreement:
