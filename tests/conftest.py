@@ -6,6 +6,8 @@ import json
 import socket
 import threading
 import time
+import types
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -80,6 +82,32 @@ class JsonEndpoint:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def reachable(obj: object, seen: set[int] | None = None, depth: int = 0) -> Iterator[object]:
+    """Every object reachable from ``obj`` through attributes (``__dict__`` and slots),
+    containers and closures: what a strategy can find in what it is handed."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth > 8:
+        return
+    seen.add(id(obj))
+    yield obj
+    children: list[object] = []
+    if isinstance(obj, dict):
+        children = [*obj.keys(), *obj.values()]
+    elif isinstance(obj, list | tuple | set | frozenset):
+        children = list(obj)
+    else:
+        children = list(getattr(obj, "__dict__", {}).values())
+        for cls in type(obj).__mro__:
+            slots = getattr(cls, "__slots__", ())
+            for slot in (slots,) if isinstance(slots, str) else slots:
+                if hasattr(obj, slot):
+                    children.append(getattr(obj, slot))
+    if isinstance(obj, types.FunctionType) and obj.__closure__:
+        children += [cell.cell_contents for cell in obj.__closure__]
+    for child in children:
+        yield from reachable(child, seen, depth + 1)
 
 
 def free_port() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -13,19 +14,95 @@ from thinktank.errors import BudgetExhausted
 from thinktank.ledger import Ledger
 from thinktank.meter import Budget, Meter
 from thinktank.models.base import Capabilities, Completion, Price, Sampling
+from thinktank.models.openai import OpenAIModel
 from thinktank.strategies import Context
 
-from .conftest import SUM_PROMPT
+from .conftest import SUM_PROMPT, JsonEndpoint
 
 
-def _check_ledger_matches(ledger: Ledger, meter: Meter) -> None:
+def check_rows_add_up(ledger: Ledger, meter: Meter) -> None:
+    """The ledger's rows add up to the meter's usage (seconds apart: see below)."""
     rows = ledger.calls(meter.run_id)
     assert len(rows) == meter.usage.calls
     assert sum(r.n for r in rows) == meter.usage.completions
     assert sum(r.prompt_tokens for r in rows) == meter.usage.prompt_tokens
     assert sum(r.completion_tokens for r in rows) == meter.usage.completion_tokens
+    assert sum(r.thinking_tokens for r in rows) == meter.usage.thinking_tokens
     assert sum(r.cost_usd for r in rows) == pytest.approx(meter.usage.cost_usd, rel=1e-12)
+
+
+def _check_ledger_matches(ledger: Ledger, meter: Meter) -> None:
+    """As `check_rows_add_up`, and seconds too: calls one after another."""
+    check_rows_add_up(ledger, meter)
+    rows = ledger.calls(meter.run_id)
     assert sum(r.seconds for r in rows) == pytest.approx(meter.usage.seconds, rel=1e-9)
+
+
+class BillingEndpoint:
+    """A stand-in OpenAI-compatible server that bills as a real one: the prompt at one
+    token per UTF-8 byte plus ``template`` tokens (a tokenizer's worst case), each
+    sample writing its ``max_tokens``, ``thinking`` of them hidden reasoning and the rest
+    visible, with logprobs. It honours ``n`` or not, and keeps its own bill."""
+
+    def __init__(
+        self, *, honours_n: bool = True, thinking: int = 0, template: int = 30, delay: float = 0
+    ) -> None:
+        #: Per request it answered: (arrived at, prompt, completion, thinking tokens).
+        self.bills: list[tuple[float, int, int, int]] = []
+        self._lock = threading.Lock()
+
+        def respond(method: str, body: dict) -> tuple[int, dict]:
+            arrived = time.monotonic()
+            threading.Event().wait(delay)
+            n = body.get("n", 1) if honours_n else 1
+            prompt = template + sum(len(m["content"].encode()) for m in body["messages"])
+            hidden = min(thinking, body["max_tokens"])
+            visible = body["max_tokens"] - hidden
+            token = {"token": "x", "logprob": -0.5, "bytes": None, "top_logprobs": []}
+            choice = {"finish_reason": "length", "logprobs": {"content": [token] * visible},
+                      "message": {"role": "assistant", "content": "x" * visible}}  # fmt: skip
+            with self._lock:
+                self.bills.append((arrived, prompt, n * body["max_tokens"], n * hidden))
+            usage = {"prompt_tokens": prompt, "completion_tokens": n * body["max_tokens"],
+                     "total_tokens": prompt + n * body["max_tokens"],
+                     "completion_tokens_details": {"reasoning_tokens": n * hidden}}  # fmt: skip
+            return 200, {"id": "x", "object": "chat.completion", "created": 0,
+                         "model": body["model"], "usage": usage,
+                         "choices": [{**choice, "index": i} for i in range(n)]}  # fmt: skip
+
+        self.endpoint = JsonEndpoint(respond)
+        self.url = f"{self.endpoint.url}/v1"
+
+    def model(self, price: Price, concurrency: int = 16) -> OpenAIModel:
+        return OpenAIModel("m", self.url, price=price, concurrency=concurrency, max_retries=0)
+
+    @property
+    def billed_tokens(self) -> int:
+        return sum(prompt + completion for _, prompt, completion, _ in self.bills)
+
+    def billed_cost(self, price: Price) -> float:
+        return sum(price.cost(p, c, 0, t) for _, p, c, t in self.bills)
+
+    def close(self) -> None:
+        self.endpoint.close()
+
+
+@pytest.fixture
+def billing():
+    """A `BillingEndpoint` factory; every endpoint made is closed after the test."""
+    made: list[BillingEndpoint] = []
+
+    def make(**options) -> BillingEndpoint:
+        made.append(BillingEndpoint(**options))
+        return made[-1]
+
+    yield make
+    for endpoint in made:
+        endpoint.close()
+
+
+#: A remote model's price, thinking dearest: so that miscounted tokens show in dollars.
+REMOTE_PRICE = Price(1.0, 2.0, thinking_per_mtok=8.0)
 
 
 @settings(
@@ -57,16 +134,28 @@ def test_token_budget_is_never_exceeded(smollm2, tmp_path, max_tokens_budget, ca
     _check_ledger_matches(ledger, meter)
 
 
-@settings(max_examples=10, deadline=None)
-@given(usd_budget=st.floats(min_value=1e-7, max_value=3e-6), seed=st.integers(0, 2**16))
-def test_cost_budget_is_never_exceeded(smollm2, usd_budget, seed):
+#: A prompt the embedded model goes on answering for as long as it is let: every
+#: sample writes its max_tokens, so what a call would spend is known in advance.
+COUNTING = "Count to one thousand: 1, 2, 3,"
+
+
+@settings(max_examples=8, deadline=None)
+@given(share=st.floats(min_value=0.02, max_value=0.95), seed=st.integers(0, 2**16))
+def test_cost_budget_is_never_exceeded(smollm2, share, seed):
+    calls, n, max_tokens = 3, 2, 8
+    prompt_tokens = smollm2.count_tokens(COUNTING)
+    # The least the calls would spend uncapped: every prompt from the prefix cache.
+    cheapest = calls * smollm2.price.cost(prompt_tokens, n * max_tokens, prompt_tokens)
+    usd_budget = share * cheapest
     meter = Meter(Budget(max_cost_usd=usd_budget))
-    for _ in range(3):
+    for _ in range(calls):
         try:
-            meter.generate(smollm2, SUM_PROMPT, 4, Sampling(max_tokens=16, seed=seed))
+            sampling = Sampling(temperature=0.0, max_tokens=max_tokens, seed=seed)
+            meter.generate(smollm2, COUNTING, n, sampling)
         except BudgetExhausted:
             break
     assert meter.usage.cost_usd <= usd_budget
+    assert meter.exhausted
 
 
 def test_a_budget_too_small_for_the_prompt_refuses_the_call(smollm2):
@@ -186,3 +275,106 @@ def test_a_cancelled_meter_stops_its_call_and_refuses_new_ones(smollm2, tmp_path
     with pytest.raises(KeyboardInterrupt):
         meter.generate(smollm2, SUM_PROMPT, 1, Sampling(max_tokens=4))
     assert len(ledger.calls("cancelled")) == 1
+
+
+class SlowlyCounted(Completion):
+    """A completion whose token count takes a while to read: it widens the moment
+    between a call's return and its usage being recorded, where a budget must hold."""
+
+    settling = threading.Event()
+    another_call_fitted = threading.Event()
+
+    @property
+    def completion_tokens(self) -> int:
+        SlowlyCounted.settling.set()
+        SlowlyCounted.another_call_fitted.wait(timeout=5)
+        return len(self.token_ids)
+
+
+class SettlingModel(WorstCaseModel):
+    def generate(self, prompt, n=1, sampling=None, **options):
+        if SlowlyCounted.settling.is_set():
+            SlowlyCounted.another_call_fitted.set()  # the meter fitted it already
+        return [SlowlyCounted("x", (1,) * sampling.max_tokens, None, "length", 3)] * n
+
+
+def test_a_call_still_counts_while_its_usage_is_recorded():
+    meter = Meter(Budget(max_tokens=30))
+    model = SettlingModel()
+    first = threading.Thread(target=meter.generate, args=(model, "p", 1, Sampling(max_tokens=10)))
+    first.start()  # 3 + 10 tokens
+    assert SlowlyCounted.settling.wait(timeout=5)
+    # 17 tokens are left beside the first call, not 30: one sample of 10, not two.
+    assert len(meter.generate(model, "p", 2, Sampling(max_tokens=10))) == 1
+    first.join()
+    assert meter.usage.total_tokens == 26
+
+
+def test_a_server_that_ignores_n_is_billed_a_prompt_per_request(billing, tmp_path):
+    endpoint = billing(honours_n=False)
+    model = endpoint.model(REMOTE_PRICE)
+    ledger = Ledger(tmp_path / "ledger.db")
+    meter = Meter(ledger=ledger, run_id="ignores-n")
+    completions = meter.generate(model, SUM_PROMPT, 4, Sampling(max_tokens=5, seed=3))
+    assert len(completions) == 4 and len(endpoint.bills) == 4  # asked with n, then one by one
+    assert meter.usage.total_tokens == endpoint.billed_tokens
+    assert meter.usage.prompt_tokens == 4 * endpoint.bills[0][1]
+    assert meter.usage.cost_usd == pytest.approx(endpoint.billed_cost(REMOTE_PRICE), rel=1e-12)
+    check_rows_add_up(ledger, meter)
+
+
+def test_a_remote_prompt_is_reserved_at_no_less_than_it_is_billed(billing):
+    endpoint = billing(template=40)
+    model = endpoint.model(REMOTE_PRICE)
+    prompts = ["hi", "What is 2 + 3?", "数学: 二加三是多少?", "x" * 500, SUM_PROMPT,
+               [{"role": "system", "content": "Be brief."}, *SUM_PROMPT]]  # fmt: skip
+    for prompt in prompts:
+        model.generate(prompt, 1, Sampling(max_tokens=1))
+        assert model.count_tokens(prompt) >= endpoint.bills[-1][1]
+    # A template longer than the allowance widens it: the bound holds from then on.
+    wordy = billing(template=500).model(REMOTE_PRICE)
+    assert wordy.count_tokens("hi") < 500
+    wordy.generate("hi", 1, Sampling(max_tokens=1))
+    assert all(wordy.count_tokens(prompt) >= 500 for prompt in prompts)
+
+
+def test_a_remote_token_budget_holds_against_what_the_server_bills(billing):
+    endpoint = billing(honours_n=False)
+    meter = Meter(Budget(max_tokens=400))
+    model = endpoint.model(REMOTE_PRICE)
+    for _ in range(6):
+        try:
+            meter.generate(model, "x" * 200, 3, Sampling(max_tokens=8, seed=1))
+        except BudgetExhausted:
+            break
+    assert meter.exhausted and endpoint.bills
+    assert endpoint.billed_tokens == meter.usage.total_tokens <= 400
+
+
+def test_reasoning_tokens_are_billed_when_logprobs_come_back(billing, tmp_path):
+    endpoint = billing(thinking=90)
+    model = endpoint.model(REMOTE_PRICE)
+    ledger = Ledger(tmp_path / "ledger.db")
+    meter = Meter(ledger=ledger, run_id="thinking")
+    completions = meter.generate(model, SUM_PROMPT, 3, Sampling(max_tokens=100, seed=2))
+    assert [len(c.logprobs) for c in completions] == [10, 10, 10]  # the visible tokens
+    assert [(c.completion_tokens, c.thinking_tokens) for c in completions] == [(100, 90)] * 3
+    assert (meter.usage.completion_tokens, meter.usage.thinking_tokens) == (300, 270)
+    [(_, prompt, completion, thinking)] = endpoint.bills
+    assert meter.usage.cost_usd == pytest.approx(
+        REMOTE_PRICE.cost(prompt, completion, 0, thinking), rel=1e-12
+    )
+    check_rows_add_up(ledger, meter)
+
+
+def test_no_remote_request_is_sent_after_the_deadline(billing):
+    # One request at a time, 0.3 s each: the n request, then three single ones.
+    endpoint = billing(honours_n=False, delay=0.3)
+    meter = Meter(Budget(max_seconds=0.5))
+    completions = meter.generate(
+        endpoint.model(REMOTE_PRICE, concurrency=1), SUM_PROMPT, 4, Sampling(max_tokens=2)
+    )
+    assert all(arrived < meter.deadline for arrived, *_ in endpoint.bills)
+    assert len(endpoint.bills) == 2  # at 0 s and at 0.3 s; the rest would start at 0.6 s
+    assert [c.finish_reason for c in completions].count("budget") == 2
+    assert meter.exhausted and meter.usage.total_tokens == endpoint.billed_tokens

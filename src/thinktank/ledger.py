@@ -10,6 +10,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +67,15 @@ CREATE TABLE IF NOT EXISTS results (
     sample_verifier_scores TEXT,
     cached_tokens INTEGER NOT NULL DEFAULT 0,
     sample_workers TEXT,
+    answer_scores TEXT,
     PRIMARY KEY (run_id, strategy, model, problem_id)
+);
+CREATE TABLE IF NOT EXISTS bench_attempts (
+    run_id TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    wall_seconds REAL NOT NULL,
+    concurrency INTEGER NOT NULL,
+    PRIMARY KEY (run_id, started_at)
 );
 """
 
@@ -94,6 +103,7 @@ class ResultRow:
     strategy: str
     model: str
     problem_id: str
+    #: The strategy's committed answer (its first, for a pass@k output) and its score.
     answer: str | None
     score: float
     #: Each sample's canonical answer (None: no answer) and score: pass@k and
@@ -110,6 +120,19 @@ class ResultRow:
     cached_tokens: int = 0  # the part of prompt_tokens a prefix cache served
     #: Who drew each sample, for strategies that pool several samplers.
     sample_workers: list[str | None] = field(default_factory=list)
+    #: For a pass@k output (several answers): each answer's score, the committed one
+    #: first; empty for one answer. Never part of ``score``.
+    answer_scores: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BenchAttempt:
+    """One invocation of a bench run (the first or a resume): the wall time it spent
+    solving problems, and at what concurrency."""
+
+    started_at: float
+    wall_seconds: float
+    concurrency: int
 
 
 @dataclass(frozen=True)
@@ -128,6 +151,21 @@ class RunSummary:
     completion_tokens: int
     seconds: float
     cost_usd: float
+
+
+class CallRecorder:
+    """Write-only: where a `Meter` records its calls. It appends call rows and offers
+    nothing else, so a strategy that reaches its context's meter reaches no ledger:
+    not the results (the grader's scores), not other runs, not even its own calls.
+    Made from anything with ``record_call`` (a `Ledger`, a `CallLog`)."""
+
+    __slots__ = ("_write",)
+
+    def __init__(self, write: Callable[[CallRow], None]) -> None:
+        self._write = write
+
+    def record_call(self, row: CallRow) -> None:
+        self._write(row)
 
 
 class CallLog:
@@ -162,6 +200,7 @@ class Ledger:
                 "sample_verifier_scores": "TEXT",
                 "cached_tokens": "INTEGER NOT NULL DEFAULT 0",
                 "sample_workers": "TEXT",
+                "answer_scores": "TEXT",
             },
             "calls": {
                 "cached_tokens": "INTEGER NOT NULL DEFAULT 0",
@@ -280,8 +319,8 @@ class Ledger:
             "INSERT OR IGNORE INTO results (run_id, strategy, model, problem_id, answer,"
             " score, sample_keys, sample_scores, prompt_tokens, completion_tokens,"
             " cost_usd, seconds, budget_exhausted, created_at, sample_verifier_scores,"
-            " cached_tokens, sample_workers)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " cached_tokens, sample_workers, answer_scores)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.run_id,
                 row.strategy,
@@ -300,6 +339,7 @@ class Ledger:
                 json.dumps(row.sample_verifier_scores),
                 row.cached_tokens,
                 json.dumps(row.sample_workers),
+                json.dumps(row.answer_scores),
             ),
         )
         return cursor.rowcount == 1
@@ -321,8 +361,8 @@ class Ledger:
             rows = self._db.execute(
                 "SELECT run_id, strategy, model, problem_id, answer, score, sample_keys,"
                 " sample_scores, prompt_tokens, completion_tokens, cost_usd, seconds,"
-                " budget_exhausted, sample_verifier_scores, cached_tokens, sample_workers"
-                " FROM results"
+                " budget_exhausted, sample_verifier_scores, cached_tokens, sample_workers,"
+                " answer_scores FROM results"
                 " WHERE run_id = ?"
                 " ORDER BY created_at",
                 (run_id,),
@@ -337,9 +377,29 @@ class Ledger:
                 json.loads(row[13] or "[]"),
                 row[14],
                 json.loads(row[15] or "[]"),
+                json.loads(row[16] or "[]"),
             )
             for row in rows
         ]
+
+    def record_bench_attempt(self, run_id: str, attempt: BenchAttempt) -> None:
+        """Store (or bring up to date) one attempt's wall time: updated as results come,
+        so a killed attempt keeps the time up to its last stored result."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO bench_attempts"
+                " (run_id, started_at, wall_seconds, concurrency) VALUES (?, ?, ?, ?)",
+                (run_id, attempt.started_at, attempt.wall_seconds, attempt.concurrency),
+            )
+
+    def bench_attempts(self, run_id: str) -> list[BenchAttempt]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT started_at, wall_seconds, concurrency FROM bench_attempts"
+                " WHERE run_id = ? ORDER BY started_at",
+                (run_id,),
+            ).fetchall()
+        return [BenchAttempt(*row) for row in rows]
 
     def recent_runs(self, limit: int = 20) -> list[RunSummary]:
         """The most recent runs, newest first, with their calls summed."""

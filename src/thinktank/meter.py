@@ -1,14 +1,20 @@
 """The meter: every model call passes here, is fitted into the budget, and is recorded.
 
 A budget is a hard cap. Before each call the meter shrinks it (fewer samples,
-then fewer tokens) so that even the worst case fits: tokens and dollars can
-never be exceeded. Time is enforced by a deadline that the backend checks
-between decoding steps, so a call overruns ``max_seconds`` by at most one step.
+then fewer tokens) so that even the worst case fits beside what was spent and
+what calls in flight hold: tokens and dollars can never be exceeded, however
+many calls run at once. The worst case is held from the fit until the call's
+real usage replaces it, in one locked step, so no moment counts neither. It
+rests on ``count_tokens``, exact for a local model and an upper bound for a
+remote one, and on each backend request paying its own prompt (n prompts for
+a backend that is not ``batched``). Time is enforced by a deadline: no call
+starts after it, and a local backend checks it between decoding steps, so a
+call overruns ``max_seconds`` by at most one step (a remote request already
+sent runs to its end).
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from thinktank.errors import BudgetExhausted, ThinktankError
-from thinktank.ledger import CallLog, CallRow, Ledger
+from thinktank.ledger import CallLog, CallRecorder, CallRow, Ledger
 from thinktank.models.base import (
     Completion,
     Model,
@@ -41,6 +47,14 @@ class Budget:
         for name, value in asdict(self).items():
             if value is not None and value <= 0:
                 raise ValueError(f"budget {name} must be positive, got {value}")
+
+
+@dataclass(eq=False)  # held and released by identity
+class _Hold:
+    """A call's worst case, held from its fit until its real usage is recorded."""
+
+    tokens: int
+    cost_usd: float
 
 
 @dataclass
@@ -142,7 +156,9 @@ class Meter:
         #: Once set, calls in flight stop at their next token and new ones are refused,
         #: both raising KeyboardInterrupt (how a bench run stops its other problems).
         self.cancel = cancel
-        self.ledger = ledger
+        # Write-only: strategies reach the meter through their context, and the ledger
+        # holds the grader's scores.
+        self._calls = None if ledger is None else CallRecorder(ledger.record_call)
         self.run_id = run_id
         self.strategy = strategy
         self.problem_id = problem_id
@@ -151,9 +167,9 @@ class Meter:
         self.exhausted = False
         self._started = time.monotonic()
         self._lock = threading.Lock()
-        # Worst cases of calls in flight, so concurrent calls cannot overshoot together.
-        self._reserved_tokens = 0
-        self._reserved_cost = 0.0
+        # Worst cases of calls in flight, so concurrent calls cannot overshoot together
+        # (summed when needed: adding and taking away floats would drift).
+        self._holds: set[_Hold] = set()
         # Calls in flight, and since when: overlapping calls (a search's batch of
         # prompts) count their wall time once in usage.seconds.
         self._in_flight = 0
@@ -185,7 +201,7 @@ class Meter:
         self._check_cancel()
         sampling = sampling or Sampling()
         prompt_tokens = model.count_tokens(prompt)
-        with self._reservation(model, prompt_tokens, n, sampling) as (n, sampling):
+        with self._reservation(model, prompt_tokens, n, sampling) as (n, sampling, hold):
             shareable = (
                 self.samples is not None
                 and sampling.seed is not None
@@ -210,8 +226,9 @@ class Meter:
                 completions, seconds = self.samples.replay_or_draw(model, prompt, n, sampling, draw)
             else:
                 completions, seconds = draw()
-        # A replay is charged its share of the original call's seconds.
-        self._settle(model, completions, prompt_tokens, seconds, seconds if wall is None else wall)
+            # A replay is charged its share of the original call's seconds.
+            wall_seconds = seconds if wall is None else wall
+            self._settle(model, completions, prompt_tokens, seconds, wall_seconds, hold)
         return completions
 
     def generate_together(
@@ -236,14 +253,14 @@ class Meter:
         sampling = sampling or Sampling()
         # Each worker's header is computed once; headers fed again come out of its max_tokens.
         prompt_tokens = model.count_tokens(prompt) + sum(map(model.count_tokens, workers))
-        with self._reservation(model, prompt_tokens, len(workers), sampling) as (n, sampling):
+        with self._reservation(model, prompt_tokens, len(workers), sampling) as (n, sampling, hold):
 
             def invoke(deadline: float | None, track: ProgressCallback) -> list[Completion]:
                 return model.generate_together(prompt, workers[:n], sampling, deadline=deadline,
                                                progress=track, **options)  # fmt: skip
 
             completions, seconds, wall = self._call(model, prompt_tokens, n, invoke, progress)
-        self._settle(model, completions, prompt_tokens, seconds, wall)
+            self._settle(model, completions, prompt_tokens, seconds, wall, hold)
         return completions
 
     def _check_cancel(self) -> None:
@@ -253,22 +270,18 @@ class Meter:
     @contextmanager
     def _reservation(
         self, model: Model, prompt_tokens: int, n: int, sampling: Sampling
-    ) -> Iterator[tuple[int, Sampling]]:
-        """Fit the call into the budget and hold its worst case while it runs."""
+    ) -> Iterator[tuple[int, Sampling, _Hold]]:
+        """Fit the call into the budget and hold its worst case until `_record` swaps it
+        for the call's usage (released here if the call never got that far)."""
         with self._lock:
             n, sampling = self._fit(model, prompt_tokens, n, sampling)
-            worst_tokens = prompt_tokens + n * sampling.max_tokens
-            worst_cost = model.price.cost(prompt_tokens, 0) + (
-                n * sampling.max_tokens * model.price.dearest_output_per_mtok / 1e6
-            )
-            self._reserved_tokens += worst_tokens
-            self._reserved_cost += worst_cost
+            hold = _Hold(*_worst_case(model, prompt_tokens, n, sampling.max_tokens))
+            self._holds.add(hold)
         try:
-            yield n, sampling
+            yield n, sampling, hold
         finally:
             with self._lock:
-                self._reserved_tokens -= worst_tokens
-                self._reserved_cost -= worst_cost
+                self._holds.discard(hold)
 
     def _settle(
         self,
@@ -277,19 +290,25 @@ class Meter:
         prompt_tokens: int,
         seconds: float,
         wall_seconds: float,
+        hold: _Hold,
     ) -> None:
-        """Record a finished call: the backend's own prompt count when it gave one."""
-        if completions:  # the backend's own count (a remote one: ours was an estimate)
-            prompt_tokens = completions[0].prompt_tokens
+        """Record a finished call as billed: the backend's own prompt count (a remote
+        one: ours was a bound), once per backend request."""
+        requests: dict[int, list[Completion]] = {}
+        for completion in completions:
+            requests.setdefault(completion.request, []).append(completion)
+        if requests:
+            prompt_tokens = sum(group[0].prompt_tokens for group in requests.values())
         self._record(
             model,
             len(completions),
             prompt_tokens,
             sum(c.completion_tokens for c in completions),
             seconds,
-            cached_tokens=min((c.cached_tokens for c in completions), default=0),
+            cached_tokens=sum(min(c.cached_tokens for c in group) for group in requests.values()),
             thinking_tokens=sum(c.thinking_tokens for c in completions),
             wall_seconds=wall_seconds,
+            hold=hold,
         )
         if any(c.finish_reason == "budget" for c in completions):
             self.exhausted = True
@@ -317,6 +336,7 @@ class Meter:
 
         started = time.monotonic()
         with self._lock:
+            self._check_deadline()  # fitted before it, maybe; still none starts after it
             if not self._in_flight:
                 self._busy_since = started
             self._in_flight += 1
@@ -343,11 +363,15 @@ class Meter:
         cached_tokens: int = 0,
         wall_seconds: float | None = None,
         thinking_tokens: int = 0,
+        hold: _Hold | None = None,
     ) -> None:
         """One ledger row (with the call's own ``seconds``); usage counts
-        ``wall_seconds``: 0 for a call that overlapped one still running."""
+        ``wall_seconds``: 0 for a call that overlapped one still running. The usage
+        replaces the call's ``hold`` in the same locked step."""
         cost = model.price.cost(prompt_tokens, completion_tokens, cached_tokens, thinking_tokens)
         with self._lock:
+            if hold is not None:
+                self._holds.discard(hold)
             self.usage.prompt_tokens += prompt_tokens
             self.usage.cached_tokens += cached_tokens
             self.usage.completion_tokens += completion_tokens
@@ -356,8 +380,8 @@ class Meter:
             self.usage.seconds += seconds if wall_seconds is None else wall_seconds
             self.usage.calls += 1
             self.usage.completions += n
-        if self.ledger is not None:
-            self.ledger.record_call(
+        if self._calls is not None:
+            self._calls.record_call(
                 CallRow(
                     run_id=self.run_id,
                     problem_id=self.problem_id,
@@ -373,38 +397,64 @@ class Meter:
                 )
             )
 
-    def _completion_room(self, model: Model, prompt_tokens: int) -> float:
-        """How many completion tokens the budget still allows after this prompt."""
-        room = math.inf
-        if self.budget.max_tokens is not None:
-            spent = self.usage.total_tokens + self._reserved_tokens
-            room = self.budget.max_tokens - spent - prompt_tokens
-        if self.budget.max_cost_usd is not None:
-            price = model.price
-            spent = self.usage.cost_usd + self._reserved_cost
-            left_micro = (self.budget.max_cost_usd - spent) * 1e6
-            left_micro -= prompt_tokens * price.input_per_mtok
-            if left_micro < 0:
-                return 0
-            if price.dearest_output_per_mtok > 0:
-                # The small shave keeps float rounding from overshooting the cap.
-                room = min(room, left_micro * (1 - 1e-9) / price.dearest_output_per_mtok)
-        return room
-
-    def _fit(
-        self, model: Model, prompt_tokens: int, n: int, sampling: Sampling
-    ) -> tuple[int, Sampling]:
+    def _check_deadline(self) -> None:
+        """Refuse a call once the time budget is spent (lock held)."""
         deadline = self.deadline
         if deadline is not None and time.monotonic() >= deadline:
             self.exhausted = True
             raise BudgetExhausted("the time budget is spent")
-        room = self._completion_room(model, prompt_tokens)
-        if room < 1:
-            self.exhausted = True
-            raise BudgetExhausted("the budget has no room for another call")
-        if n * sampling.max_tokens <= room:
+
+    def _fits(self, model: Model, prompt_tokens: int, n: int, max_tokens: int) -> bool:
+        """Whether the worst case of n samples of ``max_tokens`` fits beside what was
+        spent and what calls in flight hold (lock held)."""
+        tokens, cost = _worst_case(model, prompt_tokens, n, max_tokens)
+        if self.budget.max_tokens is not None:
+            held = sum(hold.tokens for hold in self._holds)
+            if self.usage.total_tokens + held + tokens > self.budget.max_tokens:
+                return False
+        if self.budget.max_cost_usd is not None:
+            held_cost = sum(hold.cost_usd for hold in self._holds)
+            # The small shave keeps float rounding from overshooting the cap.
+            if self.usage.cost_usd + held_cost + cost > self.budget.max_cost_usd * (1 - 1e-9):
+                return False
+        return True
+
+    def _fit(
+        self, model: Model, prompt_tokens: int, n: int, sampling: Sampling
+    ) -> tuple[int, Sampling]:
+        """The call shrunk to fit: all of it, else fewer samples, else one shorter one."""
+        self._check_deadline()
+        fitting = _largest(n, lambda k: self._fits(model, prompt_tokens, k, sampling.max_tokens))
+        if fitting == n:
             return n, sampling
         self.exhausted = True
-        if sampling.max_tokens <= room:
-            return int(room // sampling.max_tokens), sampling
-        return 1, sampling.with_(max_tokens=int(room))
+        if fitting:
+            return fitting, sampling
+        tokens = _largest(sampling.max_tokens - 1, lambda t: self._fits(model, prompt_tokens, 1, t))
+        if not tokens:
+            raise BudgetExhausted("the budget has no room for another call")
+        return 1, sampling.with_(max_tokens=tokens)
+
+
+def _worst_case(model: Model, prompt_tokens: int, n: int, max_tokens: int) -> tuple[int, float]:
+    """The most tokens and dollars n samples of ``max_tokens`` can cost: the prompt is paid
+    once per backend request (n of them where the backend is not ``batched``) and every
+    completion token at the dearest output price."""
+    prompts = prompt_tokens * (1 if model.capabilities.batched else n)
+    completion_tokens = n * max_tokens
+    price = model.price
+    cost = price.cost(prompts, 0) + completion_tokens * price.dearest_output_per_mtok / 1e6
+    return prompts + completion_tokens, cost
+
+
+def _largest(upper: int, fits: Callable[[int], bool]) -> int:
+    """The largest k in 1..upper for which ``fits(k)`` (true up to some k, then false),
+    or 0 when none is."""
+    low, high = 0, upper
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low

@@ -18,6 +18,7 @@ runs (`Strategy.references`).
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -60,6 +61,16 @@ MODEL_PREFIXES = ("gguf:", "torch:", "openai:")
 class Resolver:
     """Resolves any spec: what the user typed on the command line or in Python."""
 
+    #: Bench runs no strategy may learn from: the one it is being scored in (its
+    #: results are the grader's scores of the very problems being solved).
+    sealed_runs: frozenset[str] = frozenset()
+
+    def sealing(self, run_id: str) -> Resolver:
+        """This resolver, refusing to read the results of ``run_id`` too."""
+        sealed = copy.copy(self)
+        sealed.sealed_runs = self.sealed_runs | {run_id}
+        return sealed
+
     def model(self, spec: str) -> Model:
         """The model a spec names (loaded once per process)."""
         self._check_model(spec)
@@ -92,10 +103,17 @@ class Resolver:
         return SelfEvalReward()
 
     def routing_data(self, run_ids: Iterable[str], ledger: str = "") -> RoutingData:
-        """The bench runs a router learns from, in ``ledger`` (a path; default the usual)."""
+        """The bench runs a router learns from, in ``ledger`` (a path; default the usual);
+        never a sealed one."""
+        run_ids = list(run_ids)
+        if sealed := self.sealed_runs.intersection(run_ids):
+            raise SpecError(
+                f"run {', '.join(sorted(sealed))} is the run in progress: a strategy cannot"
+                " learn from the scores of the problems it is solving"
+            )
         opened = self._ledger(ledger)
         try:
-            return RoutingData.from_ledger(opened, list(run_ids))
+            return RoutingData.from_ledger(opened, run_ids)
         finally:
             if opened is not self._own_ledger():
                 opened.close()

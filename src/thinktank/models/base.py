@@ -70,10 +70,10 @@ class Completion:
 
     ``logprobs[i]`` is the model's log-probability (temperature 1, before top-p) of
     ``token_ids[i]``; None when the backend does not expose them.
-    ``prompt_tokens`` is the prompt length of the call that produced this completion
-    (shared by all its siblings: count it once per call, not per completion), of
-    which ``cached_tokens`` came from the backend's prefix cache instead of being
-    computed again.
+    ``prompt_tokens`` is the prompt length of the request that produced this
+    completion (shared by all its siblings of that ``request``: count it once per
+    request, not per completion), of which ``cached_tokens`` came from the
+    backend's prefix cache instead of being computed again.
     """
 
     text: str
@@ -93,6 +93,9 @@ class Completion:
     token_count: int | None = None
     #: The part of the completion tokens that was hidden reasoning (billed as such).
     thinking_tokens: int = 0
+    #: Which of the call's backend requests produced it: each request pays its own
+    #: prompt (a remote server that ignores ``n`` is sent one request per sample).
+    request: int = 0
 
     @property
     def completion_tokens(self) -> int:
@@ -103,7 +106,9 @@ class Completion:
 class Capabilities:
     chat: bool = True  # has a chat template (instruction-tuned)
     logprobs: bool = True
-    batched: bool = True  # n samples share one prefill and decode as one batch
+    #: n samples share one prefill and decode as one batch; if not, each sample may be
+    #: its own request that pays its own prompt (the budget reserves n prompts).
+    batched: bool = True
     streaming: bool = False  # generate(..., on_text=...) reports text as it is written
     #: generate_together(...): workers that share one KV cache (Hogwild!), see
     #: `thinktank.models.torch.TorchModel.generate_together`.
@@ -125,6 +130,9 @@ class Price:
     output_per_mtok: float
     cached_input_per_mtok: float | None = None
     thinking_per_mtok: float | None = None
+    #: False for a model the price book does not know (a remote model): its calls
+    #: are metered at $0, and reports call its cost unknown, never free (`UNPRICED`).
+    known: bool = True
 
     @property
     def dearest_output_per_mtok(self) -> float:
@@ -156,6 +164,9 @@ class Price:
             + thinking_tokens * thinking_price
         ) / 1e6
 
+
+#: The price of a model the price book does not know: metered at $0, reported unknown.
+UNPRICED = Price(0.0, 0.0, known=False)
 
 #: Called with the number of tokens generated so far in the current call.
 ProgressCallback = Callable[[int], None]
@@ -222,7 +233,9 @@ class Model(Protocol):
     price: Price
 
     def count_tokens(self, prompt: Prompt) -> int:
-        """Tokens the prompt takes once rendered (what `generate` will prefill)."""
+        """Tokens the prompt takes once rendered (what `generate` will prefill): exact
+        where the backend has the tokenizer, else an upper bound, so that budgets and
+        limits resting on it hold."""
         ...
 
     def generate(

@@ -9,16 +9,21 @@ Requests run on one asyncio loop (a background thread) under a concurrency
 limit; the official client retries 429, 5xx and dropped connections with
 exponential backoff and enforces timeouts. ``n`` samples are asked for with
 the server's ``n`` when it honours it, else as parallel single requests (and a
-seed per sample); if some of them fail, the others are kept. Usage is the
-server's own count.
+seed per sample); if some of them fail, the others are kept.
+
+Usage is what the server bills: its ``usage`` counts (completion and reasoning
+tokens included; logprobs never replace them), one prompt per request. Budgets
+hold without a tokenizer: `OpenAIModel.count_tokens` is an upper bound, not an
+estimate, and a request not yet sent when the deadline passes is not sent (one
+already sent runs to its end: its tokens are billed either way).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +31,7 @@ import openai
 
 from thinktank.errors import ThinktankError
 from thinktank.models.base import (
+    UNPRICED,
     Capabilities,
     Completion,
     Price,
@@ -35,8 +41,11 @@ from thinktank.models.base import (
     Sampling,
 )
 
-#: Characters per token, to estimate a prompt's size before sending it (budgets).
-_CHARS_PER_TOKEN = 4
+#: What a chat template may add to a prompt's text, in tokens: per message (role
+#: markers), and once (a default system prompt, the reply's header). A server that
+#: bills more raises the latter, so the bound holds from then on.
+_TOKENS_PER_MESSAGE = 8
+_TEMPLATE_TOKENS = 64
 
 
 class OpenAIModel:
@@ -58,7 +67,7 @@ class OpenAIModel:
         self.model, self.base_url = model, base_url.rstrip("/")
         self.name = f"openai:{model}@{self.base_url}"
         self.capabilities = Capabilities(chat=True, logprobs=True, batched=False)
-        self.price = price or Price(0.0, 0.0)
+        self.price = price or UNPRICED  # not in the price book: its cost is unknown
         self._client = openai.AsyncOpenAI(
             api_key=os.environ.get(api_key_env) or "none",
             base_url=self.base_url,
@@ -69,6 +78,7 @@ class OpenAIModel:
         )
         self._concurrency = concurrency
         self._server_n: bool | None = None  # does the server honour n? learnt on first use
+        self._template_tokens = _TEMPLATE_TOKENS
         self._loop = asyncio.new_event_loop()
         self._limit: asyncio.Semaphore | None = None
         threading.Thread(target=self._loop.run_forever, name=self.name, daemon=True).start()
@@ -77,11 +87,14 @@ class OpenAIModel:
         return f"OpenAIModel(model={self.model!r}, base_url={self.base_url!r})"
 
     def count_tokens(self, prompt: Prompt) -> int:
-        """An estimate (no tokenizer here); the ledger records the server's own count."""
-        if isinstance(prompt, str):
-            return max(1, math.ceil(len(prompt) / _CHARS_PER_TOKEN))
-        text = "".join(m["content"] for m in prompt)
-        return math.ceil(len(text) / _CHARS_PER_TOKEN) + 4 * len(prompt)  # + role markers
+        """An upper bound on what the server will bill for the prompt, so that a budget
+        holds (the ledger records the server's own count). With no tokenizer here: a
+        token covers at least one byte of text (byte-level BPE, SentencePiece with
+        byte fallback), so the text's UTF-8 bytes plus the template's allowance bound
+        it. A characters-per-token estimate would be closer, and could be under."""
+        messages = _messages(prompt)
+        text_bytes = sum(len(m["content"].encode()) for m in messages)
+        return text_bytes + _TOKENS_PER_MESSAGE * len(messages) + self._template_tokens
 
     def generate(
         self,
@@ -97,9 +110,8 @@ class OpenAIModel:
         sampling = sampling or Sampling()
         if n < 1:
             raise ValueError("n must be >= 1")
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         future = asyncio.run_coroutine_threadsafe(
-            self._generate(list(messages), n, sampling), self._loop
+            self._generate(_messages(prompt), n, sampling, deadline), self._loop
         )
         try:
             completions = future.result()
@@ -112,16 +124,21 @@ class OpenAIModel:
             progress(sum(c.completion_tokens for c in completions))
         return completions
 
-    async def _generate(self, messages: list[Any], n: int, sampling: Sampling) -> list[Completion]:
+    async def _generate(
+        self, messages: list[Any], n: int, sampling: Sampling, deadline: float | None
+    ) -> list[Completion]:
+        """The samples; each request's completions carry its index (each pays its prompt)."""
         if self._limit is None:
             self._limit = asyncio.Semaphore(self._concurrency)
         completions: list[Completion] = []
         errors: list[BaseException] = []
         if n > 1 and self._server_n is not False and not sampling.sample_offset:
             try:
-                completions = await self._request(messages, n, sampling, sampling.seed)
+                completions = await self._request(messages, n, sampling, sampling.seed, 0, deadline)
             except openai.BadRequestError as exc:  # taken as "no n here": ask one by one
                 errors.append(exc)
+            if completions and completions[0].finish_reason == "budget":
+                return completions  # not sent: nothing learnt about n
             self._server_n = len(completions) == n
         missing = n - len(completions)
         if missing:
@@ -130,7 +147,10 @@ class OpenAIModel:
                 None if sampling.seed is None else sampling.seed + first + i for i in range(missing)
             ]
             results = await asyncio.gather(
-                *(self._request(messages, 1, sampling, seed) for seed in seeds),
+                *(
+                    self._request(messages, 1, sampling, seed, request, deadline)
+                    for request, seed in enumerate(seeds, start=1)
+                ),
                 return_exceptions=True,
             )
             for result in results:
@@ -143,8 +163,16 @@ class OpenAIModel:
         return completions
 
     async def _request(
-        self, messages: list[Any], n: int, sampling: Sampling, seed: int | None
+        self,
+        messages: list[Any],
+        n: int,
+        sampling: Sampling,
+        seed: int | None,
+        request: int,
+        deadline: float | None,
     ) -> list[Completion]:
+        """One request's completions; empty ones that end with the budget when the
+        deadline passes before the request is sent."""
         extra: dict[str, Any] = {}
         if messages[-1]["role"] == "assistant":  # continue a partial reply (vLLM's flags)
             extra = {"continue_final_message": True, "add_generation_prompt": False}
@@ -165,41 +193,72 @@ class OpenAIModel:
         if sampling.top_logprobs:
             options["top_logprobs"] = sampling.top_logprobs
         assert self._limit is not None
-        async with self._limit:
+        async with self._limit:  # a request may wait here past the deadline
+            if deadline is not None and time.monotonic() >= deadline:
+                return [_unsent(seed, request)] * n
             response = await self._client.chat.completions.create(**options)
-        return _completions(response, seed, sampling.stop)
+        bound = self.count_tokens(messages)
+        if response.usage is None:  # nothing billed is known: count the worst case
+            return _completions(response, seed, sampling.stop, request, bound, sampling.max_tokens)
+        # A template longer than the allowance: widen it, so the bound holds from now on.
+        self._template_tokens += max(0, response.usage.prompt_tokens - bound)
+        return _completions(response, seed, sampling.stop, request)
 
 
-def _completions(response: Any, seed: int | None, stops: Sequence[str]) -> list[Completion]:
-    """The response's choices as completions, with the server's token counts."""
+def _unsent(seed: int | None, request: int) -> Completion:
+    """A sample whose request was never sent: no text, nothing billed."""
+    return Completion(text="", token_ids=(), logprobs=None, finish_reason="budget",
+                      prompt_tokens=0, seed=seed, token_count=0, request=request)  # fmt: skip
+
+
+def _messages(prompt: Prompt) -> list[Any]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def _completions(
+    response: Any,
+    seed: int | None,
+    stops: Sequence[str],
+    request: int,
+    unbilled_prompt: int = 0,
+    unbilled_max_tokens: int = 0,
+) -> list[Completion]:
+    """The response's choices as completions, with the token counts the server bills:
+    its usage, shared out among the choices (in proportion to their visible tokens
+    where logprobs show them, hidden reasoning evenly). A response without usage is
+    counted at ``unbilled_prompt`` and ``unbilled_max_tokens`` per choice, its worst case."""
     usage = response.usage
-    prompt_tokens = usage.prompt_tokens if usage else 0
-    details = getattr(usage, "prompt_tokens_details", None) if usage else None
-    cached = (getattr(details, "cached_tokens", None) or 0) if details else 0
     choices = sorted(response.choices, key=lambda c: c.index)
-    total = usage.completion_tokens if usage else 0
-    reasoning = getattr(usage, "completion_tokens_details", None) if usage else None
-    thinking = (getattr(reasoning, "reasoning_tokens", None) or 0) if reasoning else 0
+    contents = [c.logprobs.content if c.logprobs and c.logprobs.content else None for c in choices]
+    if usage is None:
+        prompt_tokens, cached, thinking = unbilled_prompt, 0, 0
+        total = unbilled_max_tokens * len(choices)
+    else:
+        prompt_tokens, total = usage.prompt_tokens, usage.completion_tokens
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = (getattr(details, "cached_tokens", None) or 0) if details else 0
+        reasoning = getattr(usage, "completion_tokens_details", None)
+        thinking = (getattr(reasoning, "reasoning_tokens", None) or 0) if reasoning else 0
+        thinking = min(thinking, total)  # part of the completion tokens, never more
+    thinking_shares = _share_out(thinking, [1] * len(choices))
+    visible_shares = _share_out(total - thinking, [len(c) if c else 0 for c in contents])
     out = []
-    for i, choice in enumerate(choices):
-        content = choice.logprobs.content if choice.logprobs and choice.logprobs.content else None
-        if content is not None:
-            tokens = len(content)
-        else:  # no per-choice count: share the call's total out
-            tokens = total // len(choices) + (i < total % len(choices))
+    for choice, content, hidden, visible in zip(
+        choices, contents, thinking_shares, visible_shares, strict=True
+    ):
         stop_reason = getattr(choice, "stop_reason", None)
         out.append(
             Completion(
                 text=choice.message.content or "",
                 token_ids=(),
-                token_count=tokens,
+                token_count=hidden + visible,
                 logprobs=tuple(t.logprob for t in content) if content else None,
                 finish_reason="length" if choice.finish_reason == "length" else "stop",
                 prompt_tokens=prompt_tokens,
                 seed=seed,
                 cached_tokens=cached,
-                # The call's reasoning tokens, shared out like an unknown completion count.
-                thinking_tokens=thinking // len(choices) + (i < thinking % len(choices)),
+                thinking_tokens=hidden,
+                request=request,
                 top_logprobs=(
                     tuple({t.token: t.logprob for t in (p.top_logprobs or ())} for p in content)
                     if content and any(p.top_logprobs for p in content)
@@ -210,6 +269,19 @@ def _completions(response: Any, seed: int | None, stops: Sequence[str]) -> list[
             )
         )  # fmt: skip
     return out
+
+
+def _share_out(total: int, weights: Sequence[int]) -> list[int]:
+    """``total`` split in proportion to ``weights`` (evenly when all are 0), in whole
+    tokens that add up to it exactly: what the server billed, no more, no less."""
+    if not any(weights):
+        weights = [1] * len(weights)
+    whole = sum(weights)
+    shares = [total * w // whole for w in weights]
+    by_remainder = sorted(range(len(weights)), key=lambda i: -(total * weights[i] % whole))
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
 
 
 def _describe(error: BaseException) -> str:

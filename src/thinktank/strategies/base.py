@@ -32,7 +32,12 @@ class Context:
     and the `Resolver` that turns the names in its options into models, verifiers and
     process rewards (the server's knows only what its operator configured).
 
-    It holds no ground truth: a strategy cannot reach the reference answer.
+    It holds no ground truth: a strategy cannot reach the reference answer, and the
+    meter records calls write-only (a `thinktank.ledger.CallRecorder`), so the
+    ledger's results, which hold the grader's scores, are out of reach too; in a
+    bench run the resolver refuses to read the run in progress. (Python code can
+    always dig through the interpreter itself; a strategy is code its user chose to
+    run, and this keeps the ground truth out of everything it is handed.)
     """
 
     model: Model
