@@ -23,6 +23,7 @@ import openai
 import pytest
 
 from thinktank import models as model_registry
+from thinktank.errors import ThinktankError
 from thinktank.ledger import Ledger
 from thinktank.models import _smollm2_path
 from thinktank.models.base import Sampling
@@ -300,7 +301,7 @@ def test_a_remote_models_key_goes_to_its_own_url_only(canary, monkeypatch):
     try:
         model = OpenAIModel("m", f"http://127.0.0.1:{redirector.server_port}/v1",
                             api_key_env="TT_UPSTREAM_KEY", max_retries=0)  # fmt: skip
-        with pytest.raises(Exception, match="307") as info:
+        with pytest.raises(ThinktankError, match="307") as info:
             model.generate(QUESTION, 1, Sampling(max_tokens=4))
         assert OPERATOR_SECRET not in str(info.value)
         assert canary.requests == [] and canary.authorizations == []

@@ -163,10 +163,16 @@ def test_seeded_sampling_reproduces_and_stop_strings_end_samples(torch_smollm2):
     again = torch_smollm2.generate(SUM_PROMPT, 3, sampling)
     assert [c.token_ids for c in first] == [c.token_ids for c in again]
     assert len({c.token_ids for c in first}) > 1
-    for c in first:
-        assert "5" not in c.text
-        assert c.stop_string in (None, "5")
-        assert c.finish_reason == ("stop" if c.stop_string else c.finish_reason)
+    # The same samples without the stop string: each stopped one is cut just before
+    # its first "5", and the others are untouched.
+    free = torch_smollm2.generate(SUM_PROMPT, 3, sampling.with_(stop=()))
+    assert ["5" in c.text for c in free] == [True, False, False]  # seed 11
+    for stopped, whole in zip(first, free, strict=True):
+        if "5" in whole.text:
+            assert stopped.text == whole.text[: whole.text.index("5")]
+            assert (stopped.stop_string, stopped.finish_reason) == ("5", "stop")
+        else:
+            assert stopped.text == whole.text and stopped.stop_string is None
 
 
 def test_torch_specs_and_errors():
