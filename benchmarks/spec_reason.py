@@ -41,8 +41,8 @@ def main() -> None:
         for s in pooled.summaries:
             rewritten = _rewritten_share(ledger, pooled.run_id, s.strategy)
             print(f"\n{s.strategy}: accuracy {s.accuracy:.2f} vs Gemma alone {large.accuracy:.2f};"
-                  f" seconds ratio {s.seconds / large.seconds:.2f}; large model's share of"
-                  f" completion tokens {rewritten:.2f}")  # fmt: skip
+                  f" model-seconds ratio {s.model_seconds / large.model_seconds:.2f};"
+                  f" large model's share of completion tokens {rewritten:.2f}")  # fmt: skip
 
 
 def _rewritten_share(ledger: Ledger, run_id: str, strategy: str) -> float:

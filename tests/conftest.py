@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -86,9 +87,10 @@ class JsonEndpoint:
 
 def reachable(obj: object, seen: set[int] | None = None, depth: int = 0) -> Iterator[object]:
     """Every object reachable from ``obj`` through attributes (``__dict__`` and slots),
-    containers and closures: what a strategy can find in what it is handed."""
+    containers and closures: what a strategy can find in what it is handed. Modules
+    and classes are not followed: they are the interpreter's, handed to everyone."""
     seen = set() if seen is None else seen
-    if id(obj) in seen or depth > 8:
+    if id(obj) in seen or depth > 8 or isinstance(obj, types.ModuleType | type):
         return
     seen.add(id(obj))
     yield obj
@@ -104,8 +106,10 @@ def reachable(obj: object, seen: set[int] | None = None, depth: int = 0) -> Iter
             for slot in (slots,) if isinstance(slots, str) else slots:
                 if hasattr(obj, slot):
                     children.append(getattr(obj, slot))
-    if isinstance(obj, types.FunctionType) and obj.__closure__:
-        children += [cell.cell_contents for cell in obj.__closure__]
+    if isinstance(obj, types.FunctionType):
+        for cell in obj.__closure__ or ():
+            with contextlib.suppress(ValueError):  # empty: a variable not bound yet
+                children.append(cell.cell_contents)
     for child in children:
         yield from reachable(child, seen, depth + 1)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-import types
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -18,13 +18,20 @@ import pytest
 
 import thinktank
 from thinktank.aggregate import dawid_skene
-from thinktank.bench.runner import solve_tasks
+from thinktank.bench.report import results_table
+from thinktank.bench.runner import plan_bench, solve_tasks
 from thinktank.bench.suites import load_suite
-from thinktank.errors import SpecError
+from thinktank.economics import Configuration, unpriced_models
+from thinktank.errors import SpecError, ThinktankError
 from thinktank.ledger import Ledger
+from thinktank.meter import Budget
+from thinktank.models import Price, load_model
 from thinktank.problem import Problem, Task
 from thinktank.solution import Solution
 from thinktank.strategies import Strategy
+from thinktank.tune import Evaluated, recommend, tune
+
+from .conftest import JsonEndpoint, reachable
 
 CHAIN_SUM = "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size={size}&seed=1"
 
@@ -89,26 +96,6 @@ def test_problem_has_no_field_for_the_reference():
 POISON = "POISONED-REFERENCE-7f3a"
 
 
-def _reachable(obj, seen=None, depth=0):
-    """Every object reachable from obj through attributes, containers and closures."""
-    seen = seen if seen is not None else set()
-    if id(obj) in seen or depth > 8:
-        return
-    seen.add(id(obj))
-    yield obj
-    children = []
-    if isinstance(obj, dict):
-        children = [*obj.keys(), *obj.values()]
-    elif isinstance(obj, list | tuple | set | frozenset):
-        children = list(obj)
-    elif hasattr(obj, "__dict__"):
-        children = list(vars(obj).values())
-    if isinstance(obj, types.FunctionType) and obj.__closure__:
-        children += [cell.cell_contents for cell in obj.__closure__]
-    for child in children:
-        yield from _reachable(child, seen, depth + 1)
-
-
 @dataclass
 class Snoop(Strategy):
     """A strategy that searches everything it is given for the reference answer."""
@@ -118,7 +105,7 @@ class Snoop(Strategy):
     found: list = dataclasses.field(default_factory=list)
 
     def solve(self, problem, ctx):
-        for obj in _reachable((problem, ctx)):
+        for obj in reachable((problem, ctx)):
             if (isinstance(obj, str) and POISON in obj) or isinstance(obj, Task):
                 self.found.append(obj)
         return Solution(answer=None, candidates=[])
@@ -211,8 +198,9 @@ def test_bench_json_report_and_bad_input(isolated_home, tmp_path):
     payload = json.loads(result.stdout)
     for run in payload["runs"]:
         for key in ("strategy", "model", "suite", "n_problems", "accuracy", "ci95",
-                    "total_tokens", "cost_usd", "cost_of_pass_usd", "seconds"):  # fmt: skip
+                    "total_tokens", "cost_usd", "cost_of_pass_usd", "model_seconds"):  # fmt: skip
             assert key in run
+    assert payload["wall_seconds"] > 0 and [a["concurrency"] for a in payload["attempts"]] == [4]
     pngs = {p.name for p in out.glob("*.png")}
     assert pngs == {"accuracy_vs_tokens.png", "pass_and_majority_at_k.png", "cost_of_pass.png",
                     "pareto.png"}  # fmt: skip
@@ -255,11 +243,12 @@ def test_verifier_analysis_from_a_best_of_n_run(tmp_path):
 
 
 class CountingModel:
-    """The real model, counting the tokens it is asked to sample."""
+    """The real model, counting the tokens it is asked to sample (priced as ``price``)."""
 
-    def __init__(self, model):
+    def __init__(self, model, price=None):
         self.model, self.sampled = model, 0
-        self.name, self.capabilities, self.price = model.name, model.capabilities, model.price
+        self.name, self.capabilities = model.name, model.capabilities
+        self.price = model.price if price is None else price
 
     def count_tokens(self, prompt):
         return self.model.count_tokens(prompt)
@@ -294,6 +283,38 @@ def test_strategies_share_seeded_samples_and_each_pays_for_them(smollm2, tmp_pat
         assert drawn[share] == (1 if share else 2) * vote.completion_tokens
 
 
+def test_no_share_samples_after_a_shared_run_is_a_run_of_its_own(smollm2, tmp_path):
+    ledger = Ledger(tmp_path / "l.db")
+    suite = load_suite(CHAIN_SUM.format(size=2))
+    strategies = ["self-consistency:n=2,max_tokens=16", "weighted-vote:n=2,max_tokens=16"]
+    shared = thinktank.benchmark(suite, strategies, [smollm2], ledger=ledger)
+    model = CountingModel(smollm2)
+    alone = thinktank.benchmark(suite, strategies, [model], ledger=ledger, share_samples=False)
+    assert alone.run_id != shared.run_id
+    # Solved again, each strategy drawing its own samples: not the shared run's results.
+    assert model.sampled == sum(s.completion_tokens for s in alone.summaries) > 0
+
+
+def test_every_option_that_changes_what_is_measured_changes_the_run_id(smollm2, tmp_path):
+    ledger = Ledger(tmp_path / "l.db")
+
+    def run_id(size=2, strategies=("single",), models=(smollm2,), **options):
+        suite = load_suite(CHAIN_SUM.format(size=size))
+        return plan_bench(suite, list(strategies), list(models), ledger=ledger, **options).run_id
+
+    ids = [
+        run_id(),
+        run_id(size=3),
+        run_id(seed=1),
+        run_id(budget=Budget(max_tokens=500)),
+        run_id(share_samples=False),
+        run_id(strategies=["single:max_tokens=8"]),
+        run_id(models=[CountingModel(smollm2, Price(1.0, 2.0))]),  # same model, new price
+    ]
+    assert len(set(ids)) == len(ids)
+    assert run_id() == ids[0]  # and the same options resume the same run
+
+
 def test_adaptive_consistency_votes_over_the_first_samples_of_the_same_stream(tmp_path):
     ledger = Ledger(tmp_path / "l.db")
     strategies = [
@@ -311,17 +332,30 @@ def test_adaptive_consistency_votes_over_the_first_samples_of_the_same_stream(tm
 
 @dataclass
 class Guesses(Strategy):
-    """Answers with two guesses without sampling: a wrong one first, then a right one."""
+    """Answers "What is A + B?" without sampling: with ``wrong_first`` a wrong guess and
+    then the right one (a pass@k output), else the right one alone."""
 
     name: ClassVar[str] = "guesses"
     summary: ClassVar[str] = "test double"
+    wrong_first: bool = True
 
     def solve(self, problem, ctx):
         a, b = (int(x) for x in problem.prompt.split("What is ")[1].rstrip("?").split(" + "))
-        return Solution(answer=str(a + b + 1), candidates=[], alternatives=[str(a + b)])
+        if self.wrong_first:
+            return Solution(answer=str(a + b + 1), candidates=[], alternatives=[str(a + b)])
+        return Solution(answer=str(a + b), candidates=[])
 
 
-def test_a_problem_answered_with_k_guesses_counts_if_any_is_right(smollm2, tmp_path):
+def sums_suite(path, count: int = 3) -> str:
+    """A JSONL suite of "What is A + B?" problems (what `Guesses` answers)."""
+    path.write_text("".join(
+        json.dumps({"question": f"What is {i} + {i + 2}?", "answer": str(2 * i + 2)}) + "\n"
+        for i in range(1, count + 1)
+    ))  # fmt: skip
+    return f"jsonl:{path}"
+
+
+def test_a_pass_at_k_output_is_scored_by_its_committed_answer(smollm2, tmp_path):
     task = Task(Problem("p1", "What is 2 + 3?"), "5", scorer=lambda answer, ref: answer == ref)
     [row] = solve_tasks(
         Guesses(),
@@ -332,7 +366,45 @@ def test_a_problem_answered_with_k_guesses_counts_if_any_is_right(smollm2, tmp_p
         budget=None,
         ledger=Ledger(tmp_path / "l.db"),
     )
-    assert (row.answer, row.score) == ("6", 1.0)
+    # The first answer is the one it commits to; the right second guess counts apart.
+    assert (row.answer, row.score, row.answer_scores) == ("6", 0.0, [0.0, 1.0])
+
+
+def test_pass_at_k_outputs_have_their_own_column_and_never_reach_accuracy(smollm2, tmp_path):
+    ledger = Ledger(tmp_path / "l.db")
+    guesses, right = Guesses(), Guesses(wrong_first=False)
+    outcome = thinktank.benchmark(sums_suite(tmp_path / "sums.jsonl"), [guesses, right],
+                                  [smollm2], ledger=ledger)  # fmt: skip
+    two, one = outcome.summaries
+    assert (two.accuracy, two.cost_of_pass_usd, two.answers_given, two.pass_at_k_output) == (
+        0.0, None, 2, 1.0)  # fmt: skip
+    assert (one.accuracy, one.answers_given, one.pass_at_k_output) == (1.0, 1, None)
+    assert (two.on_frontier, one.on_frontier) == (False, True)
+    # tune's rule (the lowest cost-of-pass) reads the committed answers: the grader's
+    # pick among the guesses does not win, though both cost nothing.
+    evaluated = [Evaluated(Configuration(s.strategy, s.model), s) for s in outcome.summaries]
+    assert recommend(evaluated)[0].configuration.strategy == right.spec
+    table = results_table(outcome.summaries)
+    assert "pass@k output (k answers)" in table and "1.00 (any of 2)" in table
+    report = thinktank.report(outcome.run_id, tmp_path / "out", ledger).read_text()
+    assert "pass@k output (k answers)" in report and "is **not** accuracy" in report
+
+
+def test_a_real_pass_at_k_strategy_scores_its_first_answer_for_accuracy(smollm2, tmp_path):
+    ledger = Ledger(tmp_path / "l.db")
+    suite = load_suite(CHAIN_SUM.format(size=4))
+    outcome = thinktank.benchmark(suite, ["best-of-majority:n=4,k=3,min_share=0.25,max_tokens=24"],
+                                  [smollm2], ledger=ledger)  # fmt: skip
+    [summary] = outcome.summaries
+    rows = ledger.results(outcome.run_id)
+    tasks = {t.problem.id: t for t in suite.tasks}
+    for row in rows:
+        assert row.score == tasks[row.problem_id].score(row.answer)  # the committed answer
+        assert row.answer_scores == [] or row.answer_scores[0] == row.score
+    assert summary.accuracy == sum(r.score >= 1 for r in rows) / len(rows)
+    solved_by_any = sum(max(r.answer_scores or [r.score]) >= 1 for r in rows) / len(rows)
+    assert summary.answers_given == max(len(r.answer_scores) or 1 for r in rows)
+    assert summary.pass_at_k_output == (solved_by_any if summary.answers_given > 1 else None)
 
 
 def test_truth_inference_re_answers_the_batch_from_worker_reliability(tmp_path):
@@ -349,3 +421,81 @@ def test_truth_inference_re_answers_the_batch_from_worker_reliability(tmp_path):
         # Each answer is the batch estimate, scored as the evaluator scored that sample.
         assert row.answer == key
         assert row.score == (row.sample_scores[row.sample_keys.index(key)] if key else 0.0)
+
+
+def test_a_run_reports_its_wall_time_not_the_sum_of_concurrent_problems(smollm2, tmp_path):
+    ledger = Ledger(tmp_path / "l.db")
+    suite = load_suite(CHAIN_SUM.format(size=6))
+    strategies = ["self-consistency:n=2,max_tokens=24"]
+    began = time.monotonic()
+    outcome = thinktank.benchmark(suite, strategies, [smollm2], ledger=ledger, concurrency=3)
+    measured = time.monotonic() - began
+    [summary] = outcome.summaries
+    assert [a.concurrency for a in outcome.attempts] == [3]
+    # The run's own time (planning and summing up aside), not each problem's added up.
+    assert measured - max(1.0, 0.15 * measured) < outcome.wall_seconds <= measured
+    assert outcome.wall_seconds < summary.model_seconds  # the problems overlapped
+    again = thinktank.benchmark(suite, strategies, [smollm2], ledger=ledger, concurrency=3)
+    assert again.attempts == outcome.attempts  # nothing left to solve: no attempt added
+    report = thinktank.report(outcome.run_id, tmp_path / "out", ledger).read_text()
+    assert f"wall time {outcome.wall_seconds:.1f} s (concurrency 3)" in report
+
+
+def sums_endpoint() -> JsonEndpoint:
+    """A stand-in chat endpoint that answers "What is A + B?" right."""
+
+    def respond(method, body):
+        a, b = re.search(r"What is (\d+) \+ (\d+)\?", json.dumps(body["messages"])).groups()
+        choice = {
+            "index": 0,
+            "finish_reason": "stop",
+            "logprobs": None,
+            "message": {"role": "assistant", "content": f"The answer is {int(a) + int(b)}."},
+        }
+        usage = {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}
+        return 200, {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                     "choices": [choice], "usage": usage}  # fmt: skip
+
+    return JsonEndpoint(respond)
+
+
+def test_an_unpriced_remote_model_is_reported_unpriced_never_free(smollm2, isolated_home, tmp_path):
+    endpoint = sums_endpoint()
+    try:
+        remote = f"openai:mystery@{endpoint.url}/v1"  # not in the price book
+        name = load_model(remote).name
+        ledger = Ledger(tmp_path / "l.db")
+        suite = sums_suite(tmp_path / "sums.jsonl", 2)
+        outcome = thinktank.benchmark(suite, ["single:max_tokens=8"], [smollm2, remote],
+                                      ledger=ledger)  # fmt: skip
+        local, unpriced = outcome.summaries
+        assert (local.unpriced_models, unpriced.unpriced_models) == ([], [name])
+        assert unpriced.accuracy == 1.0  # right every time, and still not free:
+        assert (unpriced.cost_usd, unpriced.cost_per_problem, unpriced.cost_of_pass_usd) == (
+            None, None, None)  # fmt: skip
+        assert not unpriced.on_frontier and not unpriced.on_pareto_front
+        assert local.cost_usd > 0
+        assert outcome.to_dict()["runs"][1]["cost_of_pass_usd"] is None
+        report = thinktank.report(outcome.run_id, tmp_path / "out", ledger).read_text()
+        assert "unknown (unpriced)" in report and f"{name} has no price" in report
+        with pytest.raises(ThinktankError, match="a dollar budget cannot hold"):
+            plan_bench(suite, ["single"], [remote], budget=Budget(max_cost_usd=1.0),
+                       ledger=ledger)  # fmt: skip
+        with pytest.raises(ThinktankError, match="tune compares costs"):
+            tune(suite, [remote], ["single:max_tokens=8"], ledger=ledger, out_dir=tmp_path / "t")
+        # A judge the strategy names counts as one of the models it calls.
+        judged = f"best-of-n:n=2,verifier=judge@{remote}"
+        plan = plan_bench(suite, [judged], [smollm2], ledger=ledger)
+        config = ledger.bench_config(plan.run_id)
+        assert plan.unpriced == [name]
+        assert unpriced_models(config, Configuration(plan.strategies[0].spec, "smollm2")) == [name]
+        # The command line warns once, and its JSON says unknown.
+        result = _cli("bench", "--suite", suite, "-s", "single:max_tokens=8", "-m", remote,
+                      "--json", home=isolated_home)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.count("has no price") == 1
+        [run] = json.loads(result.stdout)["runs"]
+        assert (run["cost_usd"], run["cost_of_pass_usd"], run["unpriced_models"]) == (
+            None, None, [name])  # fmt: skip
+    finally:
+        endpoint.close()

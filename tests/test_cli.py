@@ -65,7 +65,9 @@ def test_solve_prints_an_answer_for_humans(isolated_home):
         "solve", "What is 7 + 5?", "--strategy", "single:max_tokens=48", home=isolated_home
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip()
+    # stdout is the answer alone: the one the ledger recorded for the run.
+    [run] = json.loads(thinktank("ledger", "--json", home=isolated_home).stdout)["runs"]
+    assert run["answer"] is not None and result.stdout.strip() == run["answer"]
     assert "completion tokens" in result.stderr
 
 
@@ -81,7 +83,8 @@ def test_solve_prints_an_answer_for_humans(isolated_home):
         (["solve", "1+1", "--model", "gguf:/no/such/file.gguf"], "no such file"),
         (["solve"], "required"),
         (["frobnicate"], "invalid choice"),
-        (["tune", "--suite", "rg:chain_sum?size=4", "--dev-fraction", "2"], "between 0 and 1"),
+        (["tune", "--suite", "rg:chain_sum?size=4", "--folds", "1"], "at least 2 folds"),
+        (["tune", "--suite", "rg:chain_sum?size=4", "--folds", "5"], "cannot make 5 folds"),
         (["tune", "--suite", "rg:chain_sum?size=1"], "need 2+"),
         (["solve", "1+1", "--strategy", "route:runs=bench-nope"], "no bench run"),
         (
@@ -125,17 +128,19 @@ def test_tune_from_the_command_line_on_ray(isolated_home, tmp_path):
     suite = "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size=4&seed=2"
     result = thinktank("tune", "--suite", suite, "-s", "single:max_tokens=32", "-s",
                        "self-consistency:n=2,max_tokens=32", "--target-accuracy", "0.01",
-                       "--out", str(tmp_path), "--json", "--concurrency", "1",
+                       "--folds", "2", "--out", str(tmp_path), "--json", "--concurrency", "1",
                        "--executor", "ray", home=isolated_home)  # fmt: skip
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
-    assert len(payload["configurations"]) == 2 and payload["dev_problems"] == 2
+    assert len(payload["configurations"]) == 2 and payload["problems"] == 4
     assert payload["pareto_front"] and payload["plot"] == str(tmp_path / "pareto.png")
     if payload["recommended"] is None:  # nothing solved on 2 problems: said so, not invented
         assert "no configuration reaches" in payload["reason"] and payload["held_out"] is None
     else:
         assert payload["recommended"]["accuracy"] >= 0.01
-        assert payload["held_out"]["n_problems"] == 2
+        label = f"{payload['recommended']['strategy']} @ {payload['recommended']['model']}"
+        chose = [f for f in payload["folds"] if f["chosen"] == label]
+        assert payload["held_out"]["n_problems"] == sum(len(f["held_out_problems"]) for f in chose)
 
 
 def test_bench_on_ray_from_the_command_line(isolated_home):

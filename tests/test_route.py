@@ -18,6 +18,8 @@ from thinktank.strategies.route import vote_confidence
 from thinktank.tune import split_suite
 from thinktank.verify import answer_key
 
+from .test_bench import Guesses, sums_endpoint, sums_suite
+
 QUESTIONS = ("What is 7 + 5?", "What is 3 * 4?", "What is 9 - 6?")
 
 
@@ -197,3 +199,24 @@ def test_a_cascade_can_escalate_on_the_models_own_judgement(gemma, ledger):
         assert calls[1].completion_tokens == 1
     with pytest.raises(SpecError, match="verifier"):
         thinktank.build_strategy("cascade:signal=gut-feeling")
+
+
+def test_router_labels_are_committed_answers_and_unpriced_runs_are_refused(smollm2, tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db")
+    suite = sums_suite(tmp_path / "sums.jsonl")
+    guesses, right = Guesses(), Guesses(wrong_first=False)
+    trained = thinktank.benchmark(suite, [guesses, right], [smollm2], ledger=ledger)
+    data = RoutingData.from_ledger(ledger, [trained.run_id])
+    solved = dict(zip([c.strategy for c in data.configurations], data.solved.T, strict=True))
+    # The pass@k output's right second guess never makes a label: its first is wrong.
+    assert solved[guesses.spec].tolist() == [0.0] * 3
+    assert solved[right.spec].tolist() == [1.0] * 3
+
+    endpoint = sums_endpoint()
+    try:
+        remote = f"openai:mystery@{endpoint.url}/v1"  # no price: its cost is unknown
+        unpriced = thinktank.benchmark(suite, ["single:max_tokens=8"], [remote], ledger=ledger)
+        with pytest.raises(ThinktankError, match="has no price"):
+            RoutingData.from_ledger(ledger, [unpriced.run_id])
+    finally:
+        endpoint.close()

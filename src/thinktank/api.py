@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,7 @@ from thinktank.bench.suites import Suite
 from thinktank.bench.summary import ConfigSummary, summarize
 from thinktank.config import home
 from thinktank.errors import ThinktankError
-from thinktank.ledger import Ledger, ResultRow
+from thinktank.ledger import BenchAttempt, Ledger, ResultRow
 from thinktank.meter import Budget, Meter
 from thinktank.models import DEFAULT_MODEL, Model, load_model
 from thinktank.models.base import ProgressCallback
@@ -79,16 +79,25 @@ def solve(
 
 @dataclass
 class BenchOutcome:
-    """A bench run: its id, its arguments and one summary per strategy x model."""
+    """A bench run: its id, its arguments, one summary per strategy x model, and its
+    attempts (the first and each resume), whose wall times add up to the run's."""
 
     run_id: str
     config: dict[str, Any]
     summaries: list[ConfigSummary]
+    attempts: list[BenchAttempt] = field(default_factory=list)
+
+    @property
+    def wall_seconds(self) -> float:
+        """The run's wall time: concurrent problems overlap (unlike ``model_seconds``)."""
+        return sum(a.wall_seconds for a in self.attempts)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "suite": self.config["suite"],
+            "wall_seconds": self.wall_seconds,
+            "attempts": [asdict(a) for a in self.attempts],
             "runs": [s.to_dict() for s in self.summaries],
         }
 
@@ -110,7 +119,9 @@ def benchmark(
     """Run every strategy x model on every problem of ``suite``; resumable.
 
     Calling again with the same arguments continues the same run (same run id):
-    problems already scored are not redone. ``budget`` applies to each problem.
+    problems already scored are not redone; any argument that changes what is
+    measured (``share_samples`` too, and the models' prices) makes a new run.
+    ``budget`` applies to each problem.
     ``concurrency`` problems are solved at once; the embedded backend batches
     their samples together (results then depend slightly on which problems
     shared a batch, so a seed reproduces a run exactly only at concurrency 1).
@@ -120,19 +131,17 @@ def benchmark(
     ``concurrency`` at most per model; this process still writes the ledger.
     """
     ledger = ledger if ledger is not None else Ledger()
-    plan = plan_bench(suite, strategies, models, seed=seed, budget=budget, ledger=ledger)
+    plan = plan_bench(suite, strategies, models, seed=seed, budget=budget,
+                      share_samples=share_samples, ledger=ledger)  # fmt: skip
     if on_plan is not None:
         on_plan(plan)
     results = run_bench(
-        plan,
-        ledger=ledger,
-        concurrency=concurrency,
-        share_samples=share_samples,
-        on_result=on_result,
-        executor=executor,
+        plan, ledger=ledger, concurrency=concurrency, on_result=on_result, executor=executor
     )
     config = ledger.bench_config(plan.run_id) or {}
-    return BenchOutcome(plan.run_id, config, summarize(results, config))
+    return BenchOutcome(
+        plan.run_id, config, summarize(results, config), ledger.bench_attempts(plan.run_id)
+    )
 
 
 def load_bench(run_id: str, ledger: Ledger | None = None) -> BenchOutcome:
@@ -141,7 +150,8 @@ def load_bench(run_id: str, ledger: Ledger | None = None) -> BenchOutcome:
     config = ledger.bench_config(run_id)
     if config is None:
         raise ThinktankError(f"no bench run {run_id!r} in {ledger.path}")
-    return BenchOutcome(run_id, config, summarize(ledger.results(run_id), config))
+    return BenchOutcome(run_id, config, summarize(ledger.results(run_id), config),
+                        ledger.bench_attempts(run_id))  # fmt: skip
 
 
 def report(run_id: str, out_dir: str | Path | None = None, ledger: Ledger | None = None) -> Path:
@@ -150,4 +160,4 @@ def report(run_id: str, out_dir: str | Path | None = None, ledger: Ledger | None
 
     outcome = load_bench(run_id, ledger)
     target = Path(out_dir) if out_dir is not None else home() / "reports" / run_id
-    return write_report(run_id, outcome.config, outcome.summaries, target)
+    return write_report(run_id, outcome.config, outcome.summaries, target, outcome.attempts)

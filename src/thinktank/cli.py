@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
@@ -34,6 +34,9 @@ from thinktank.errors import ThinktankError
 from thinktank.problem import KINDS
 from thinktank.server.limits import FLAGS as LIMIT_FLAGS
 from thinktank.server.limits import RequestLimits
+
+if TYPE_CHECKING:
+    from thinktank.tune import TuneOutcome
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -99,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
         help="run strategies x models on a suite; resumable",
         description="Run every strategy on every model over every problem of SUITE, scoring "
         "each answer against the suite's ground truth (which strategies never see). Results "
-        "go to the ledger as they come: run the same command again to resume.",
+        "go to the ledger as they come: run the same command again to resume (an option "
+        "that changes what is measured, --no-share-samples included, starts a new run).",
         epilog='example: thinktank bench --suite "rg:chain_sum?min_terms=2&max_terms=2'
         '&min_digits=1&max_digits=1&size=30&seed=1" --strategy single '
         "--strategy self-consistency:n=8",
@@ -129,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="share_samples",
         action="store_false",
         help="draw every strategy's samples afresh (by default strategies that draw the same "
-        "seeded samples get them once, and each is still charged for them)",
+        "seeded samples get them once, and each is still charged for them); a run of its own",
     )
     _add_executor_arguments(bench)
     bench.add_argument("--out", help="also write the report and results.json into this folder")
@@ -138,12 +142,16 @@ def _parser() -> argparse.ArgumentParser:
 
     tune = commands.add_parser(
         "tune",
-        help="find the configuration that buys correct answers cheapest; check it held out",
-        description="Search configurations (strategy, n, temperature, model, cascade "
-        "threshold) on a development split of SUITE under a budget, cheapest first; print the "
-        "accuracy-cost Pareto front and the configuration recommended for a cost per problem "
-        "or a target accuracy (default: the lowest cost-of-pass), then run it on the held-out "
-        "split the search never saw. Resumable: run the same command again to continue.",
+        help="find the configuration that buys correct answers cheapest; cross-validate it",
+        description="Score configurations (strategy, n, temperature, model, cascade "
+        "threshold) on SUITE under a budget, cheapest first, and print the accuracy-cost "
+        "Pareto front. Then split the problems into seeded folds: each fold chooses the "
+        "configuration for a cost per problem or a target accuracy (default: the lowest "
+        "cost-of-pass) on the other folds' problems and is checked on its own, which played no "
+        "part in the choice. The recommendation is the choice of most folds; the spread of "
+        "the held-out figures is printed, with a warning for each fold whose held-out accuracy "
+        "falls outside its development interval. Folds cost no extra model calls. Resumable: "
+        "run the same command again to continue.",
         epilog='example: thinktank tune --suite "rg:chain_sum?min_terms=2&max_terms=2'
         '&min_digits=1&max_digits=1&size=40&seed=3" -m smollm2 -m gemma3-270m '
         "--budget-usd 0.001",
@@ -159,10 +167,10 @@ def _parser() -> argparse.ArgumentParser:
         "self-consistency n=2/4/8 and temperatures 0.7/1.0, and with several models cascades "
         "at thresholds 0.3/0.5/0.7)",
     )
-    tune.add_argument("--dev-fraction", type=float, default=0.5,
-                      help="share of the suite to tune on; the rest is held out (0.5)")  # fmt: skip
-    scope = (" for the whole search: a configuration starts only if its estimated cost fits"
-             " (the held-out check is extra)")  # fmt: skip
+    tune.add_argument("--folds", type=int,
+                      help="cross-validation folds, 2 or more (default 5, or one per problem"
+                      " on a smaller suite)")  # fmt: skip
+    scope = " for the whole search: a configuration starts only if its estimated cost fits"
     _add_budget_arguments(tune, scope, cap="cap")
     goal = tune.add_mutually_exclusive_group()
     goal.add_argument("--max-cost-per-problem", type=_positive(float),
@@ -173,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="recommend the cheapest configuration reaching this accuracy",
     )
-    tune.add_argument("--seed", type=int, default=0, help="split and sampling seed (default 0)")
+    tune.add_argument("--seed", type=int, default=0, help="fold and sampling seed (default 0)")
     tune.add_argument("--concurrency", type=_positive(int), default=4,
                       help="problems in flight at once (default 4)")  # fmt: skip
     _add_executor_arguments(tune)
@@ -408,6 +416,12 @@ def _solve(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from thinktank.api import benchmark, report
+    from thinktank.bench.report import (
+        cost_of_pass_text,
+        cost_per_problem_text,
+        pass_at_k_output_text,
+        wall_time_text,
+    )
     from thinktank.strategies import build_strategy
 
     for spec in args.strategy:
@@ -420,6 +434,10 @@ def _bench(args: argparse.Namespace) -> int:
         resumed = f" (resuming: {plan.done} done)" if plan.done else ""
         progress.update(task_id, description=f"{plan.run_id}{resumed}", total=plan.total,
                         completed=plan.done)  # fmt: skip
+        if plan.unpriced:
+            stderr.print(f"[yellow]warning:[/] {', '.join(plan.unpriced)} has no price in the "
+                         "price book: its cost and cost-of-pass are reported unknown, not $0 "
+                         "(add it to $THINKTANK_HOME/prices.toml)")  # fmt: skip
 
     def on_result(row: Any) -> None:
         solved.append(row.score >= 1)  # full credit, as the summary counts it
@@ -447,22 +465,28 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(outcome.to_dict())
         return 0
+    several = any(s.pass_at_k_output is not None for s in outcome.summaries)
     table = Table("strategy", "model", "n", "accuracy (95% CI)", "tokens/problem", "$/problem",
-                  "cost-of-pass $", "s", box=box.SIMPLE_HEAD)  # fmt: skip
+                  "cost-of-pass $", "model-s", *(["pass@k output (k answers)"] if several else []),
+                  box=box.SIMPLE_HEAD)  # fmt: skip
     for s in outcome.summaries:
-        cop = "-" if s.cost_of_pass_usd is None else f"{s.cost_of_pass_usd:.3g}"
+        cop = cost_of_pass_text(s)
         table.add_row(
             s.strategy,
             s.model,
             str(s.n_problems),
             f"{s.accuracy:.2f} ({s.ci95[0]:.2f}-{s.ci95[1]:.2f})",
             f"{s.tokens_per_problem:.0f}",
-            f"{s.cost_per_problem:.3g}",
+            cost_per_problem_text(s),
             f"[green]{cop}" if s.on_frontier else cop,
-            f"{s.seconds:.0f}",
+            f"{s.model_seconds:.0f}",
+            *([pass_at_k_output_text(s)] if several else []),
         )
     _table_console().print(table)
-    stderr.print(f"run {outcome.run_id}: `thinktank report {outcome.run_id}` draws the plots")
+    stderr.print(f"run {outcome.run_id}: {wall_time_text(outcome.attempts)}; model-s sums each "
+                 "problem's time in model calls (concurrent problems overlap)"
+                 + ("; a pass@k output's any-of-k figure is not its accuracy" if several else "")
+                 + f"; `thinktank report {outcome.run_id}` draws the plots")  # fmt: skip
     return 0
 
 
@@ -509,7 +533,7 @@ def _tune(args: argparse.Namespace) -> int:
             args.suite,
             args.model or ["smollm2"],
             args.strategy,
-            dev_fraction=args.dev_fraction,
+            folds=args.folds,
             budget=_budget(args),
             max_cost_per_problem=args.max_cost_per_problem,
             target_accuracy=args.target_accuracy,
@@ -524,8 +548,8 @@ def _tune(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(outcome.to_dict())
         return 0
-    table = Table("configuration", "dev accuracy (95% CI)", "$/problem", "cost-of-pass $",
-                  "Pareto", box=box.SIMPLE_HEAD)  # fmt: skip
+    table = Table("configuration", "accuracy, all problems (95% CI)", "$/problem",
+                  "cost-of-pass $", "Pareto", box=box.SIMPLE_HEAD)  # fmt: skip
     for e in sorted(outcome.evaluated, key=lambda e: e.summary.cost_per_problem):
         s = e.summary
         chosen = outcome.recommended is e
@@ -538,24 +562,54 @@ def _tune(args: argparse.Namespace) -> int:
         )
     _table_console().print(table)
     spent = outcome.spent
-    stderr.print(f"search: {len(outcome.evaluated)} configurations on {outcome.dev_problems} "
-                 f"development problems, {spent['tokens']:,.0f} tokens, ${spent['cost_usd']:.3g}"
+    stderr.print(f"search: {len(outcome.evaluated)} configurations on {outcome.problems} "
+                 f"problems, {spent['tokens']:,.0f} tokens, ${spent['cost_usd']:.3g}"
                  + (f"; {len(outcome.skipped)} left untried by the budget" if outcome.skipped
                     else ""))  # fmt: skip
+    _print_folds(outcome)
     if outcome.recommended is None or outcome.held_out is None:
         stderr.print(f"[yellow]no recommendation: {outcome.reason}")
     else:
-        dev, held = outcome.recommended.summary, outcome.held_out.summary
         console = _table_console()
         console.print(f"recommended: [bold]{outcome.recommended.configuration.label}[/] "
                       f"({outcome.reason})")  # fmt: skip
-        for split, s in (("development", dev), ("held-out", held)):
+        for figures, s in (("all problems", outcome.recommended.summary),
+                           ("held out", outcome.held_out.summary)):  # fmt: skip
             cop = "-" if s.cost_of_pass_usd is None else f"${s.cost_of_pass_usd:.3g}"
-            console.print(f"  {split:<12} accuracy {s.accuracy:.2f} ({s.ci95[0]:.2f}-"
+            console.print(f"  {figures:<12} accuracy {s.accuracy:.2f} ({s.ci95[0]:.2f}-"
                           f"{s.ci95[1]:.2f}) on {s.n_problems}, ${s.cost_per_problem:.3g}/problem,"
                           f" cost-of-pass {cop}")  # fmt: skip
+        console.print("  (held out: the problems of the folds that chose it, none of which"
+                      " played a part in choosing it there)")  # fmt: skip
+    for warning in outcome.warnings:
+        stderr.print(f"[yellow]warning: {warning}")
     stderr.print(f"plot: {outcome.plot}")
     return 0
+
+
+def _print_folds(outcome: TuneOutcome) -> None:
+    """Each fold's choice on its development problems and on its held-out ones, and the
+    spread of the held-out figures."""
+    table = Table("fold", "chosen on the other folds", "development (95% CI)", "held out",
+                  box=box.SIMPLE_HEAD)  # fmt: skip
+    for fold in outcome.folds:
+        if fold.chosen is None or fold.held_out is None:
+            table.add_row(str(fold.number), f"none: {fold.reason}", "-", "-")
+            continue
+        dev, held = fold.chosen.summary, fold.held_out.summary
+        table.add_row(
+            str(fold.number),
+            fold.chosen.configuration.label,
+            f"{dev.accuracy:.2f} ({dev.ci95[0]:.2f}-{dev.ci95[1]:.2f}) on {dev.n_problems}",
+            f"{held.accuracy:.2f} on {held.n_problems}"
+            + (" [yellow](outside)" if fold.outside_dev_interval else ""),
+        )
+    console = _table_console()
+    console.print(table)
+    spread = outcome.held_out_spread
+    if spread is not None:
+        console.print(f"held-out accuracy of the folds' choices: mean {spread['mean']:.2f},"
+                      f" range {spread['min']:.2f}-{spread['max']:.2f}")  # fmt: skip
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
 from thinktank.config import home
 from thinktank.errors import ThinktankError
-from thinktank.models.base import Price
+from thinktank.models.base import Model, Price
 
 #: Local models: dollars per million output tokens per billion parameters.
 LOCAL_OUTPUT_PER_MTOK_PER_BPARAM = 0.20
@@ -83,6 +83,26 @@ def price_book() -> PriceBook:
     if user.is_file():
         paths.append(user)
     return PriceBook(paths)
+
+
+def run_prices(models: Sequence[Model]) -> dict[str, dict[str, float | None] | None]:
+    """Each model's price as a bench run records it (and hashes into its id, so a
+    changed price starts a new run): its rates, or None for a model without a price."""
+    return {
+        m.name: {k: v for k, v in asdict(m.price).items() if k != "known"}
+        if m.price.known
+        else None
+        for m in models
+    }
+
+
+def unpriced_models(config: Mapping, configuration: Configuration) -> list[str]:
+    """The models a configuration of a bench run calls that have no price: while there
+    is one, the configuration's cost (and cost-of-pass) is unknown, not $0."""
+    prices = config.get("prices", {})  # older runs recorded none: taken as priced
+    named = config.get("strategy_models", {}).get(configuration.strategy, [])
+    called = [configuration.model, *named]
+    return sorted({m for m in called if m in prices and prices[m] is None})
 
 
 def cost_of_pass(cost_per_problem: float, accuracy: float) -> float:

@@ -1,9 +1,11 @@
 """A router learned from the ledger: per query, pick the configuration (strategy on a
 model) before spending anything (Hybrid LLM; the Avengers' cluster router).
 
-Training data are bench results: for every problem, each configuration's score and
-cost. Queries become features (TF-IDF, or all-MiniLM-L6-v2 sentence embeddings from
-the ``embed`` extra); a predictor estimates each configuration's chance of answering
+Training data are bench results: for every problem, each configuration's score (its
+committed answer's: a pass@k output's other guesses never make a label) and cost;
+a configuration whose cost is unknown (a model without a price) is refused. Queries
+become features (TF-IDF, or all-MiniLM-L6-v2 sentence embeddings from the ``embed``
+extra); a predictor estimates each configuration's chance of answering
 a new query correctly; the router then picks the configuration with the lowest
 expected cost per correct answer (cost / chance), or the most likely to be right.
 
@@ -20,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from thinktank.economics import Configuration
+from thinktank.economics import Configuration, unpriced_models
 from thinktank.errors import ThinktankError
 from thinktank.ledger import Ledger
 
@@ -41,7 +43,7 @@ class RoutingData:
 
     texts: list[str]
     configurations: list[Configuration]
-    #: [problem, configuration]: 1 if solved (full credit), else 0.
+    #: [problem, configuration]: 1 if the committed answer earned full credit, else 0.
     solved: np.ndarray
     #: [problem, configuration]: dollars spent.
     costs: np.ndarray
@@ -50,7 +52,7 @@ class RoutingData:
     def from_ledger(cls, ledger: Ledger, run_ids: Sequence[str]) -> RoutingData:
         """The results of bench runs (as many as given), on the problems every
         configuration of them solved or failed. Problem texts come from each run's
-        suite, which is loaded again (`thinktank tune`'s splits name their suite too)."""
+        suite, which is loaded again (`thinktank.tune.split_suite` names its splits' suite)."""
         from thinktank.bench.suites import load_parent_suite
 
         outcomes: dict[str, dict[Configuration, tuple[float, float]]] = {}
@@ -64,6 +66,11 @@ class RoutingData:
                 if row.problem_id in texts:
                     outcome = (float(row.score >= 1), row.cost_usd)
                     configuration = Configuration(row.strategy, row.model)
+                    if unpriced := unpriced_models(config, configuration):
+                        raise ThinktankError(
+                            f"run {run_id}: {configuration.label} called {', '.join(unpriced)},"
+                            " which has no price: a router needs every configuration's cost"
+                        )
                     outcomes.setdefault(texts[row.problem_id], {})[configuration] = outcome
         configurations = sorted({c for per in outcomes.values() for c in per},
                                 key=lambda c: c.label)  # fmt: skip

@@ -108,7 +108,8 @@ class Solution:
     run_id: str = ""
     trace: list[dict[str, Any]] = field(default_factory=list)
     #: Further answers, best first, for strategies that answer with k guesses
-    #: (pass@k output); a benchmark counts the problem solved if any is right.
+    #: (pass@k output). A benchmark's accuracy scores ``answer`` alone, the one
+    #: committed to; whether any guess is right is reported apart (pass@k output).
     alternatives: list[str] = field(default_factory=list)
 
     @property

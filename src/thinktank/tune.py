@@ -1,12 +1,19 @@
 """`thinktank tune`: search configurations (strategy, n, temperature, model, cascade
-threshold) on a development split under a budget, recommend one from the accuracy-cost
-Pareto front, and check it on a held-out split the search never saw.
+threshold) under a budget, recommend one by k-fold cross-validation, and report how the
+choice did on problems that played no part in making it.
 
 The search is Archon's idea (inference-time architectures as hyperparameters) with
 Cost-of-Pass economics: configurations run cheapest first, each as a resumable bench
-run, and all of them share one store of seeded samples, so self-consistency at n=2,
-4 and 8 on a model draws its samples once (each is still charged as if it drew them
-alone). Running the same tuning again resumes it.
+run on the whole suite, and all of them share one store of seeded samples, so
+self-consistency at n=2, 4 and 8 on a model draws its samples once (each is still
+charged as if it drew them alone). Running the same tuning again resumes it.
+
+One dev/held-out split is a coin toss on a small suite (a pick can score 0.70 on its
+development half and 0.40 held out), so the scored problems are re-partitioned into
+seeded folds: each fold chooses on the others' problems and is checked on its own,
+the recommendation is the configuration most folds chose, and the spread of the
+held-out figures is reported, with a warning where one falls outside its development
+interval. Every (configuration, problem) is scored once; the folds cost no model call.
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
 from thinktank.bench.runner import plan_bench, run_bench
@@ -27,7 +36,7 @@ from thinktank.economics import Configuration
 from thinktank.errors import ThinktankError
 from thinktank.ledger import Ledger, ResultRow
 from thinktank.meter import Budget, SampleStore
-from thinktank.models import DEFAULT_MODEL, load_model
+from thinktank.models import DEFAULT_MODEL, load_model, load_models
 from thinktank.strategies import Cascade, Strategy, build_strategy
 from thinktank.strategies.route import POOL_SEPARATOR
 
@@ -40,6 +49,8 @@ DEFAULT_SAMPLES = (2, 4, 8)
 DEFAULT_TEMPERATURES = (0.7, 1.0)
 #: ... plus, with several models, cascades (n=4) at these thresholds of the vote share.
 DEFAULT_THRESHOLDS = (0.3, 0.5, 0.7)
+#: Folds of the cross-validation (a smaller suite gets one per problem).
+DEFAULT_FOLDS = 5
 
 
 def search_space(
@@ -91,9 +102,21 @@ def split_suite(suite: Suite, dev_fraction: float, seed: int) -> tuple[Suite, Su
     )
 
 
+def fold_problems(problem_ids: Sequence[str], folds: int, seed: int) -> list[list[str]]:
+    """A seeded k-fold partition: each problem is held out in exactly one fold, and
+    fold sizes differ by one at most."""
+    if folds < 2:
+        raise ThinktankError(f"cross-validation needs at least 2 folds, got {folds}")
+    if len(problem_ids) < folds:
+        raise ThinktankError(f"{len(problem_ids)} problems cannot make {folds} folds")
+    shuffled = list(problem_ids)
+    random.Random(seed).shuffle(shuffled)
+    return [shuffled[index::folds] for index in range(folds)]
+
+
 @dataclass
 class Evaluated:
-    """A configuration and how it did on one split."""
+    """A configuration and how it did on some problems."""
 
     configuration: Configuration
     summary: ConfigSummary
@@ -105,39 +128,133 @@ class Evaluated:
 
 
 @dataclass
+class Scored:
+    """A configuration's results on every problem of the suite: scored once, then
+    re-partitioned by each fold."""
+
+    configuration: Configuration
+    rows: list[ResultRow]
+    #: The bench run's config: `summarize` reads its model names and strategy specs.
+    bench_config: dict[str, Any]
+
+    def on(self, problem_ids: Collection[str], suite: str) -> Evaluated:
+        """The configuration's figures on those problems alone, labelled ``suite``."""
+        rows = [r for r in self.rows if r.problem_id in problem_ids]
+        return Evaluated(self.configuration,
+                         summarize(rows, {**self.bench_config, "suite": suite})[0])  # fmt: skip
+
+
+@dataclass
+class Fold:
+    """One re-partition of the scored problems: what its development problems (every
+    other fold's) chose, and how that choice did on its own held-out problems, which
+    played no part in it."""
+
+    number: int
+    held_out_ids: list[str]
+    #: The choice, with its figures on the development problems; None: none qualified.
+    chosen: Evaluated | None
+    reason: str
+    held_out: Evaluated | None
+
+    @property
+    def outside_dev_interval(self) -> bool:
+        """The held-out accuracy lies outside the 95% interval of the development
+        accuracy: this split alone would have told a different story."""
+        if self.chosen is None or self.held_out is None:
+            return False
+        low, high = self.chosen.summary.ci95
+        return not low <= self.held_out.summary.accuracy <= high
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fold": self.number,
+            "held_out_problems": self.held_out_ids,
+            "chosen": self.chosen.configuration.label if self.chosen else None,
+            "reason": self.reason,
+            "development": _figures(self.chosen),
+            "held_out": _figures(self.held_out),
+            "outside_development_interval": self.outside_dev_interval,
+        }
+
+
+def _figures(evaluated: Evaluated | None) -> dict[str, Any] | None:
+    """A fold side's headline figures (its curves would only repeat the configuration's)."""
+    if evaluated is None:
+        return None
+    s = evaluated.summary
+    return {
+        "n_problems": s.n_problems,
+        "accuracy": s.accuracy,
+        "ci95": list(s.ci95),
+        "cost_per_problem_usd": s.cost_per_problem,
+        "cost_of_pass_usd": s.cost_of_pass_usd,
+    }
+
+
+@dataclass
 class TuneOutcome:
-    """What `tune` found: every configuration tried on the development split, the
-    recommendation, and the recommendation's figures on the held-out split."""
+    """What `tune` found: every configuration tried, on all the suite's problems; each
+    fold's choice and its held-out check; the recommendation (the choice of most
+    folds) and its held-out figures."""
 
     suite: str
-    dev_problems: int
-    held_out_problems: int
+    problems: int
     evaluated: list[Evaluated]
     #: Configurations the budget left untried.
     skipped: list[Configuration]
+    folds: list[Fold]
+    #: The configuration most folds chose, with its figures on all problems.
     recommended: Evaluated | None
     #: Why this configuration (or why none).
     reason: str
+    #: The recommendation on the held-out problems of the folds that chose it, pooled:
+    #: none of them played a part in choosing it there.
     held_out: Evaluated | None
-    #: What the search on the development split spent (the held-out check is extra).
+    #: What the search spent.
     spent: dict[str, float]
     plot: Path | None = None
     run_ids: list[str] = field(default_factory=list)
 
     @property
     def front(self) -> list[Evaluated]:
-        """The accuracy-cost Pareto front on the development split, cheapest first."""
+        """The accuracy-cost Pareto front on all problems, cheapest first."""
         front = [e for e in self.evaluated if e.summary.on_pareto_front]
         return sorted(front, key=lambda e: e.summary.cost_per_problem)
+
+    @property
+    def held_out_spread(self) -> dict[str, Any] | None:
+        """Each fold's choice's held-out accuracy (None: the fold chose nothing), their
+        mean and range: how far one split's figure could be from another's."""
+        per_fold = [f.held_out.summary.accuracy if f.held_out else None for f in self.folds]
+        measured = [a for a in per_fold if a is not None]
+        if not measured:
+            return None
+        return {"per_fold": per_fold, "mean": fmean(measured), "min": min(measured),
+                "max": max(measured)}  # fmt: skip
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per fold whose held-out accuracy fell outside its development interval."""
+        return [
+            f"fold {f.number}: {f.chosen.configuration.label} scored"
+            f" {f.held_out.summary.accuracy:.2f} held out, outside its development interval"
+            f" {f.chosen.summary.ci95[0]:.2f}-{f.chosen.summary.ci95[1]:.2f}"
+            " (that split alone would have misled)"
+            for f in self.folds
+            if f.outside_dev_interval
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "suite": self.suite,
-            "dev_problems": self.dev_problems,
-            "held_out_problems": self.held_out_problems,
+            "problems": self.problems,
             "configurations": [e.to_dict() for e in self.evaluated],
             "skipped": [c.label for c in self.skipped],
             "pareto_front": [e.configuration.label for e in self.front],
+            "folds": [f.to_dict() for f in self.folds],
+            "held_out_spread": self.held_out_spread,
+            "warnings": self.warnings,
             "recommended": self.recommended.to_dict() if self.recommended else None,
             "reason": self.reason,
             "held_out": self.held_out.to_dict() if self.held_out else None,
@@ -180,12 +297,50 @@ def recommend(
     return best, "the lowest cost-of-pass (dollars per correct answer)"
 
 
+def cross_validate(
+    scored: Sequence[Scored],
+    folds: Sequence[Sequence[str]],
+    suite: str,
+    *,
+    max_cost_per_problem: float | None = None,
+    target_accuracy: float | None = None,
+) -> list[Fold]:
+    """Each fold's choice (see `recommend`) on every other fold's problems, and that
+    choice's figures on the fold's own problems."""
+    result = []
+    for number, held_ids in enumerate(folds, 1):
+        dev_ids = {pid for other, ids in enumerate(folds, 1) if other != number for pid in ids}
+        label = f"{suite}#fold({number}/{len(folds)})"
+        chosen, reason = recommend([s.on(dev_ids, f"{label}-dev") for s in scored],
+                                   max_cost_per_problem=max_cost_per_problem,
+                                   target_accuracy=target_accuracy)  # fmt: skip
+        held_out = None
+        if chosen is not None:
+            held_out = _scored(scored, chosen.configuration).on(set(held_ids), f"{label}-held-out")
+        result.append(Fold(number, list(held_ids), chosen, reason, held_out))
+    return result
+
+
+def choose_by_folds(
+    folds: Sequence[Fold], evaluated: Sequence[Evaluated]
+) -> tuple[Evaluated | None, str]:
+    """Of ``evaluated``, the configuration most folds chose (ties: the cheaper), and why."""
+    votes = Counter(f.chosen.configuration for f in folds if f.chosen is not None)
+    if not votes:
+        return None, folds[0].reason
+    most = max(votes.values())
+    by_cost = sorted(evaluated, key=lambda e: e.summary.cost_per_problem)
+    best = next(e for e in by_cost if votes[e.configuration] == most)
+    by_best = [f for f in folds if f.chosen and f.chosen.configuration == best.configuration]
+    return best, f"{by_best[0].reason}; chosen by {most} of {len(folds)} folds"
+
+
 def tune(
     suite: str | Suite,
     models: Sequence[str] = (DEFAULT_MODEL,),
     strategies: Sequence[str] | None = None,
     *,
-    dev_fraction: float = 0.5,
+    folds: int | None = None,
     budget: Budget | None = None,
     max_cost_per_problem: float | None = None,
     target_accuracy: float | None = None,
@@ -198,16 +353,20 @@ def tune(
     on_resumed: Callable[[int], None] | None = None,
     on_result: Callable[[ResultRow], None] | None = None,
 ) -> TuneOutcome:
-    """Tune on a development split of ``suite``, recommend, check on the held-out split.
+    """Score configurations on ``suite``, cross-validate the choice, recommend.
 
     Configurations come from `search_space` (``strategies`` crossed with ``models``,
-    or the default space). They run cheapest first (samples times price). ``budget``
-    caps the whole search on the development split: a configuration starts only
+    or the default space). They run cheapest first (samples times price), each on
+    every problem. ``budget`` caps the whole search: a configuration starts only
     if what was spent plus its estimate fits (the estimate is the dearest cost per
     sample measured so far on each of its models; a model not yet measured always
     gets its first run, so the cap can be passed by one cheap configuration). The
-    recommendation (see `recommend`) then runs on the held-out split, outside the
-    budget. ``on_start`` gets the number of problem runs at most to come,
+    scored problems are then split into ``folds`` seeded folds (default
+    `DEFAULT_FOLDS`, or one per problem on a smaller suite): each fold chooses (see
+    `recommend`) on the other folds' problems and is checked on its own, and the
+    recommendation is the configuration most folds chose, its held-out figures
+    pooled over the folds that chose it (`cross_validate`, `choose_by_folds`).
+    ``on_start`` gets the number of problem runs at most to come,
     ``on_resumed`` how many of a run an earlier attempt already scored, and
     ``on_result`` each one as it is scored. Writes ``pareto.png`` and ``tune.json``
     into ``out_dir`` (default ``$THINKTANK_HOME/tune/ID``). With ``executor``
@@ -217,40 +376,58 @@ def tune(
     if max_cost_per_problem is not None and target_accuracy is not None:
         raise ThinktankError("give a cost per problem or a target accuracy, not both")
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    if len(suite.tasks) < 2:
+        raise ThinktankError(f"suite {suite.spec} has {len(suite.tasks)} problem(s): need 2+")
+    problem_ids = [t.problem.id for t in suite.tasks]
+    partition = fold_problems(
+        problem_ids, min(DEFAULT_FOLDS, len(problem_ids)) if folds is None else folds, seed
+    )
+    load_models(models)  # one model named twice would be tuned against itself
     configurations = search_space(list(models), strategies)
-    dev, held_out = split_suite(suite, dev_fraction, seed)
     ledger = ledger if ledger is not None else Ledger()
     configurations.sort(key=_relative_cost)
     if on_start is not None:
-        on_start(len(configurations) * len(dev.tasks) + len(held_out.tasks))
+        on_start(len(configurations) * len(suite.tasks))
 
     samples = SampleStore()
-    evaluated: list[Evaluated] = []
+    scored: list[Scored] = []
+    evaluated: list[Evaluated] = []  # each of scored on all problems
     skipped: list[Configuration] = []
     run_ids: list[str] = []
-
-    def evaluate(configuration: Configuration, split: Suite) -> Evaluated:
-        plan = plan_bench(split, [configuration.strategy], [configuration.model], seed=seed,
+    for configuration in configurations:
+        estimate = _estimate(configuration, evaluated, len(suite.tasks))
+        if not _fits(budget, _spent(evaluated), estimate):
+            skipped.append(configuration)
+            continue
+        plan = plan_bench(suite, [configuration.strategy], [configuration.model], seed=seed,
                           ledger=ledger)  # fmt: skip
+        if plan.unpriced:  # priced at $0, they sort first: refused before anything runs
+            raise ThinktankError(
+                f"{', '.join(plan.unpriced)} has no price in the price book: "
+                "tune compares costs (add it to $THINKTANK_HOME/prices.toml)"
+            )
         run_ids.append(plan.run_id)
         if plan.done and on_resumed is not None:
             on_resumed(plan.done)
         rows = run_bench(plan, ledger=ledger, concurrency=concurrency, samples=samples,
                          on_result=on_result, executor=executor)  # fmt: skip
-        return Evaluated(configuration, summarize(rows, ledger.bench_config(plan.run_id))[0])
-
-    for configuration in configurations:
-        estimate = _estimate(configuration, evaluated, len(dev.tasks))
-        if not _fits(budget, _spent(evaluated), estimate):
-            skipped.append(configuration)
-            continue
-        evaluated.append(evaluate(configuration, dev))
+        scored.append(Scored(configuration, rows, ledger.bench_config(plan.run_id)))
+        evaluated.append(scored[-1].on(problem_ids, suite.spec))
     mark_frontiers([e.summary for e in evaluated])
-    recommended, reason = recommend(evaluated, max_cost_per_problem=max_cost_per_problem,
-                                    target_accuracy=target_accuracy)  # fmt: skip
-    checked = evaluate(recommended.configuration, held_out) if recommended else None
-    outcome = TuneOutcome(suite.spec, len(dev.tasks), len(held_out.tasks), evaluated, skipped,
-                          recommended, reason, checked, _spent(evaluated),
+    checked_folds = cross_validate(scored, partition, suite.spec,
+                                   max_cost_per_problem=max_cost_per_problem,
+                                   target_accuracy=target_accuracy)  # fmt: skip
+    recommended, reason = choose_by_folds(checked_folds, evaluated)
+    held_out = None
+    if recommended is not None:
+        chose = [f for f in checked_folds if f.chosen
+                 and f.chosen.configuration == recommended.configuration]  # fmt: skip
+        held_out = _scored(scored, recommended.configuration).on(
+            {pid for f in chose for pid in f.held_out_ids},
+            f"{suite.spec}#held-out(folds {','.join(str(f.number) for f in chose)})",
+        )
+    outcome = TuneOutcome(suite.spec, len(suite.tasks), evaluated, skipped, checked_folds,
+                          recommended, reason, held_out, _spent(evaluated),
                           run_ids=run_ids)  # fmt: skip
     _write(outcome, Path(out_dir) if out_dir is not None else home() / "tune" / _tune_id(outcome))
     return outcome
@@ -263,7 +440,7 @@ def _write(outcome: TuneOutcome, out_dir: Path) -> None:
     outcome.plot = plot_pareto(
         [(e.configuration.label, e.summary) for e in outcome.evaluated],
         out_dir / "pareto.png",
-        title="Tuning: the development split (stars: Pareto front), and the held-out check",
+        title="Tuning: all problems (stars: Pareto front), the recommendation held out",
         recommended=outcome.recommended.summary if outcome.recommended else None,
         held_out=outcome.held_out.summary if outcome.held_out else None,
     )
@@ -272,6 +449,10 @@ def _write(outcome: TuneOutcome, out_dir: Path) -> None:
 
 def _tune_id(outcome: TuneOutcome) -> str:
     return "tune-" + hashlib.sha256("\n".join(outcome.run_ids).encode()).hexdigest()[:12]
+
+
+def _scored(scored: Sequence[Scored], configuration: Configuration) -> Scored:
+    return next(s for s in scored if s.configuration == configuration)
 
 
 def _output_price(model: str) -> float:
@@ -296,7 +477,7 @@ def _spent(evaluated: Sequence[Evaluated]) -> dict[str, float]:
     return {
         "tokens": sum(e.summary.total_tokens for e in evaluated),
         "cost_usd": sum(e.summary.cost_usd for e in evaluated),
-        "seconds": sum(e.summary.seconds for e in evaluated),
+        "seconds": sum(e.summary.model_seconds for e in evaluated),
     }
 
 
@@ -318,7 +499,7 @@ def _estimate(
         if not measured:
             return None
         for key, total in (("tokens", "total_tokens"), ("cost_usd", "cost_usd"),
-                           ("seconds", "seconds")):  # fmt: skip
+                           ("seconds", "model_seconds")):  # fmt: skip
             per_sample = max(getattr(s, total) / (s.n_problems * s.samples) for s in measured)
             estimate[key] += per_sample * _samples(strategy) * problems
     return estimate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -13,14 +14,68 @@ import matplotlib.pyplot as plt
 
 from thinktank.bench.summary import ConfigSummary
 from thinktank.economics import price_reversals
+from thinktank.ledger import BenchAttempt
+
+#: What a configuration's cost reads when a model it called has no price.
+UNKNOWN_COST = "unknown (unpriced)"
 
 
 def label(summary: ConfigSummary) -> str:
     return f"{summary.strategy} @ {summary.model}"
 
 
-def write_report(run_id: str, config: dict, summaries: list[ConfigSummary], out_dir: Path) -> Path:
-    """Write ``report.md`` and its plots into ``out_dir``; returns the report's path."""
+def cost_of_pass_text(summary: ConfigSummary, nothing_solved: str = "-") -> str:
+    """Cost-of-pass as a table shows it: unknown for an unpriced configuration,
+    ``nothing_solved`` when nothing was solved."""
+    if summary.unpriced_models:
+        return UNKNOWN_COST
+    return nothing_solved if summary.cost_of_pass_usd is None else f"{summary.cost_of_pass_usd:.3g}"
+
+
+def cost_per_problem_text(summary: ConfigSummary) -> str:
+    cost = summary.cost_per_problem
+    return UNKNOWN_COST if cost is None else f"{cost:.3g}"
+
+
+def pass_at_k_output_text(summary: ConfigSummary) -> str:
+    """A pass@k output's any-of-k figure, labelled with its k; "-" for one answer."""
+    if summary.pass_at_k_output is None:
+        return "-"
+    return f"{summary.pass_at_k_output:.2f} (any of {summary.answers_given})"
+
+
+def wall_time_text(attempts: Sequence[BenchAttempt]) -> str:
+    """The run's wall time: its attempts' (concurrent problems overlap), and their
+    concurrency."""
+    if not attempts:
+        return "wall time not recorded"
+    seconds = sum(a.wall_seconds for a in attempts)
+    concurrency = ", ".join(dict.fromkeys(str(a.concurrency) for a in attempts))
+    over = f" over {len(attempts)} attempts" if len(attempts) > 1 else ""
+    return f"wall time {seconds:.1f} s{over} (concurrency {concurrency})"
+
+
+def unpriced_lines(summaries: Sequence[ConfigSummary]) -> list[str]:
+    """One warning for every model without a price, naming what it leaves unknown."""
+    models = sorted({m for s in summaries for m in s.unpriced_models})
+    if not models:
+        return []
+    return [
+        f"- **unpriced**: {', '.join(models)} has no price in the price book, so the cost "
+        "and cost-of-pass of what calls it are unknown (not $0); add it to "
+        "`$THINKTANK_HOME/prices.toml`."
+    ]
+
+
+def write_report(
+    run_id: str,
+    config: dict,
+    summaries: list[ConfigSummary],
+    out_dir: Path,
+    attempts: Sequence[BenchAttempt] = (),
+) -> Path:
+    """Write ``report.md`` and its plots into ``out_dir``; returns the report's path.
+    ``attempts``: the run's, for its wall time."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = [
         _plot_accuracy_vs_tokens(summaries, out_dir / "accuracy_vs_tokens.png"),
@@ -32,39 +87,59 @@ def write_report(run_id: str, config: dict, summaries: list[ConfigSummary], out_
     if any(s.best_of_k for s in summaries):
         plots.insert(2, _plot_verifier(summaries, out_dir / "verifier_scaling.png"))
     path = out_dir / "report.md"
-    path.write_text(_markdown(run_id, config, summaries, plots))
+    path.write_text(_markdown(run_id, config, summaries, plots, attempts))
     return path
 
 
-def _markdown(run_id: str, config: dict, summaries: list[ConfigSummary], plots: list[Path]) -> str:
+def _markdown(
+    run_id: str,
+    config: dict,
+    summaries: list[ConfigSummary],
+    plots: list[Path],
+    attempts: Sequence[BenchAttempt],
+) -> str:
+    several = any(s.pass_at_k_output is not None for s in summaries)
     lines = [
         f"# thinktank bench report: `{run_id}`",
         "",
         f"Suite `{config['suite']}`, seed {config['seed']}, "
-        f"budget per problem {config.get('budget') or 'none'}.",
+        f"budget per problem {config.get('budget') or 'none'}; {wall_time_text(attempts)}.",
         "",
         "| strategy | model | problems | accuracy | 95% CI | tokens/problem | $/problem "
-        "| cost-of-pass $ | seconds | coverage (upper bound) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| cost-of-pass $ | model-seconds | coverage (upper bound) |"
+        + (" pass@k output (k answers) |" if several else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if several else ""),
     ]
     for s in summaries:
-        cop = "∞ (nothing solved)" if s.cost_of_pass_usd is None else f"{s.cost_of_pass_usd:.3g}"
+        cop = cost_of_pass_text(s, nothing_solved="∞ (nothing solved)")
         if s.on_frontier:
             cop = f"**{cop}** (frontier)"
         coverage = "-" if s.coverage_upper_bound is None else f"{s.coverage_upper_bound:.2f}"
         lines.append(
             f"| {s.strategy} | {s.model} | {s.n_problems} | {s.accuracy:.2f} "
             f"| {s.ci95[0]:.2f}-{s.ci95[1]:.2f} | {s.tokens_per_problem:.0f} "
-            f"| {s.cost_per_problem:.3g} | {cop} | {s.seconds:.1f} | {coverage} |"
+            f"| {cost_per_problem_text(s)} | {cop} | {s.model_seconds:.1f} | {coverage} |"
+            + (f" {pass_at_k_output_text(s)} |" if several else "")
         )
     lines += [
         "",
+        "- *accuracy*: share of problems whose committed answer is right (a pass@k output's "
+        "first answer).",
         "- *cost-of-pass*: expected dollars for one correct answer (cost per problem ÷ "
         "accuracy); the *frontier* is the lowest of the run.",
+        "- *model-seconds*: time in model calls, summed over problems; concurrent problems "
+        "overlap, so it exceeds the wall time above.",
         "- *coverage* and *pass@k* read the ground truth of every sample: they bound what a "
         "perfect selector could reach and are **not** any strategy's accuracy.",
         "- *majority@k*: expected accuracy of a vote over k of the same samples (no resampling).",
     ]
+    if several:
+        lines.append(
+            "- *pass@k output*: share of problems where any of a strategy's k answers is right:"
+            " the grader picks among the guesses, so it is **not** accuracy and feeds neither"
+            " cost-of-pass, `tune` nor a router."
+        )
+    lines += unpriced_lines(summaries)
     lines += _price_reversal_lines(summaries)
     for s in summaries:
         if s.verifier_false_positive_rate is not None:
@@ -139,20 +214,23 @@ def _save(figure: plt.Figure, path: Path) -> Path:
 
 def results_table(summaries: list[ConfigSummary]) -> str:
     """A Markdown table of a run: accuracy, tokens as computed (prompt tokens a prefix
-    cache served shown apart), cost-of-pass and seconds."""
+    cache served shown apart), cost-of-pass and model-seconds (and a pass@k output's
+    any-of-k figure, apart)."""
+    several = any(s.pass_at_k_output is not None for s in summaries)
     lines = [
         "| strategy @ model | accuracy (95% CI) | majority@max of its samples | completion tokens "
-        "| prompt tokens computed (+ cached) | cost-of-pass $ | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "| prompt tokens computed (+ cached) | cost-of-pass $ | model-seconds |"
+        + (" pass@k output (k answers) |" if several else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if several else ""),
     ]
     for s in summaries:
-        cop = "-" if s.cost_of_pass_usd is None else f"{s.cost_of_pass_usd:.3g}"
         majority = f"{s.majority_at_k[-1]:.2f}" if s.majority_at_k else "-"
         lines.append(
             f"| {label(s)} | {s.accuracy:.2f} ({s.ci95[0]:.2f}-{s.ci95[1]:.2f}) | {majority} "
             f"| {s.completion_tokens:,} | {s.prompt_tokens - s.cached_tokens:,} "
-            f"(+ {s.cached_tokens:,}) | {cop}{' (frontier)' if s.on_frontier else ''} "
-            f"| {s.seconds:.0f} |"
+            f"(+ {s.cached_tokens:,}) | {cost_of_pass_text(s)}"
+            f"{' (frontier)' if s.on_frontier else ''} | {s.model_seconds:.0f} |"
+            + (f" {pass_at_k_output_text(s)} |" if several else "")
         )
     return "\n".join(lines)
 
@@ -160,7 +238,7 @@ def results_table(summaries: list[ConfigSummary]) -> str:
 def _price_reversal_lines(summaries: list[ConfigSummary]) -> list[str]:
     """Configurations ordered by what they paid per token and by cost-of-pass, and the
     pairs where the cheaper per token is the dearer per correct answer."""
-    priced = [s for s in summaries if s.total_tokens]
+    priced = [s for s in summaries if s.total_tokens and s.cost_usd is not None]
     if len(priced) < 2:
         return []
     per_token = [s.cost_usd / s.total_tokens for s in priced]
@@ -247,7 +325,8 @@ def _plot_cost_of_pass(summaries: list[ConfigSummary], path: Path) -> Path:
     colors = ["tab:green" if s.on_frontier else "tab:blue" for s in summaries]
     bars = axes.barh(names, values, color=colors)
     for bar, s in zip(bars, summaries, strict=True):
-        text = "nothing solved" if s.cost_of_pass_usd is None else f"${s.cost_of_pass_usd:.3g}"
+        text = cost_of_pass_text(s, nothing_solved="nothing solved")
+        text = text if s.cost_of_pass_usd is None else f"${text}"
         axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {text}",
                   va="center", fontsize=8)  # fmt: skip
     axes.invert_yaxis()
@@ -266,9 +345,10 @@ def plot_pareto(
     held_out: ConfigSummary | None = None,
 ) -> Path:
     """Accuracy against cost per problem, stars on the Pareto front; for `thinktank
-    tune`, also the recommendation and where it landed on the held-out split."""
+    tune`, also the recommendation and where it landed on the held-out split. A
+    configuration of unknown cost has no place on it."""
     figure, axes = _figure(7, 4.5)
-    for name, s in points:
+    for name, s in ((name, s) for name, s in points if s.cost_per_problem is not None):
         axes.scatter([s.cost_per_problem], [s.accuracy], s=50, label=name,
                      marker="*" if s.on_pareto_front else "o")  # fmt: skip
     front = sorted((s for _, s in points if s.on_pareto_front), key=lambda s: s.cost_per_problem)

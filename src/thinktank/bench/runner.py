@@ -1,9 +1,12 @@
 """The benchmark runner: every strategy x model on every problem, resumable.
 
-A run's id is a hash of its arguments, so running the same command again
-continues the same run: problems with a stored result are skipped, the rest
-are solved. Each result is committed as soon as it is scored, so an
-interrupted run (Ctrl-C or kill) loses at most the problems in flight.
+A run's id is a hash of everything that changes what it measures (suite and its
+problems, strategies, models and their prices, seed, budget, sample sharing), so
+running the same command again continues the same run: problems with a stored
+result are skipped, the rest are solved; a changed option starts a new run. Each
+result is committed as soon as it is scored, so an interrupted run (Ctrl-C or
+kill) loses at most the problems in flight. Each attempt's wall time is stored
+with it (`Ledger.bench_attempts`).
 """
 
 from __future__ import annotations
@@ -11,21 +14,26 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from thinktank.bench.suites import Suite, load_suite
-from thinktank.ledger import CallLog, Ledger, ResultRow
+from thinktank.economics import run_prices
+from thinktank.errors import ThinktankError
+from thinktank.ledger import BenchAttempt, CallLog, Ledger, ResultRow
 from thinktank.meter import Budget, Meter, SampleStore
-from thinktank.models import Model, load_model
+from thinktank.models import Model, load_model, load_models
 from thinktank.problem import Task
-from thinktank.resolver import Resolver
+from thinktank.resolver import Reference, Resolver
 from thinktank.solution import Solution
 from thinktank.strategies import Context, Strategy, build_strategy
 from thinktank.verify import answer_key
+from thinktank.verify.process import parse_process_reward
+from thinktank.verify.verifiers import parse_verifier
 
 if TYPE_CHECKING:
     from thinktank.bench.distributed import RayExecutor
@@ -45,6 +53,10 @@ class BenchPlan:
     total: int
     #: The spec each model was loaded from (what a remote worker loads again).
     model_specs: list[str] = field(default_factory=list)
+    #: Strategies drawing the same seeded samples get them once (see `run_bench`).
+    share_samples: bool = True
+    #: Models the run may call that have no price: their cost is unknown, not $0.
+    unpriced: list[str] = field(default_factory=list)
 
 
 def bench_run_id(config: dict) -> str:
@@ -59,22 +71,40 @@ def plan_bench(
     *,
     seed: int = 0,
     budget: Budget | None = None,
+    share_samples: bool = True,
     ledger: Ledger,
 ) -> BenchPlan:
-    """Load everything and register the run (or find the run these arguments started)."""
+    """Load everything and register the run (or find the run these arguments started).
+
+    A dollar budget is refused when a model the run may call has no price: it could
+    not hold.
+    """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     built = [build_strategy(s) for s in strategies]
     resolver = Resolver()
     for strategy in built:  # every model, verifier... a strategy names, before spending
         resolver.check(strategy.references())
-    loaded = [load_model(m) for m in models]
+    loaded = load_models(models)  # two specs of one model are refused
     specs, names = [s.spec for s in built], [m.name for m in loaded]
+    # Models the strategies' options name (pools, judges) are priced and hashed too.
+    named = {s.spec: [load_model(spec) for spec in dict.fromkeys(_named_models(s.references()))]
+             for s in built}  # fmt: skip
+    prices = run_prices([*loaded, *(m for group in named.values() for m in group)])
+    unpriced = [name for name, price in prices.items() if price is None]
+    if unpriced and budget is not None and budget.max_cost_usd is not None:
+        raise ThinktankError(
+            f"a dollar budget cannot hold: {', '.join(unpriced)} has no price in the price "
+            "book (add it to $THINKTANK_HOME/prices.toml)"
+        )
     # The digest keeps an edited JSONL file from resuming into a run of its old problems.
     digest = hashlib.sha256(
         json.dumps([(t.problem.id, t.problem.prompt) for t in suite.tasks]).encode()
     ).hexdigest()[:12]
     config = {"suite": suite.spec, "suite_digest": digest, "strategies": specs, "models": names,
-              "seed": seed, "budget": asdict(budget) if budget else None}  # fmt: skip
+              "seed": seed, "budget": asdict(budget) if budget else None,
+              "share_samples": share_samples, "prices": prices,
+              "strategy_models": {spec: sorted({m.name for m in group})
+                                  for spec, group in named.items() if group}}  # fmt: skip
     run_id = bench_run_id(config)
     ledger.start_bench(run_id, config)
     ledger.start_run(run_id, "bench", strategy=", ".join(specs), model=", ".join(names),
@@ -82,7 +112,26 @@ def plan_bench(
     done = len(ledger.results(run_id))
     total = len(suite.tasks) * len(built) * len(loaded)
     specs_given = [m if isinstance(m, str) else m.name for m in models]
-    return BenchPlan(run_id, suite, built, loaded, seed, budget, done, total, specs_given)
+    return BenchPlan(run_id, suite, built, loaded, seed, budget, done, total, specs_given,
+                     share_samples, unpriced)  # fmt: skip
+
+
+def _named_models(references: Iterable[Reference]) -> Iterator[str]:
+    """The model specs among a strategy's references: pools, judges (``judge@MODEL``,
+    ``pairwise@MODEL``), a rollout's judge."""
+    for kind, spec in references:
+        if kind == "process-reward":
+            reward = parse_process_reward(spec)
+            if reward.name != "rollout":
+                continue
+            kind, spec = "verifier", reward.verifier
+        if kind == "verifier":
+            verifier = parse_verifier(spec)
+            if verifier.name == "py" or verifier.argument is None:
+                continue
+            kind, spec = "model", verifier.argument
+        if kind == "model":
+            yield spec
 
 
 def run_bench(
@@ -90,18 +139,20 @@ def run_bench(
     *,
     ledger: Ledger,
     concurrency: int = 1,
-    share_samples: bool = True,
     samples: SampleStore | None = None,
     on_result: Callable[[ResultRow], None] | None = None,
     executor: RayExecutor | None = None,
 ) -> list[ResultRow]:
     """Solve what is left of ``plan``; returns all of the run's results.
 
-    With ``share_samples``, strategies drawing the same seeded samples of a
+    With ``plan.share_samples``, strategies drawing the same seeded samples of a
     problem (self-consistency and best-of-n with the same n, say) get the very
     same samples, drawn once: their comparison is paired, and each is still
     metered as if it had drawn them alone (see `SampleStore`). Pass ``samples``
     to share them with other runs too (`thinktank.tune` does).
+
+    The attempt's wall time (from here to its last result, concurrent problems
+    overlapping) goes to the ledger as results come (`Ledger.bench_attempts`).
 
     With an ``executor`` (`thinktank.bench.distributed.RayExecutor`) the units
     run on Ray workers, ``concurrency`` of them at most per model, and this
@@ -120,11 +171,42 @@ def run_bench(
             else:
                 jobs += [(strategy, model, [task]) for task in left]
 
-    if executor is not None:
-        executor.run(plan, jobs, ledger=ledger, concurrency=concurrency, on_result=on_result)
+    if not jobs:
         return _finish(plan, ledger)
+    started, clock = time.time(), time.monotonic()
+
+    def note_wall_time() -> None:
+        attempt = BenchAttempt(started, time.monotonic() - clock, concurrency)
+        ledger.record_bench_attempt(plan.run_id, attempt)
+
+    def stored(row: ResultRow) -> None:
+        note_wall_time()
+        if on_result is not None:
+            on_result(row)
+
+    try:
+        if executor is not None:
+            executor.run(plan, jobs, ledger=ledger, concurrency=concurrency, on_result=stored)
+        else:
+            _solve_here(plan, jobs, ledger, concurrency, samples, stored)
+    finally:
+        note_wall_time()
+    return _finish(plan, ledger)
+
+
+def _solve_here(
+    plan: BenchPlan,
+    jobs: Sequence[tuple[Strategy, Model, list[Task]]],
+    ledger: Ledger,
+    concurrency: int,
+    samples: SampleStore | None,
+    on_result: Callable[[ResultRow], None],
+) -> None:
+    """Solve ``jobs`` in this process, ``concurrency`` at once."""
     cancel = threading.Event()
-    if samples is None and share_samples:
+    if not plan.share_samples:
+        samples = None
+    elif samples is None:
         samples = SampleStore()
 
     def solve(job: tuple[Strategy, Model, list[Task]]) -> None:
@@ -138,7 +220,7 @@ def run_bench(
             samples=samples,
         )
         for row in rows:
-            if ledger.record_result(row) and on_result is not None:
+            if ledger.record_result(row):
                 on_result(row)
 
     if concurrency <= 1:
@@ -154,7 +236,6 @@ def run_bench(
                 cancel.set()  # problems in flight stop at their next token
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
-    return _finish(plan, ledger)
 
 
 def _finish(plan: BenchPlan, ledger: Ledger) -> list[ResultRow]:
@@ -209,10 +290,12 @@ def solve_tasks(
               problem_id=task.problem.id, cancel=cancel, samples=samples)
         for task in tasks
     ]  # fmt: skip
+    resolver = Resolver().sealing(run_id)
     contexts = [
-        Context(model=model, meter=meter, seed=zlib.crc32(f"{seed}/{task.problem.id}".encode()))
+        Context(model=model, meter=meter, resolver=resolver,
+                seed=zlib.crc32(f"{seed}/{task.problem.id}".encode()))
         for task, meter in zip(tasks, meters, strict=True)
-    ]
+    ]  # fmt: skip
     solutions = strategy.solve_batch([task.problem for task in tasks], contexts)
     return [
         _score(strategy, model, task, solution, meter, run_id)
@@ -230,14 +313,16 @@ def _score(
         if answer not in scores:
             scores[answer] = task.score(answer)
     usage = meter.usage
+    answer_scores = [scores[answer] for answer in solution.answers]
     return ResultRow(
         run_id=run_id,
         strategy=strategy.spec,
         model=model.name,
         problem_id=problem.id,
         answer=solution.answer,
-        # With several answers (pass@k output) the problem is solved if any one is.
-        score=max(scores[answer] for answer in solution.answers),
+        # The committed answer alone: a pass@k output's other guesses never count here.
+        score=answer_scores[0],
+        answer_scores=answer_scores if len(answer_scores) > 1 else [],
         sample_keys=[
             None if c.answer is None else answer_key(c.answer, problem.kind)
             for c in solution.candidates

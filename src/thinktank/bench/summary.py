@@ -1,4 +1,10 @@
-"""Per-configuration summaries of a bench run: accuracy, cost, cost-of-pass, scaling curves."""
+"""Per-configuration summaries of a bench run: accuracy, cost, cost-of-pass, scaling curves.
+
+Accuracy is the share of problems whose committed answer (a pass@k output's first)
+earned full credit; a pass@k output's any-of-k figure is reported apart
+(``pass_at_k_output``) and feeds nothing else. A configuration that called a model
+without a price has an unknown cost (None), never $0.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from thinktank.bench.metrics import (
     pass_at_k,
     wilson_interval,
 )
-from thinktank.economics import cost_of_pass, pareto_front
+from thinktank.economics import Configuration, cost_of_pass, pareto_front, unpriced_models
 from thinktank.ledger import ResultRow
 
 
@@ -27,14 +33,26 @@ class ConfigSummary:
     model: str
     suite: str
     n_problems: int
+    #: Share of problems whose committed answer is right (a pass@k output's first).
     accuracy: float
     ci95: tuple[float, float]
     total_tokens: int  # prompt + completion
-    cost_usd: float
-    #: Expected dollars per correct answer; None when nothing was solved.
+    #: None when a model it called has no price (``unpriced_models``): unknown.
+    cost_usd: float | None
+    #: Expected dollars per correct answer; None when nothing was solved or the cost
+    #: is unknown.
     cost_of_pass_usd: float | None
-    seconds: float
+    #: Time inside model calls, summed over problems: concurrent problems each count
+    #: theirs, so it exceeds the run's wall time (`Ledger.bench_attempts`).
+    model_seconds: float
     budget_exhausted: int  # problems on which the budget ran out
+    #: Models it called that have no price in the price book.
+    unpriced_models: list[str] = field(default_factory=list)
+    #: The most answers it gave a problem: above 1 for a pass@k output.
+    answers_given: int = 1
+    #: For a pass@k output: share of problems where any of its answers is right. The
+    #: grader picks among the guesses here, so it is never the accuracy.
+    pass_at_k_output: float | None = None
     #: Samples per problem behind the curves (the fewest any problem had).
     samples: int = 0
     #: pass@k for k = 1..samples. It reads the ground truth of every sample: an
@@ -78,7 +96,9 @@ class ConfigSummary:
         return self.computed_tokens / self.n_problems if self.n_problems else 0.0
 
     @property
-    def cost_per_problem(self) -> float:
+    def cost_per_problem(self) -> float | None:
+        if self.cost_usd is None:
+            return None
         return self.cost_usd / self.n_problems if self.n_problems else 0.0
 
     @property
@@ -103,28 +123,32 @@ def summarize(results: list[ResultRow], config: dict[str, Any]) -> list[ConfigSu
         for strategy in config["strategies"]:
             rows = [r for r in results if r.strategy == strategy and r.model == model]
             if rows:
-                summaries.append(_summarize(rows, strategy, model, config["suite"]))
+                unpriced = unpriced_models(config, Configuration(strategy, model))
+                summaries.append(_summarize(rows, strategy, model, config["suite"], unpriced))
     mark_frontiers(summaries)
     return summaries
 
 
 def mark_frontiers(summaries: list[ConfigSummary]) -> None:
     """Flag the lowest cost-of-pass (``on_frontier``) and the accuracy-cost Pareto front
-    among ``summaries``."""
+    among ``summaries``; one of unknown cost is on neither."""
     for s in summaries:
         s.on_frontier = s.on_pareto_front = False
     finite = [s for s in summaries if s.cost_of_pass_usd is not None]
     if finite:
         min(finite, key=lambda s: s.cost_of_pass_usd).on_frontier = True
-    for index in pareto_front([(s.cost_per_problem, s.accuracy) for s in summaries]):
-        summaries[index].on_pareto_front = True
+    priced = [s for s in summaries if s.cost_per_problem is not None]
+    for index in pareto_front([(s.cost_per_problem, s.accuracy) for s in priced]):
+        priced[index].on_pareto_front = True
 
 
-def _summarize(rows: list[ResultRow], strategy: str, model: str, suite: str) -> ConfigSummary:
+def _summarize(
+    rows: list[ResultRow], strategy: str, model: str, suite: str, unpriced: list[str]
+) -> ConfigSummary:
     n = len(rows)
     solved = sum(r.score >= 1 for r in rows)  # only full credit counts as solved
     accuracy = solved / n
-    cost = sum(r.cost_usd for r in rows)
+    cost = None if unpriced else sum(r.cost_usd for r in rows)
     summary = ConfigSummary(
         strategy=strategy,
         model=model,
@@ -134,13 +158,17 @@ def _summarize(rows: list[ResultRow], strategy: str, model: str, suite: str) -> 
         ci95=wilson_interval(solved, n),
         total_tokens=sum(r.prompt_tokens + r.completion_tokens for r in rows),
         cost_usd=cost,
-        cost_of_pass_usd=_finite(cost_of_pass(cost / n, accuracy)),
-        seconds=sum(r.seconds for r in rows),
+        cost_of_pass_usd=None if cost is None else _finite(cost_of_pass(cost / n, accuracy)),
+        model_seconds=sum(r.seconds for r in rows),
         budget_exhausted=sum(r.budget_exhausted for r in rows),
+        unpriced_models=unpriced,
         prompt_tokens=sum(r.prompt_tokens for r in rows),
         cached_tokens=sum(r.cached_tokens for r in rows),
         completion_tokens=sum(r.completion_tokens for r in rows),
     )
+    if any(r.answer_scores for r in rows):
+        summary.answers_given = max(len(r.answer_scores) for r in rows)
+        summary.pass_at_k_output = sum(max(r.answer_scores or [r.score]) >= 1 for r in rows) / n
     samples = min(len(r.sample_scores) for r in rows)
     if samples == 0:
         return summary

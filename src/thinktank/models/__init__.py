@@ -5,12 +5,18 @@ model), ``gguf:PATH`` (any local GGUF file; add ``?chat=1`` if it is a chat mode
 ``torch:smollm2`` or ``torch:PATH[?chat=1]``, either with ``?weights=bfloat16``
 for speed (the same GGUF weights run by PyTorch, whose workers can share one KV
 cache: Hogwild!), ``openai:MODEL@BASE_URL``.
+
+A model's ``name`` keys its results and its shared samples, so distinct models never
+share one: a local file is named by its stem and a short hash of the file (see
+`_file_name`), and `load_models` refuses two specs that name one model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -38,6 +44,7 @@ __all__ = [
     "Prompt",
     "Sampling",
     "load_model",
+    "load_models",
 ]
 
 DEFAULT_MODEL = "smollm2"
@@ -60,12 +67,22 @@ def _gemma3_path() -> Path:
     return assemble(target)  # joins the wheel's chunks once, then checks the hash
 
 
-def _gguf(path: Path, name: str, *, chat: bool) -> Model:
+def _file_name(path: Path, *, chat: bool) -> str:
+    """A local model file's name: its stem, for people, and a hash of what tells two
+    files apart (the resolved path, so a symlink is the file it points to; the size,
+    so another file put in its place is another model) and of whether it chats.
+    ``/a/model.gguf`` and ``/b/model.gguf`` get two names; a copy is another file."""
+    resolved = path.resolve()
+    identity = f"{resolved}\0{resolved.stat().st_size}\0chat={chat}"
+    return f"{resolved.stem}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+
+
+def _gguf(path: Path, name: str, *, chat: bool, priced_as: str | None = None) -> Model:
     from thinktank.economics import local_price, price_book
     from thinktank.models.llamacpp import LlamaCppModel
 
     model = LlamaCppModel(path, name=name, chat=chat)
-    model.price = price_book().get(name) or local_price(model.n_params)
+    model.price = price_book().get(priced_as or name) or local_price(model.n_params)
     return model
 
 
@@ -83,11 +100,15 @@ def _torch(spec: str) -> Model:
         )
     if location in _EMBEDDED:
         path, chat = _EMBEDDED[location][0](), _EMBEDDED[location][1]
+        file_name = location
     else:
         path, chat = Path(location).expanduser(), options.get("chat") in ("1", "true")
         if not path.is_file():
             raise SpecError(f"model spec {spec!r}: no such file {path} (or embedded model)")
-    model = TorchModel(path, name=spec, chat=chat, weights=weights)
+        file_name = _file_name(path, chat=chat)
+    # One spelling per model: the default weights are not named.
+    name = f"torch:{file_name}" + ("" if weights == "float32" else f"?weights={weights}")
+    model = TorchModel(path, name=name, chat=chat, weights=weights)
     model.price = price_book().get(spec) or local_price(model.n_params)
     return model
 
@@ -140,6 +161,26 @@ def load_model(spec: str | Model) -> Model:
         return _loaded[spec]
 
 
+def load_models(specs: Sequence[str | Model]) -> list[Model]:
+    """The models ``specs`` name, loaded; refused if two of them are one model (the
+    same spec twice, a symlink to a file already named...): results and shared
+    samples are keyed by model name, so the second would silently vanish."""
+    loaded = [load_model(spec) for spec in specs]
+    given: dict[str, str | Model] = {}
+    for spec, model in zip(specs, loaded, strict=True):
+        if model.name in given:
+            raise SpecError(
+                f"models {_spelled(given[model.name])!r} and {_spelled(spec)!r} are the same"
+                f" model ({model.name}): name each model once"
+            )
+        given[model.name] = spec
+    return loaded
+
+
+def _spelled(spec: str | Model) -> str:
+    return spec if isinstance(spec, str) else spec.name
+
+
 def _load(spec: str) -> Model:
     if spec in MODELS:
         return MODELS[spec].load()
@@ -148,7 +189,9 @@ def _load(spec: str) -> Model:
         path = Path(location).expanduser()
         if not path.is_file():
             raise SpecError(f"model spec {spec!r}: no such file {path}")
-        return _gguf(path, path.stem, chat=query.strip() in ("chat=1", "chat=true"))
+        chat = query.strip() in ("chat=1", "chat=true")
+        # Priced by the file's stem: a price book names models as people do.
+        return _gguf(path, _file_name(path, chat=chat), chat=chat, priced_as=path.resolve().stem)
     if spec.startswith("openai:"):
         return _remote(spec)
     if spec.startswith("torch:"):

@@ -171,7 +171,7 @@ class Route(Strategy):
     ``objective``: cost-of-pass (the lowest expected cost per correct answer) or
     accuracy. A query that was a training problem is routed by the router learned
     without it, so its own outcome never decides; learn from runs over other
-    problems (`thinktank tune`'s development split, say) to route with all the data.
+    problems (a `thinktank.tune.split_suite` development split, say) to route with all the data.
     """
 
     name: ClassVar[str] = "route"

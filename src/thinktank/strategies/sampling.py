@@ -386,7 +386,7 @@ class BestOfMajority(ManySamples, Strategy):
     Filtering by frequency first keeps a flawed verifier from promoting a rare
     wrong answer, so accuracy should not degrade as n grows. With ``k`` > 1 it
     answers with the verifier's k best frequent answers (pass@k output: a
-    benchmark counts the problem solved if any of them is right).
+    benchmark's accuracy scores the first, and reports apart whether any is right).
     """
 
     name: ClassVar[str] = "best-of-majority"
