@@ -154,33 +154,46 @@ def _first_divergence(a: tuple[int, ...], b: tuple[int, ...]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def test_concurrent_calls_are_batched_together_without_crosstalk(smollm2):
+@pytest.fixture(params=["streams", "unified"])
+def either_kv_layout(request, smollm2):
+    """The shared SmolLM2 (a KV stream per sequence), and one on a unified KV cache."""
+    if request.param == "streams":
+        yield smollm2
+        return
+    model = LlamaCppModel(smollm2.path, name="unified", chat=True, kv_streams=False)
+    yield model
+    model.close()
+
+
+def test_concurrent_calls_are_batched_together_without_crosstalk(either_kv_layout):
+    model = either_kv_layout
     # Different questions per thread: any mix-up between calls would show.
     prompts = [[{"role": "user", "content": f"What is {i} + {i}?"}] for i in range(1, 5)]
     greedy = Sampling(temperature=0.0, max_tokens=12, top_logprobs=2)
-    before = smollm2.stats.decode_batches
-    expected = [smollm2.generate(p, 2, greedy) for p in prompts]
-    sequential_steps = smollm2.stats.decode_batches - before
+    before = model.stats.decode_batches
+    expected = [model.generate(p, 2, greedy) for p in prompts]
+    sequential_steps = model.stats.decode_batches - before
     results: dict[int, list] = {}
     start = threading.Barrier(len(prompts))
 
     def call(i: int) -> None:
         start.wait()
-        results[i] = smollm2.generate(prompts[i], 2, greedy)
+        results[i] = model.generate(prompts[i], 2, greedy)
 
-    before = smollm2.stats.decode_batches
+    before = model.stats.decode_batches
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(prompts))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    concurrent_steps = smollm2.stats.decode_batches - before
+    concurrent_steps = model.stats.decode_batches - before
     assert concurrent_steps < sequential_steps  # several calls shared decode steps
-    # What else the KV cache holds shifts the logits a little (up to about 0.25 nats
-    # with a few prefixes cached, whatever their content: numerics, not leakage),
-    # which can flip a greedy near-tie (seen on CI: "The answer is 4." / "The answer
-    # is: 4"). Crosstalk would pick a token the right context finds unlikely; a
-    # near-tie flip picks its runner-up at almost the same probability.
+    # In a unified KV cache what else it holds shifts the logits a little (up to
+    # about 0.25 nats with a few prefixes cached, whatever their content: numerics,
+    # not leakage), which can flip a greedy near-tie (seen on CI: "The answer is 4."
+    # / "The answer is: 4"). Crosstalk would pick a token the right context finds
+    # unlikely; a near-tie flip picks its runner-up at almost the same probability.
+    # (With a stream per sequence nothing moves: see the test after this one.)
     for i, prompt_expected in enumerate(expected):
         for alone, batched in zip(prompt_expected, results[i], strict=True):
             position = _first_divergence(alone.token_ids, batched.token_ids)
@@ -191,6 +204,99 @@ def test_concurrent_calls_are_batched_together_without_crosstalk(smollm2):
             alternatives = alone.top_logprobs[position]
             assert chosen in alternatives, (i, position, chosen, alternatives)
             assert max(alternatives.values()) - alternatives[chosen] < 0.75, (i, alternatives)
+
+
+def _numbers(completions: list) -> list[tuple]:
+    """What a seeded sample is, bit for bit: its tokens and their logprobs."""
+    return [(c.token_ids, c.logprobs) for c in completions]
+
+
+def _alone(model: LlamaCppModel, prompt, n: int, sampling: Sampling) -> list:
+    """The call on a fresh copy of ``model``: nothing cached, nothing beside it."""
+    fresh = LlamaCppModel(model.path, name="alone", chat=True)
+    try:
+        return fresh.generate(prompt, n, sampling)
+    finally:
+        fresh.close()
+
+
+def test_a_seeded_call_samples_the_same_whatever_runs_beside_it(smollm2):
+    prompt = [{"role": "user", "content": "What is 7 + 5?"}]
+    sampling = Sampling(temperature=1.0, max_tokens=24, seed=17)
+    alone = _alone(smollm2, prompt, 3, sampling)
+    others = [[{"role": "user", "content": f"What is {i} + 5? Explain."}] for i in range(1, 4)]
+    for other in others:  # cached now: prompts sharing most of this one's tokens
+        smollm2.generate(other, 1, Sampling(max_tokens=2, seed=1))
+    results: dict[object, list] = {}
+    start = threading.Barrier(len(others) + 1)
+
+    def call(key: object, prompt, n: int, sampling: Sampling) -> None:
+        start.wait()
+        results[key] = smollm2.generate(prompt, n, sampling)
+
+    calls = [("target", prompt, 5, sampling)] + [
+        (i, other, 4, Sampling(temperature=1.0, max_tokens=6, seed=i))
+        for i, other in enumerate(others)
+    ]
+    threads = [threading.Thread(target=call, args=arguments) for arguments in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Beside three shorter calls (a unified KV cache then puts this call's later
+    # tokens in the cells theirs left, and its numbers move), after their prompts
+    # filled the cache, and as the first 3 of 5 samples: the same tokens with the
+    # same logprobs, to the last bit.
+    assert _numbers(results["target"][:3]) == _numbers(alone)
+
+
+def test_a_sample_moved_to_a_lower_stream_keeps_its_numbers(smollm2):
+    story = [{"role": "user", "content": "Write a long story about a dragon."}]
+    later = Sampling(temperature=1.0, max_tokens=12, seed=8)
+    alone = _alone(smollm2, story, 2, later)
+    model = LlamaCppModel(smollm2.path, name="moves", chat=True)
+    held = threading.Event()
+
+    def hold_first_step(tokens: int) -> None:
+        # The first call's first step waits until the later call is queued: the
+        # later one then takes the next streams up, above the first call's.
+        if not held.is_set():
+            held.set()
+            deadline = time.monotonic() + 30
+            while not model._queue and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    try:
+        first = threading.Thread(target=model.generate, args=(story, 2),
+                                 kwargs={"sampling": Sampling(temperature=0.0, max_tokens=4),
+                                         "progress": hold_first_step})  # fmt: skip
+        first.start()
+        held.wait(timeout=60)
+        moved = model.generate(story, 2, later)
+        first.join()
+        moves = model.stats.moved_sequences
+    finally:
+        model.close()
+    assert moves == 2  # the first call's streams freed below the later call's
+    assert _numbers(moved) == _numbers(alone)
+
+
+def test_long_samples_get_fewer_larger_streams_and_sample_the_same(smollm2):
+    sampling = Sampling(temperature=1.0, max_tokens=3, seed=4)
+    short = smollm2.generate(SUM_PROMPT, 3, sampling)
+    model = LlamaCppModel(smollm2.path, name="long", chat=True)
+    try:
+        # Room for 2000 tokens a sample (pruned at 3): streams of 2,048 cells, fewer
+        # of them than the 30 samples, which therefore go in two requests.
+        long = model.generate(SUM_PROMPT, 30, sampling.with_(max_tokens=2000),
+                              prune=lambda logprobs: len(logprobs) >= 3)  # fmt: skip
+        layout = model._layout
+    finally:
+        model.close()
+    assert layout.stream_cells == 2048 and layout.batch_slots < 30
+    assert len(long) == 30 and len({c.token_ids for c in long}) > 3
+    assert [c.token_ids for c in long[:3]] == [c.token_ids for c in short]
+    assert [c.logprobs for c in long[:3]] == [c.logprobs for c in short]
 
 
 def test_a_failing_callback_fails_only_its_own_call(smollm2):

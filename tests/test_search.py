@@ -104,7 +104,7 @@ class ScriptedReward:
 
 
 def scripted(strategy):
-    strategy.process_reward = lambda ctx: ScriptedReward()  # the instance's, not the spec's
+    strategy.process_reward = lambda problem, ctx: ScriptedReward()  # the instance's
     return strategy
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -17,10 +18,11 @@ from thinktank.ledger import BenchAttempt, Ledger, ResultRow
 from thinktank.meter import Budget, Meter
 from thinktank.models import DEFAULT_MODEL, Model, load_model
 from thinktank.models.base import ProgressCallback
-from thinktank.problem import Kind, Problem
+from thinktank.problem import Kind, Problem, infer_kind
 from thinktank.resolver import Resolver
 from thinktank.solution import Solution
 from thinktank.strategies import DEFAULT_STRATEGY, Context, Strategy, build_strategy
+from thinktank.verify import answered_in_words
 
 if TYPE_CHECKING:
     from thinktank.bench.distributed import RayExecutor
@@ -37,7 +39,7 @@ def solve(
     strategy: str | Strategy = DEFAULT_STRATEGY,
     budget: Budget | None = None,
     seed: int | None = None,
-    kind: Kind = "math",
+    kind: Kind | None = None,
     ledger: Ledger | None = None,
     progress: ProgressCallback | None = None,
 ) -> Solution:
@@ -46,10 +48,18 @@ def solve(
     Every model call is recorded in ``ledger`` (default: ``$THINKTANK_HOME/ledger.db``)
     under a new run id, which the returned `Solution` carries.
 
+    ``kind`` (how answers are extracted and compared) defaults to the one the question
+    asks for (`thinktank.problem.infer_kind`); a `Problem` keeps its own. When a
+    ``math`` question's samples state no number but do answer in words, a `KindWarning`
+    says so.
+
     >>> thinktank.solve("What is 7 + 5?", strategy="self-consistency:n=8", seed=0).answer
     '12'
     """
-    problem = question if isinstance(question, Problem) else Problem("q0", question, kind)
+    if isinstance(question, Problem):
+        problem = question
+    else:
+        problem = Problem("q0", question, kind or infer_kind(question))
     strategy = build_strategy(strategy)
     resolver = Resolver()
     resolver.check(strategy.references())  # every model, verifier... it names, before spending
@@ -74,7 +84,15 @@ def solve(
         run_id=run_id,
     )
     ledger.finish_run(run_id, answer=solution.answer, budget_exhausted=solution.budget_exhausted)
+    texts = [candidate.text for candidate in solution.candidates]
+    if problem.kind == "math" and solution.answer is None and answered_in_words(texts):
+        message = "no numeric answer found; for a question answered in words use kind='text'"
+        warnings.warn(KindWarning(message), stacklevel=2)
     return solution
+
+
+class KindWarning(UserWarning):
+    """The problem's kind found no answer in the samples where another kind would."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,7 @@ from rich.progress import (
 from rich.table import Table
 
 from thinktank.errors import ThinktankError
-from thinktank.problem import KINDS
+from thinktank.problem import KINDS, infer_kind
 from thinktank.server.limits import FLAGS as LIMIT_FLAGS
 from thinktank.server.limits import RequestLimits
 
@@ -89,8 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     solve.add_argument(
         "--kind",
         choices=KINDS,
-        default="math",
-        help="answer type: how answers are extracted and compared (default: math)",
+        help="answer type: how answers are extracted and compared (default: what the question"
+        " asks for: lettered options like (A) ... (B) ... -> choice, a Python function stub ->"
+        " code, numbers or arithmetic -> math, else text; a math question whose samples state"
+        " no number but answer in words gets a hint)",
     )
     _add_budget_arguments(solve, "")
     solve.add_argument("--seed", type=int, help="random seed: the same seed gives the same run")
@@ -371,7 +374,7 @@ def _thinking(label: str) -> Iterator[Any]:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from thinktank.api import solve
+    from thinktank.api import KindWarning, solve
     from thinktank.models import load_model
     from thinktank.strategies import build_strategy
 
@@ -381,19 +384,32 @@ def _solve(args: argparse.Namespace) -> int:
     budget = _budget(args)
     with _thinking(f"loading {args.model}"):
         model = load_model(args.model)
+    kind = args.kind or infer_kind(args.question)
+    if args.kind is None:
+        stderr.print(f"kind   {kind} (inferred from the question; --kind to choose)")
     started = time.monotonic()
-    with _thinking(f"{strategy.spec} on {model.name}") as progress:
+    with (
+        _thinking(f"{strategy.spec} on {model.name}") as progress,
+        warnings.catch_warnings(record=True, category=KindWarning) as hints,
+    ):
         solution = solve(
             args.question,
             model=model,
             strategy=strategy,
             budget=budget,
             seed=args.seed,
-            kind=args.kind,
+            kind=kind,
             progress=progress,
         )
+    if hints:
+        stderr.print(
+            "[yellow]hint:[/] no numeric answer found; for a question answered in words use"
+            " --kind text"
+        )
     if args.json:
-        _print_json({**solution.to_dict(), "wall_seconds": time.monotonic() - started})
+        _print_json(
+            {**solution.to_dict(), "kind": kind, "wall_seconds": time.monotonic() - started}
+        )
         return 0
     usage = solution.usage
     stdout.print(f"[bold]{solution.answer if solution.answer is not None else '(no answer)'}")
@@ -625,22 +641,44 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from thinktank.models import MODELS
+    from dataclasses import asdict
 
+    from thinktank.models import MODELS
+    from thinktank.models.profiles import LOCAL_PROFILE, OPENAI_PROFILE, PROFILES
+
+    rows = [
+        (m.name, m.description, PROFILES.get(m.name, LOCAL_PROFILE)) for m in MODELS.values()
+    ] + [
+        ("gguf:PATH[?chat=1]", "any local GGUF file through llama.cpp", LOCAL_PROFILE),
+        (
+            "torch:PATH[?chat=1&weights=bfloat16]",
+            "a local llama-architecture GGUF file through PyTorch (shared KV cache: hogwild)",
+            LOCAL_PROFILE,
+        ),
+        (
+            "openai:MODEL@BASE_URL",
+            "any OpenAI-compatible endpoint (vLLM, SGLang, ...)",
+            OPENAI_PROFILE,
+        ),
+    ]
     if args.json:
         _print_json(
-            {"models": [{"name": m.name, "description": m.description} for m in MODELS.values()]}
+            {
+                "models": [
+                    {"name": name, "description": text, "default_sampling": asdict(profile)}
+                    for name, text, profile in rows
+                ]
+            }
         )
         return 0
-    table = Table("model", "description")
-    for info in MODELS.values():
-        table.add_row(info.name, info.description)
-    table.add_row("gguf:PATH[?chat=1]", "any local GGUF file through llama.cpp")
-    table.add_row(
-        "torch:PATH[?chat=1&weights=bfloat16]",
-        "a local llama-architecture GGUF file through PyTorch (shared KV cache: hogwild)",
+    table = Table(
+        "model",
+        "description",
+        "default sampling",
+        caption="a strategy option left unset takes the model's default sampling",
     )
-    table.add_row("openai:MODEL@BASE_URL", "any OpenAI-compatible endpoint (vLLM, SGLang, ...)")
+    for name, text, profile in rows:
+        table.add_row(name, text, profile.describe())
     stdout.print(table)
     return 0
 
@@ -656,7 +694,12 @@ def _strategies(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"strategies": rows})
         return 0
-    table = Table("strategy", "what it does", "options (defaults)")
+    table = Table(
+        "strategy",
+        "what it does",
+        "options (defaults)",
+        caption="an option at None takes the model's default (thinktank models)",
+    )
     for row in rows:
         table.add_row(row["name"], row["summary"], row["options"])
     stdout.print(table)

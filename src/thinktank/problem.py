@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 Kind = Literal["math", "text", "choice", "code"]
 KINDS: tuple[Kind, ...] = ("math", "text", "choice", "code")
+
+# Lettered options: "(A) ... (B) ..." anywhere, or "A) ..."/"A. ..."/"A: ..." lines.
+_OPTIONS = re.compile(r"\(A\).*?\(B\)|^[ \t]*A[).:][ \t]+\S.*\n[ \t]*B[).:][ \t]+\S", re.S | re.M)
+_FUNCTION_STUB = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]+\w+[ \t]*\(", re.M)
+_YES_NO_QUESTION = re.compile(r"\byes\s+or\s+no\b", re.I)
+_NUMERIC = re.compile(
+    r"\d|\\frac|\\sqrt|\bhow\s+(?:many|much)\b|\b(?:calculate|compute|evaluate|simplify|solve)\b",
+    re.I,
+)
+
+
+def infer_kind(question: str) -> Kind:
+    """The kind a question asks for, when nobody said: lettered options -> ``choice``,
+    a Python function stub -> ``code``, numbers or arithmetic -> ``math`` (unless it
+    asks for yes or no), otherwise ``text``."""
+    if _OPTIONS.search(question):
+        return "choice"
+    if _FUNCTION_STUB.search(question):
+        return "code"
+    if _NUMERIC.search(question) and not _YES_NO_QUESTION.search(question):
+        return "math"
+    return "text"
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,8 @@ if TYPE_CHECKING:
 
 #: The default search space: self-consistency at these n on every model ...
 DEFAULT_SAMPLES = (2, 4, 8)
-#: ... and, at n=4, these temperatures besides the default one ...
-DEFAULT_TEMPERATURES = (0.7, 1.0)
+#: ... and, at n=4, these temperatures besides the model's default one ...
+DEFAULT_TEMPERATURES = (1.0,)
 #: ... plus, with several models, cascades (n=4) at these thresholds of the vote share.
 DEFAULT_THRESHOLDS = (0.3, 0.5, 0.7)
 #: Folds of the cross-validation (a smaller suite gets one per problem).

@@ -26,7 +26,7 @@ from thinktank.economics import run_prices
 from thinktank.errors import ThinktankError
 from thinktank.ledger import BenchAttempt, CallLog, Ledger, ResultRow
 from thinktank.meter import Budget, Meter, SampleStore
-from thinktank.models import Model, load_model, load_models
+from thinktank.models import Model, load_model, load_models, sampling_profile
 from thinktank.problem import Task
 from thinktank.resolver import Reference, Resolver
 from thinktank.solution import Solution
@@ -104,7 +104,11 @@ def plan_bench(
               "seed": seed, "budget": asdict(budget) if budget else None,
               "share_samples": share_samples, "prices": prices,
               "strategy_models": {spec: sorted({m.name for m in group})
-                                  for spec, group in named.items() if group}}  # fmt: skip
+                                  for spec, group in named.items() if group},
+              # The options a strategy leaves unset are the model's: they are measured too.
+              "sampling_profiles": {m.name: asdict(sampling_profile(m)) for m in
+                                    [*loaded, *(m for g in named.values() for m in g)]},
+              }  # fmt: skip
     run_id = bench_run_id(config)
     ledger.start_bench(run_id, config)
     ledger.start_run(run_id, "bench", strategy=", ".join(specs), model=", ".join(names),

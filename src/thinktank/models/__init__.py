@@ -32,6 +32,7 @@ from thinktank.models.base import (
     Prompt,
     Sampling,
 )
+from thinktank.models.profiles import LOCAL_PROFILE, PROFILES, SamplingProfile, sampling_profile
 
 __all__ = [
     "MODELS",
@@ -43,8 +44,10 @@ __all__ = [
     "Price",
     "Prompt",
     "Sampling",
+    "SamplingProfile",
     "load_model",
     "load_models",
+    "sampling_profile",
 ]
 
 DEFAULT_MODEL = "smollm2"
@@ -83,6 +86,7 @@ def _gguf(path: Path, name: str, *, chat: bool, priced_as: str | None = None) ->
 
     model = LlamaCppModel(path, name=name, chat=chat)
     model.price = price_book().get(priced_as or name) or local_price(model.n_params)
+    model.sampling_profile = PROFILES.get(name, LOCAL_PROFILE)
     return model
 
 
@@ -110,6 +114,7 @@ def _torch(spec: str) -> Model:
     name = f"torch:{file_name}" + ("" if weights == "float32" else f"?weights={weights}")
     model = TorchModel(path, name=name, chat=chat, weights=weights)
     model.price = price_book().get(spec) or local_price(model.n_params)
+    model.sampling_profile = PROFILES.get(f"torch:{file_name}", LOCAL_PROFILE)
     return model
 
 

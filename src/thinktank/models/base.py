@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, TypedDict, runtime_checkable
@@ -34,7 +35,21 @@ FinishReason = Literal["stop", "length", "budget", "pruned"]
 
 @dataclass(frozen=True)
 class Sampling:
-    """How to sample. ``seed=None`` draws a fresh seed, reported on each completion."""
+    """How to sample. ``seed=None`` draws a fresh seed, reported on each completion.
+
+    The options have OpenAI's and vLLM's names and meanings, and apply in vLLM's
+    order: ``logit_bias`` (token id -> bias, added to the logits; a dict is taken
+    too), then the penalties on the biased logits — ``repetition_penalty`` (each
+    token of the prompt or the sample so far: a positive logit divided by it, a
+    negative one multiplied), ``frequency_penalty`` (minus it times the times the
+    sample wrote the token) and ``presence_penalty`` (minus it once, if it wrote
+    it) — then ``temperature`` (0: the argmax of the penalised logits), then
+    ``top_k`` (the k likeliest; 0: off), then ``top_p`` (the nucleus of what top-k
+    kept), then ``min_p`` (tokens at least ``min_p`` times as likely as the
+    likeliest). The truncations and penalties are off by default. Reported
+    logprobs stay the raw model's at temperature 1. A remote endpoint is sent
+    only the options set away from their defaults (`thinktank.models.openai`).
+    """
 
     temperature: float = 0.7
     top_p: float = 1.0
@@ -47,8 +62,25 @@ class Sampling:
     #: a strategy can draw more samples of a stream it began (backends that take
     #: seeds per sample honour it; the others draw fresh samples).
     sample_offset: int = 0
+    top_k: int = 0
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    #: (token id, bias) pairs sorted by id, so that equal biases hash alike.
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError("top_k must be a whole number >= 0 (0: off)")
+        if not 0 <= self.min_p < 1:
+            raise ValueError("min_p must be in [0, 1)")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2 <= getattr(self, name) <= 2:
+                raise ValueError(f"{name} must be in [-2, 2]")
+        if not self.repetition_penalty > 0:
+            raise ValueError("repetition_penalty must be > 0 (1: off)")
+        object.__setattr__(self, "logit_bias", _logit_bias_pairs(self.logit_bias))
         if self.sample_offset < 0:
             raise ValueError("sample_offset must be >= 0")
         if not 0 <= self.top_logprobs <= 20:
@@ -62,6 +94,27 @@ class Sampling:
 
     def with_(self, **changes: object) -> Sampling:
         return replace(self, **changes)
+
+
+def _logit_bias_pairs(
+    bias: Mapping[int, float] | Iterable[tuple[int, float]],
+) -> tuple[tuple[int, float], ...]:
+    """A logit bias given as a dict or as (token id, bias) pairs, checked, as pairs sorted by id."""
+    items = bias.items() if isinstance(bias, Mapping) else bias
+    try:
+        pairs = [(operator.index(token), float(value)) for token, value in items]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"logit_bias must map whole-number token ids to biases ({{1234: -100}}), not {bias!r}"
+        ) from None
+    for token, value in pairs:
+        if token < 0:
+            raise ValueError(f"logit_bias: token id {token} must be >= 0")
+        if not -100 <= value <= 100:
+            raise ValueError(f"logit_bias: the bias of token {token} must be in [-100, 100]")
+    if len({token for token, _ in pairs}) < len(pairs):
+        raise ValueError("logit_bias names a token id twice")
+    return tuple(sorted(pairs))
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,14 @@ strings, why it ended — ending in a `Completion`.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from thinktank.errors import ThinktankError
 from thinktank.models.base import (
     Completion,
     FinishReason,
@@ -78,11 +80,22 @@ class CallState:
     progress: ProgressCallback | None
     prune: PruneRule | None
     on_text: TextCallback | None = None
+    #: The prompt's token ids: ``repetition_penalty`` counts them as seen.
+    prompt_ids: Sequence[int] = ()
+    #: The model's vocabulary size, to refuse a ``logit_bias`` outside it.
+    vocab_size: int | None = None
     generated: int = 0  # tokens sampled so far over all its samples
     stops: tuple[bytes, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.stops = tuple(s.encode() for s in self.sampling.stop if s)
+        if self.vocab_size is not None:
+            outside = [t for t, _ in self.sampling.logit_bias if t >= self.vocab_size]
+            if outside:
+                raise ThinktankError(
+                    f"logit_bias names token id {outside[0]}; the model's vocabulary has "
+                    f"{self.vocab_size} tokens (ids 0..{self.vocab_size - 1})"
+                )
 
     @property
     def held_back(self) -> int:
@@ -127,7 +140,9 @@ class CallState:
     ) -> None:
         """Sample one token for each of the ``live`` samples from its row of ``logits``,
         accept it, then report progress, apply the deadline and stream new text."""
-        chosen, logprobs = sample(logits, [s.rng for s in live], self.sampling)
+        chosen, logprobs = sample(
+            logits, [s.rng for s in live], self.sampling, [s.tokens for s in live], self.prompt_ids
+        )
         if self.sampling.top_logprobs:
             for seq, row in zip(live, logits, strict=True):
                 seq.top.append(top_logprobs(row, self.sampling.top_logprobs))
@@ -172,22 +187,116 @@ def top_logprobs(logits: np.ndarray, k: int, piece: Callable[[int], bytes]) -> d
 
 
 def sample(
-    logits: np.ndarray, rngs: Sequence[np.random.Generator], sampling: Sampling
+    logits: np.ndarray,
+    rngs: Sequence[np.random.Generator],
+    sampling: Sampling,
+    generated: Sequence[Sequence[int]] = (),
+    prompt_ids: Sequence[int] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One token per row, and its log-probability under the raw (temperature 1) model."""
+    """One token per row, and its log-probability under the raw (temperature 1) model.
+
+    The options apply in `Sampling`'s order; the penalties look at ``generated[i]``
+    (what row i's sample wrote so far) and, for ``repetition_penalty``, at the
+    ``prompt_ids`` too. Each row's generator is drawn from once (none for greedy)."""
     peak = logits.max(axis=1, keepdims=True)
     shifted = logits - peak
     log_norm = np.log(np.exp(shifted).sum(axis=1))
+    adjusted = _penalised(logits, sampling, generated, prompt_ids)
+    steered = shifted if adjusted is logits else adjusted - adjusted.max(axis=1, keepdims=True)
     if sampling.temperature == 0:
-        chosen = shifted.argmax(axis=1)
+        chosen = steered.argmax(axis=1)
     else:
-        weights = np.exp(shifted / sampling.temperature)
+        weights = np.exp(steered / sampling.temperature)
         weights /= weights.sum(axis=1, keepdims=True)
-        chosen = np.array(
-            [draw(row, rng, sampling.top_p) for row, rng in zip(weights, rngs, strict=True)]
-        )
+        if sampling.min_p or 0 < sampling.top_k < weights.shape[1]:
+            chosen = _draw_truncated(weights, rngs, sampling)
+        else:
+            chosen = np.array(
+                [draw(row, rng, sampling.top_p) for row, rng in zip(weights, rngs, strict=True)]
+            )
     rows = np.arange(len(chosen))
     return chosen, shifted[rows, chosen] - log_norm
+
+
+def _penalised(
+    logits: np.ndarray,
+    sampling: Sampling,
+    generated: Sequence[Sequence[int]],
+    prompt_ids: Sequence[int],
+) -> np.ndarray:
+    """``logits`` with the logit bias, then the repetition, frequency and presence
+    penalties applied; ``logits`` itself when none is set (nothing copied)."""
+    repetition = sampling.repetition_penalty != 1
+    counted = sampling.frequency_penalty != 0 or sampling.presence_penalty != 0
+    if not (sampling.logit_bias or repetition or counted):
+        return logits
+    adjusted = logits.copy()
+    if sampling.logit_bias:
+        tokens, biases = zip(*sampling.logit_bias, strict=True)
+        adjusted[:, list(tokens)] += np.array(biases, dtype=adjusted.dtype)
+    if repetition or counted:
+        rows, tokens, times = _written(generated, logits.shape[1])
+    if repetition:
+        in_prompt = np.unique(np.asarray(prompt_ids, dtype=np.int64))
+        adjusted[:, in_prompt] = _repetition(adjusted[:, in_prompt], sampling.repetition_penalty)
+        new = ~np.isin(tokens, in_prompt)  # once per token: those in the prompt are done
+        adjusted[rows[new], tokens[new]] = _repetition(
+            adjusted[rows[new], tokens[new]], sampling.repetition_penalty
+        )
+    if counted:
+        adjusted[rows, tokens] -= sampling.frequency_penalty * times + sampling.presence_penalty
+    return adjusted
+
+
+def _repetition(logits: np.ndarray, penalty: float) -> np.ndarray:
+    """vLLM's and transformers' repetition penalty: less likely whatever the logit's sign."""
+    return np.where(logits > 0, logits / penalty, logits * penalty)
+
+
+def _written(
+    generated: Sequence[Sequence[int]], vocab: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each (row, token) pair the rows' samples wrote, and how many times."""
+    lengths = [len(tokens) for tokens in generated]
+    flat = np.fromiter(itertools.chain.from_iterable(generated), np.int64, sum(lengths))
+    rows = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    pairs, times = np.unique(rows * vocab + flat, return_counts=True)
+    return pairs // vocab, pairs % vocab, times
+
+
+def _draw_truncated(
+    probs: np.ndarray, rngs: Sequence[np.random.Generator], sampling: Sampling
+) -> np.ndarray:
+    """One index per row of ``probs`` (rows summing to 1), drawn from the tokens that
+    top-k, then top-p (of what top-k kept), then min-p keep: each a prefix of the row
+    sorted by probability, so only the longest prefix any row keeps is sorted, for all
+    rows at once."""
+    vocab = probs.shape[1]
+    top_k = 0 < sampling.top_k < vocab
+    width = sampling.top_k if top_k else vocab
+    if sampling.min_p:
+        min_p_sizes = (probs >= sampling.min_p * probs.max(axis=1, keepdims=True)).sum(axis=1)
+        if not top_k:  # top-p's nucleus is of the whole row: no top-k mass to know
+            width = int(min_p_sizes.max())
+    if width < vocab:
+        head = np.argpartition(probs, vocab - width, axis=1)[:, vocab - width :]
+    else:
+        head = np.broadcast_to(np.arange(vocab), probs.shape)
+    head_probs = np.take_along_axis(probs, head, axis=1)
+    order = np.argsort(-head_probs, axis=1, kind="stable")
+    head = np.take_along_axis(head, order, axis=1)
+    cumulative = np.cumsum(np.take_along_axis(head_probs, order, axis=1), axis=1)
+    sizes = np.full(len(probs), width)
+    if sampling.top_p < 1:
+        mass = cumulative[:, -1:] if top_k else 1.0
+        sizes = np.minimum(sizes, (cumulative < sampling.top_p * mass).sum(axis=1) + 1)
+    if sampling.min_p:
+        sizes = np.minimum(sizes, min_p_sizes)
+    rows = np.arange(len(probs))
+    kept = cumulative[rows, sizes - 1]
+    targets = np.array([rng.random() for rng in rngs]) * kept
+    picks = np.minimum((cumulative < targets[:, None]).sum(axis=1), sizes - 1)
+    return head[rows, picks]
 
 
 def draw(probs: np.ndarray, rng: np.random.Generator, top_p: float) -> int:

@@ -1,10 +1,22 @@
 """The embedded backend: GGUF models through llama.cpp's low-level API.
 
-``generate(prompt, n)`` prefills the prompt once for all ``n`` sequences (each
-prompt token carries every sequence id, so the unified KV cache stores it once)
-and then decodes the ``n`` sequences together, one batch per step. Sampling is
-vectorized numpy over the batch's logits; each sample has its own random
-generator seeded from ``(seed, sample index)``, so a seed fixes the output.
+``generate(prompt, n)`` prefills the prompt once for all ``n`` sequences (into
+the first sequence's KV cells, then copied to the others) and then decodes the
+``n`` sequences together, one batch per step. Sampling is vectorized numpy over
+the batch's logits; each sample has its own random generator seeded from
+``(seed, sample index)``, so a seed fixes the output.
+
+Each sequence has a KV stream of its own (llama.cpp's non-unified KV cache), so
+a seeded call samples the very same tokens whatever else is in the batch or the
+cache: other calls in flight, other prompts cached, a larger ``n``. In the
+unified cache (``kv_streams=False``) attention sums run over cells wherever
+they happen to lie, among other sequences' cells, so the logits move in their
+last bits with what else ran, and a sampled token now and then flips
+(benchmarks/reproducibility.py measures both). Streams cost memory (each holds
+a whole prompt plus sample) and whole-stream copies: the prompt's cells are
+copied to each sequence, and when a sample finishes the highest live stream
+moves into its place, so that the live streams stay contiguous and one step is
+one llama.cpp micro-batch.
 
 Concurrent calls share the batch: one scheduler thread owns the llama.cpp
 context, admits each call's sequences as soon as KV slots and cells are free,
@@ -14,8 +26,8 @@ that one problem's long tail would leave nearly empty.
 
 Prompts stay in the KV cache after their call (a prefix cache of
 ``prefix_cache`` entries, least recently used evicted first). A later prompt
-that starts with a cached one copies those cells (``llama_memory_seq_cp``,
-which in the unified cache only tags them) and prefills just the rest: the
+that starts with a cached one copies those cells (``llama_memory_seq_cp``: a
+copy of the stream, or in the unified cache a tag) and prefills just the rest: the
 rounds of adaptive sampling and the steps of a search pay for their shared
 prompt once. An exact repeat also reuses the stored next-token logits, so it
 samples exactly what a fresh prefill would.
@@ -25,13 +37,14 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import heapq
 import math
 import os
 import secrets
 import threading
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
@@ -61,11 +74,19 @@ from thinktank.models.decoding import CallState, SampleState, top_logprobs
 MAX_BATCH_SEQUENCES = 64
 #: Prompt tokens per prefill batch.
 _PREFILL_CHUNK = 512
-#: KV cells one context may hold (memory: about 23 kB a cell for SmolLM2-135M).
+#: KV cells one sequence (its prompt plus its sample) may use, and all the
+#: sequences of a unified context together (memory: about 23 kB a cell for
+#: SmolLM2-135M).
 MAX_CONTEXT_CELLS = 32768
-#: KV cells of a new context: room for several calls in flight at once (each
-#: reserves its prompt plus n x max_tokens), about 380 MB for SmolLM2-135M.
+#: KV cells of a new unified context: room for several calls in flight at once
+#: (each reserves its prompt plus n x max_tokens), about 380 MB for SmolLM2-135M.
 MIN_CONTEXT_CELLS = 16384
+#: KV cells of one stream at least (a prompt plus its sample): 72 such streams,
+#: 64 to decode and 8 for the prefix cache, take about 850 MB for SmolLM2-135M.
+MIN_STREAM_CELLS = 512
+#: KV cells of all the streams of a context at most: longer sequences get fewer
+#: streams.
+MAX_STREAM_CONTEXT_CELLS = 2 * MAX_CONTEXT_CELLS
 #: Prompts kept in the KV cache for reuse, by default.
 PREFIX_CACHE_ENTRIES = 8
 _backend_lock = threading.Lock()
@@ -104,6 +125,7 @@ class DecodeStats:
     prefill_tokens: int = 0  # prompt tokens decoded (once per wave, however large n is)
     cached_tokens: int = 0  # prompt tokens taken from the prefix cache instead
     decode_batches: int = 0  # llama_decode calls after the prefill, one per step
+    moved_sequences: int = 0  # samples moved to a lower KV stream (see `_compact`)
     sampled_tokens: int = 0
 
 
@@ -142,12 +164,57 @@ class _CachedPrompt:
     logits: np.ndarray  # the next-token logits after the whole prompt (one row)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """How a context keeps its KV cells: a stream per sequence id, or one unified pool.
+
+    Sequence ids ``0 .. batch_slots - 1`` are decoded; the next ``cache_slots`` ids
+    hold the prefix cache's prompts.
+    """
+
+    streams: bool
+    cells: int  # in all
+    batch_slots: int
+    cache_slots: int
+
+    @classmethod
+    def of_streams(cls, sequence_cells: int, prefix_cache: int) -> _Layout:
+        """Streams of ``sequence_cells`` cells at least (a power of two), as many as
+        the batch and the cache want and MAX_STREAM_CONTEXT_CELLS allows."""
+        size = max(MIN_STREAM_CELLS, 1 << math.ceil(math.log2(sequence_cells)))
+        streams = min(MAX_BATCH_SEQUENCES + prefix_cache, MAX_STREAM_CONTEXT_CELLS // size)
+        cache_slots = min(prefix_cache, streams // 2)
+        return cls(True, streams * size, streams - cache_slots, cache_slots)
+
+    @classmethod
+    def unified(cls, cells: int, prefix_cache: int) -> _Layout:
+        size = 1 << math.ceil(math.log2(cells))
+        return cls(False, min(MAX_CONTEXT_CELLS, max(MIN_CONTEXT_CELLS, size)),
+                   MAX_BATCH_SEQUENCES, prefix_cache)  # fmt: skip
+
+    @property
+    def stream_cells(self) -> int:
+        """Cells one sequence may use (all of them in a unified pool)."""
+        return self.cells // (self.batch_slots + self.cache_slots) if self.streams else self.cells
+
+    def holds(self, request: _Request) -> bool:
+        """Whether the request fits once nothing else is in flight."""
+        if self.streams:
+            return (len(request.prompt_ids) + request.call.max_tokens <= self.stream_cells
+                    and len(request.sequences) <= self.batch_slots)  # fmt: skip
+        return request.cells <= self.cells
+
+
 class LlamaCppModel:
     """A GGUF model served by llama.cpp in this process.
 
     Thread-safe: concurrent `generate` calls are batched together by one
     scheduler thread (see the module docstring). ``prefix_cache`` is how many
     recent prompts stay in the KV cache for reuse (0 turns the cache off).
+    ``kv_streams`` gives each sequence a KV stream of its own, so that a seeded
+    call samples the same whatever runs beside it; False shares one unified KV
+    cache instead (less memory, a few percent faster, not reproducible across
+    batches: see the module docstring).
     """
 
     def __init__(
@@ -159,6 +226,7 @@ class LlamaCppModel:
         price: Price | None = None,
         n_threads: int | None = None,
         prefix_cache: int = PREFIX_CACHE_ENTRIES,
+        kv_streams: bool = True,
     ) -> None:
         if prefix_cache < 0:
             raise ValueError("prefix_cache must be >= 0")
@@ -190,9 +258,10 @@ class LlamaCppModel:
         )
         self._ctx = None
         self._batch: llama.llama_batch | None = None
-        self._ctx_cells = 0
+        self._kv_streams = kv_streams
+        self._layout: _Layout | None = None
         self._cells_reserved = 0
-        self._free_slots: list[int] = []
+        self._free_slots: list[int] = []  # a heap: the lowest free sequence id first
         self._prefix_cache_size = prefix_cache
         # Least recently used first; touched by the scheduler thread only.
         self._prefixes: OrderedDict[tuple[int, ...], _CachedPrompt] = OrderedDict()
@@ -285,6 +354,11 @@ class LlamaCppModel:
             size = llama.llama_token_to_piece(self._vocab, token, buffer, size, 0, special)
         return buffer.raw[: max(size, 0)]
 
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        """The text of ``token_ids`` as a completion made of them reads: a seeded sample's
+        first m tokens are what ``max_tokens=m`` would have drawn, so this gives it."""
+        return b"".join(self._piece(t) for t in token_ids).decode("utf-8", errors="replace")
+
     # -- generation ----------------------------------------------------------
 
     def generate(
@@ -310,7 +384,7 @@ class LlamaCppModel:
         if len(prompt_ids) + max_tokens > MAX_CONTEXT_CELLS:
             raise ThinktankError(f"prompt plus max_tokens exceed {MAX_CONTEXT_CELLS} tokens")
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
-        per_request = min(MAX_BATCH_SEQUENCES, (MAX_CONTEXT_CELLS - len(prompt_ids)) // max_tokens)
+        per_request = self._per_request(len(prompt_ids), max_tokens)
         call = CallState(
             sampling=sampling,
             max_tokens=max_tokens,
@@ -318,6 +392,8 @@ class LlamaCppModel:
             progress=progress,
             prune=prune,
             on_text=on_text,
+            prompt_ids=prompt_ids,
+            vocab_size=self.n_vocab,
         )
         requests = [
             _Request(
@@ -359,6 +435,14 @@ class LlamaCppModel:
             for request in requests
             for seq in request.sequences
         ]
+
+    def _per_request(self, prompt_tokens: int, max_tokens: int) -> int:
+        """Sequences one request may hold: as many as a context has slots (streams) or
+        cells (unified) for."""
+        if self._kv_streams:
+            layout = _Layout.of_streams(prompt_tokens + max_tokens, self._prefix_cache_size)
+            return layout.batch_slots
+        return min(MAX_BATCH_SEQUENCES, (MAX_CONTEXT_CELLS - prompt_tokens) // max_tokens)
 
     def _submit(self, requests: list[_Request]) -> None:
         with self._wakeup:
@@ -412,17 +496,18 @@ class LlamaCppModel:
                     break  # first come, first served: nothing overtakes a gathering group
                 self._line_up(request.group)
                 request = self._queue[0]
-            k = len(request.sequences)
             idle = not self._active and not admitted
-            if idle and (self._ctx is None or request.cells > self._ctx_cells):
-                self._new_context(request.cells)  # only while nothing is in flight
-            if k > len(self._free_slots) or self._cells_reserved + request.cells > self._ctx_cells:
+            if idle and (self._layout is None or not self._layout.holds(request)):
+                self._new_context(request)  # only while nothing is in flight
+            # (With streams a free slot always has the cells; in a unified pool they bind.)
+            if (not self._layout.holds(request) or len(request.sequences) > len(self._free_slots)
+                    or self._cells_reserved + request.cells > self._layout.cells):  # fmt: skip
                 break
-            while self._prefixes and self._cells_in_use + request.cells > self._ctx_cells:
+            while self._prefixes and self._cells_in_use + request.cells > self._layout.cells:
                 self._evict_prefix()
             self._queue.popleft()
             for seq in request.sequences:
-                seq.slot = self._free_slots.pop()
+                seq.slot = heapq.heappop(self._free_slots)
             self._cells_reserved += request.cells
             self._active.append(request)
             admitted.append(request)
@@ -436,26 +521,31 @@ class LlamaCppModel:
         for request in members:
             request.group = None  # lined up: admitted like any other from now on
 
-    def _new_context(self, cells: int) -> None:
+    def _new_context(self, request: _Request) -> None:
+        """A context laid out for ``request`` (and for smaller ones beside it)."""
         self._free_context()
-        cells = min(MAX_CONTEXT_CELLS, max(MIN_CONTEXT_CELLS, 1 << math.ceil(math.log2(cells))))
+        if self._kv_streams:
+            sequence_cells = len(request.prompt_ids) + request.call.max_tokens
+            layout = _Layout.of_streams(sequence_cells, self._prefix_cache_size)
+        else:
+            layout = _Layout.unified(request.cells, self._prefix_cache_size)
         params = llama.llama_context_default_params()
-        params.n_ctx = cells
+        params.n_ctx = layout.cells
         params.n_batch = params.n_ubatch = _PREFILL_CHUNK
-        params.n_seq_max = MAX_BATCH_SEQUENCES + self._prefix_cache_size
-        params.kv_unified = True
+        params.n_seq_max = layout.batch_slots + layout.cache_slots
+        params.kv_unified = not layout.streams
         params.n_threads = params.n_threads_batch = self._n_threads
         params.no_perf = True
         ctx = llama.llama_init_from_model(self._model, params)
         if not ctx:
-            raise ThinktankError(f"llama.cpp could not create a context of {cells} tokens")
-        self._ctx, self._ctx_cells = ctx, cells
-        self._batch = llama.llama_batch_init(_PREFILL_CHUNK, 0, MAX_BATCH_SEQUENCES)
-        self._free_slots = list(range(MAX_BATCH_SEQUENCES - 1, -1, -1))
+            raise ThinktankError(f"llama.cpp could not create a context of {layout.cells} tokens")
+        self._ctx, self._layout = ctx, layout
+        self._batch = llama.llama_batch_init(_PREFILL_CHUNK, 0, 1)
+        self._free_slots = list(range(layout.batch_slots))
         self._cells_reserved = 0
         self._prefixes.clear()
         self._free_cache_slots = list(
-            range(MAX_BATCH_SEQUENCES, MAX_BATCH_SEQUENCES + self._prefix_cache_size)
+            range(layout.batch_slots, layout.batch_slots + layout.cache_slots)
         )
 
     def _free_context(self) -> None:
@@ -469,33 +559,38 @@ class LlamaCppModel:
     def _prefill(self, request: _Request) -> None:
         """Put the prompt in the KV cache once for all the request's sequences.
 
-        The longest cached prefix is copied; only the tokens after it are decoded.
+        The longest cached prefix is copied; only the tokens after it are decoded,
+        into the first sequence, whose cells are then copied to the others. (A
+        prompt token cannot carry several sequence ids in llama.cpp's non-unified
+        cache; copies of a sequence holding nothing else can take whole streams.)
         """
         prompt, slots = request.prompt_ids, [seq.slot for seq in request.sequences]
         cached, reused = self._longest_prefix(prompt)
         memory = llama.llama_get_memory(self._ctx)
+        first = slots[0]
         if cached is not None:
-            for slot in slots:
-                llama.llama_memory_seq_cp(memory, cached.slot, slot, 0, reused)
+            llama.llama_memory_seq_cp(memory, cached.slot, first, -1, -1)
+            llama.llama_memory_seq_rm(memory, first, reused, -1)
         if cached is not None and reused == len(prompt):
             last_row = cached.logits
         else:
-            last_row = self._decode_prompt(prompt, reused, slots)
-            self._remember(prompt, slots[0], last_row)
+            last_row = self._decode_prompt(prompt, reused, first)
+            self._remember(prompt, first, last_row)
+        for slot in slots[1:]:
+            llama.llama_memory_seq_cp(memory, first, slot, -1, -1)
         self.stats.cached_tokens += reused
         request.cached_tokens = reused
         request.logits = np.repeat(last_row, len(slots), axis=0)
         request.position = len(prompt)
 
-    def _decode_prompt(self, prompt: tuple[int, ...], start: int, slots: list[int]) -> np.ndarray:
-        """Decode ``prompt[start:]`` into every slot; the logits after its last token."""
+    def _decode_prompt(self, prompt: tuple[int, ...], start: int, slot: int) -> np.ndarray:
+        """Decode ``prompt[start:]`` into ``slot``; the logits after its last token."""
         batch, last_row = self._batch, None
         for begin in range(start, len(prompt), _PREFILL_CHUNK):
             chunk = prompt[begin : begin + _PREFILL_CHUNK]
             for i, token in enumerate(chunk):
-                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, begin + i, len(slots)
-                for j, slot in enumerate(slots):
-                    batch.seq_id[i][j] = slot
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, begin + i, 1
+                batch.seq_id[i][0] = slot
                 batch.logits[i] = 0
             is_last = begin + _PREFILL_CHUNK >= len(prompt)
             batch.logits[len(chunk) - 1] = int(is_last)
@@ -523,14 +618,14 @@ class LlamaCppModel:
         return best, best_length
 
     def _remember(self, prompt: tuple[int, ...], slot: int, logits: np.ndarray) -> None:
-        """Keep the prompt's cells (now in ``slot``) under a cache slot of their own."""
-        if not self._prefix_cache_size or prompt in self._prefixes:
+        """Keep the prompt's cells (all ``slot`` holds yet) under a cache slot of their own."""
+        if not self._layout.cache_slots or prompt in self._prefixes:
             return
         if not self._free_cache_slots:
             self._evict_prefix()
         cache_slot = self._free_cache_slots.pop()
         memory = llama.llama_get_memory(self._ctx)
-        llama.llama_memory_seq_cp(memory, slot, cache_slot, 0, len(prompt))
+        llama.llama_memory_seq_cp(memory, slot, cache_slot, -1, -1)
         self._prefixes[prompt] = _CachedPrompt(cache_slot, prompt, logits)
 
     def _evict_prefix(self) -> None:
@@ -555,9 +650,15 @@ class LlamaCppModel:
                 request.error = exc  # it fails its own call, not the others in the batch
                 self._finish(request)
                 continue
+            self._release(s for s in request.sequences if s.finish is not None)
             if not request.live:
                 self._finish(request)
-        rows = [(request, seq) for request in self._active for seq in request.live]
+        if self._layout is not None and self._layout.streams:
+            self._compact()
+        # In order of sequence id: llama.cpp's non-unified cache decodes a run of
+        # consecutive ids as one micro-batch.
+        rows = sorted(((request, seq) for request in self._active for seq in request.live),
+                      key=lambda row: row[1].slot)  # fmt: skip
         if not rows:
             return
         batch = self._batch
@@ -568,12 +669,26 @@ class LlamaCppModel:
         batch.n_tokens = len(rows)
         logits = self._decode_batch(len(rows))
         self.stats.decode_batches += 1
-        start = 0
+        row_of = {seq.slot: i for i, (_, seq) in enumerate(rows)}
         for request in self._active:
-            count = len(request.live)
-            request.logits = logits[start : start + count]
+            request.logits = logits[[row_of[seq.slot] for seq in request.live]]
             request.position += 1
-            start += count
+
+    def _compact(self) -> None:
+        """Move the highest live streams into the lowest free slots, so that the live
+        sequence ids run 0, 1, 2... with no gap (a gap would split the step into
+        several micro-batches, each a pass over all the weights). Moving copies the
+        whole stream, cell for cell, so the sample's numbers do not change."""
+        live = sorted((seq for request in self._active for seq in request.live),
+                      key=lambda seq: seq.slot)  # fmt: skip
+        memory = llama.llama_get_memory(self._ctx)
+        while live and self._free_slots and self._free_slots[0] < live[-1].slot:
+            seq = live.pop()
+            lowest = heapq.heapreplace(self._free_slots, seq.slot)
+            llama.llama_memory_seq_cp(memory, seq.slot, lowest, -1, -1)
+            llama.llama_memory_seq_rm(memory, seq.slot, -1, -1)
+            seq.slot = lowest
+            self.stats.moved_sequences += 1
 
     def _sample_request(self, request: _Request) -> None:
         live = request.live
@@ -584,12 +699,18 @@ class LlamaCppModel:
         """Release the request's KV slots and cells, and wake its caller."""
         if request in self._active:
             self._active.remove(request)
-            memory = llama.llama_get_memory(self._ctx)
-            for seq in request.sequences:
-                llama.llama_memory_seq_rm(memory, seq.slot, -1, -1)
-                self._free_slots.append(seq.slot)
+            self._release(request.sequences)
             self._cells_reserved -= request.cells
         request.done.set()
+
+    def _release(self, sequences: Iterable[SampleState]) -> None:
+        """Free the KV slots of these sequences (a finished sample's at once)."""
+        memory = llama.llama_get_memory(self._ctx)
+        for seq in sequences:
+            if seq.slot >= 0:
+                llama.llama_memory_seq_rm(memory, seq.slot, -1, -1)
+                heapq.heappush(self._free_slots, seq.slot)
+                seq.slot = -1
 
     def _top_logprobs(self, logits: np.ndarray, k: int) -> dict[str, float]:
         return top_logprobs(logits, k, self._piece)

@@ -11,6 +11,11 @@ exponential backoff and enforces timeouts. ``n`` samples are asked for with
 the server's ``n`` when it honours it, else as parallel single requests (and a
 seed per sample); if some of them fail, the others are kept.
 
+Sampling options go only when set away from their defaults, so a plain OpenAI
+endpoint never sees one it lacks: OpenAI's by name, vLLM's (``top_k``, ``min_p``,
+``repetition_penalty``) as extra body fields. A 4xx that names one of them, or a
+bare 400 once vLLM's were sent, is an error saying which to leave at its default.
+
 Usage is what the server bills: its ``usage`` counts (completion and reasoning
 tokens included; logprobs never replace them), one prompt per request. Budgets
 hold without a tokenizer: `OpenAIModel.count_tokens` is an upper bound, not an
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -40,6 +46,14 @@ from thinktank.models.base import (
     PruneRule,
     Sampling,
 )
+
+#: vLLM's sampling options that OpenAI's API lacks, sent as extra body fields (vLLM
+#: reads them there; the official client sends only OpenAI's own by name).
+_VLLM_OPTIONS = ("top_k", "min_p", "repetition_penalty")
+#: OpenAI's optional sampling options sent as they are (``stop``, ``logit_bias`` and
+#: ``seed`` take their own forms).
+_OPENAI_OPTIONS = ("top_p", "presence_penalty", "frequency_penalty", "top_logprobs")
+_DEFAULTS = Sampling()
 
 #: What a chat template may add to a prompt's text, in tokens: per message (role
 #: markers), and once (a default system prompt, the reply's header). A server that
@@ -116,7 +130,7 @@ class OpenAIModel:
         try:
             completions = future.result()
         except openai.OpenAIError as exc:
-            raise ThinktankError(f"{self.name}: {_describe(exc)}") from None
+            raise ThinktankError(f"{self.name}: {_describe(exc, sampling)}") from None
         except BaseException:
             future.cancel()
             raise
@@ -136,6 +150,8 @@ class OpenAIModel:
             try:
                 completions = await self._request(messages, n, sampling, sampling.seed, 0, deadline)
             except openai.BadRequestError as exc:  # taken as "no n here": ask one by one
+                if _named_options(exc, sampling):
+                    raise  # an option of ours, not n: one by one would fail alike
                 errors.append(exc)
             if completions and completions[0].finish_reason == "budget":
                 return completions  # not sent: nothing learnt about n
@@ -159,7 +175,7 @@ class OpenAIModel:
                 else:
                     completions.extend(result)
         if not completions:
-            raise ThinktankError(f"{self.name}: {_describe(errors[-1])}") from None
+            raise ThinktankError(f"{self.name}: {_describe(errors[-1], sampling)}") from None
         return completions
 
     async def _request(
@@ -173,25 +189,21 @@ class OpenAIModel:
     ) -> list[Completion]:
         """One request's completions; empty ones that end with the budget when the
         deadline passes before the request is sent."""
-        extra: dict[str, Any] = {}
+        extra = _vllm_options(sampling)
         if messages[-1]["role"] == "assistant":  # continue a partial reply (vLLM's flags)
-            extra = {"continue_final_message": True, "add_generation_prompt": False}
+            extra |= {"continue_final_message": True, "add_generation_prompt": False}
         options: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "n": n,
             "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
             "max_tokens": sampling.max_tokens,
             "logprobs": True,
             "extra_body": extra or None,
+            **_openai_options(sampling),
         }
-        if sampling.stop:
-            options["stop"] = list(sampling.stop)
         if seed is not None:
             options["seed"] = seed
-        if sampling.top_logprobs:
-            options["top_logprobs"] = sampling.top_logprobs
         assert self._limit is not None
         async with self._limit:  # a request may wait here past the deadline
             if deadline is not None and time.monotonic() >= deadline:
@@ -284,12 +296,69 @@ def _share_out(total: int, weights: Sequence[int]) -> list[int]:
     return shares
 
 
-def _describe(error: BaseException) -> str:
+def _openai_options(sampling: Sampling) -> dict[str, Any]:
+    """OpenAI's optional parameters that ``sampling`` sets (the seed is per request)."""
+    options = {name: getattr(sampling, name) for name in _OPENAI_OPTIONS if _is_set(sampling, name)}
+    if sampling.stop:
+        options["stop"] = list(sampling.stop)
+    if sampling.logit_bias:
+        options["logit_bias"] = {str(token): bias for token, bias in sampling.logit_bias}
+    return options
+
+
+def _vllm_options(sampling: Sampling) -> dict[str, Any]:
+    """vLLM's parameters beyond OpenAI's that ``sampling`` sets; none at their defaults,
+    so that a plain OpenAI endpoint never sees one."""
+    return {name: getattr(sampling, name) for name in _VLLM_OPTIONS if _is_set(sampling, name)}
+
+
+def _is_set(sampling: Sampling, name: str) -> bool:
+    return getattr(sampling, name) != getattr(_DEFAULTS, name)
+
+
+def _sent_options(sampling: Sampling) -> list[str]:
+    """The names of the sampling options a request with ``sampling`` carries."""
+    seed = ["seed"] if sampling.seed is not None else []
+    return [*seed, *_openai_options(sampling), *_vllm_options(sampling)]
+
+
+def _named_options(error: openai.APIStatusError, sampling: Sampling) -> list[str]:
+    """The options we sent that a 4xx reply names (its message, ``param`` or body)."""
+    if not 400 <= error.status_code < 500:
+        return []
+    said = f"{error.message} {error.param} {error.body}"
+    return [name for name in _sent_options(sampling) if re.search(rf"\b{name}\b", said)]
+
+
+def _describe(error: BaseException, sampling: Sampling) -> str:
     if isinstance(error, openai.APIConnectionError):
         return f"cannot reach the endpoint ({error.__cause__ or error})"
     if isinstance(error, openai.APIStatusError):
-        return f"HTTP {error.status_code}: {error.message}"
+        said = f"HTTP {error.status_code}: {_brief(error.message)}"
+        named = _named_options(error, sampling)
+        extras = list(_vllm_options(sampling))
+        if not named and error.status_code == 400 and extras:
+            return (
+                f"the endpoint rejected the request ({said}); it may not take vLLM's "
+                f"{', '.join(extras)}, sent as extra body fields: leave "
+                f"{_at_defaults(extras)} to send OpenAI's parameters only"
+            )
+        if named:
+            return (
+                f"the endpoint rejected {', '.join(named)} ({said}): leave "
+                f"{_at_defaults(named)} for this endpoint"
+            )
+        return said
     return str(error)
+
+
+def _at_defaults(names: Sequence[str]) -> str:
+    """``Sampling`` options named with their defaults: "top_k=0, min_p=0.0"."""
+    return ", ".join(f"{name}={getattr(_DEFAULTS, name)!r}" for name in names)
+
+
+def _brief(message: str, limit: int = 200) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def parse_spec(spec: str) -> tuple[str, str, str]:

@@ -52,6 +52,7 @@ from thinktank.models.base import (
     split_reply,
 )
 from thinktank.models.decoding import CallState, SampleState, top_logprobs
+from thinktank.models.profiles import LOCAL_PROFILE, SamplingProfile
 
 #: Who sees whom. ``independent``: each worker sees the prompt and itself (plain
 #: sampling). ``token``: every worker's whole block, visible at the next step
@@ -165,6 +166,9 @@ class TorchModel:
     sees only the prompt and itself); `generate_together` runs workers that see
     each other (Hogwild!). Calls are serialized by a lock (one batch at a time).
     """
+
+    #: How strategies sample it by default (the registry sets a studied model's own).
+    sampling_profile: SamplingProfile = LOCAL_PROFILE
 
     def __init__(
         self,
@@ -452,7 +456,8 @@ class TorchModel:
                 f"the prompt has {len(prompt_ids)} tokens; {self.name} holds {self.n_ctx}"
             )
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
-        call = CallState(sampling, max_tokens, deadline, progress, prune, on_text)
+        call = CallState(sampling, max_tokens, deadline, progress, prune, on_text,
+                         prompt_ids=prompt_ids, vocab_size=self.n_vocab)  # fmt: skip
         samples = [
             SampleState.seeded(sampling.sample_offset + i, seed, slot=i)
             for i in range(len(headers))

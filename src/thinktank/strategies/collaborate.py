@@ -100,7 +100,7 @@ class Debate(SamplingOptions, Strategy):
     )
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        kind, sampling = problem.kind, self.sampling()
+        kind, sampling = problem.kind, self.sampling(ctx.model, problem.kind)
         answers = [
             _agent(c, kind, f"agent-{i + 1}")
             for i, c in enumerate(sample_completions(problem, ctx, self.agents, sampling))
@@ -158,7 +158,7 @@ class MixtureOfAgents(SamplingOptions, Strategy):
     )
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        kind, sampling = problem.kind, self.sampling()
+        kind, sampling = problem.kind, self.sampling(ctx.model, problem.kind)
         layer = [
             Candidate.from_completion(c, kind, worker="layer-1")
             for c in sample_completions(problem, ctx, self.proposers, sampling)
@@ -222,7 +222,8 @@ class LearningFromPeers(SamplingOptions, Strategy):
     _PEERS = "\n\n(Peers' progress: {summaries})\n\n"
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        sampling = self.sampling().with_(stop=stop_strings(problem, ctx.model))
+        sampling = self.sampling(ctx.model, problem.kind)
+        sampling = sampling.with_(stop=stop_strings(problem, ctx.model))
         paths = [Partial()] * self.paths  # the same object: the first chunk is one call
         written = [0] * self.paths  # completion tokens each path wrote
         exchanges = 0
@@ -238,7 +239,7 @@ class LearningFromPeers(SamplingOptions, Strategy):
                     paths[i] = replace(paths[i], finished=True)
                     continue
                 written[i] += completion.completion_tokens
-                finished = completion.finish_reason != "length" or written[i] >= self.max_tokens
+                finished = completion.finish_reason != "length" or written[i] >= sampling.max_tokens
                 paths[i] = paths[i].extend(completion.text, finished=finished,
                                            tokens=completion.completion_tokens,
                                            logprob=sum(completion.logprobs or ()))  # fmt: skip
@@ -289,7 +290,9 @@ class LearningFromPeers(SamplingOptions, Strategy):
 
     def _summaries(self, problem: Problem, ctx: Context, paths: list[Partial]) -> list[str]:
         """One short greedy summary per path, written after its reasoning so far."""
-        greedy = self.sampling().with_(temperature=0.0, max_tokens=self.summary_tokens)
+        greedy = self.sampling(ctx.model, problem.kind).with_(
+            temperature=0.0, max_tokens=self.summary_tokens
+        )
         summaries = [Partial((p.text + self._SUMMARIZE,)) for p in paths]
         results = continue_partials(problem, ctx, summaries, [1] * len(paths), greedy)
         # Its first line that says something (a model often starts with a line break).
@@ -359,7 +362,7 @@ class Hogwild(SamplingOptions, Strategy):
         completions = ctx.generate_together(
             self._prompt(problem, ctx.model, names),
             [f"\n{name}: " for name in names],
-            self.sampling().with_(stop=stops),
+            self.sampling(ctx.model, kind).with_(stop=stops),
             layout=self.layout,
             step_delimiter=_STEP_DELIMITERS[self.step],
             until=someone_declared if self.until == "first" else None,

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from thinktank.aggregate import dawid_skene, majority_vote
 from thinktank.models.base import Sampling
+from thinktank.models.profiles import sampling_profile
 from thinktank.problem import Problem
 from thinktank.prompts import PROMPT_VARIANTS, build_prompt
 from thinktank.solution import Candidate, Solution
@@ -71,7 +72,7 @@ class DiversePrompts(ManySamples, Strategy):
                 problem,
                 ctx,
                 share,
-                self.sampling(),
+                self.sampling(ctx.model, problem.kind),
                 prompt=build_prompt(problem, ctx.model, approach=approach),
             )
         vote = majority_vote([c.answer for c in candidates], problem.kind)
@@ -119,11 +120,12 @@ class TruthInference(Strategy):
     n: int = 16
     variants: str = "instruct/step-by-step"
     temperatures: str = "0.7/1.0"
-    top_p: float = 1.0
-    max_tokens: int = 256
+    #: Unset: the model's (its sampling profile), like every other sampling option.
+    top_p: float | None = None
+    max_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        Sampling(top_p=self.top_p, max_tokens=self.max_tokens)  # checks them
+        Sampling().with_(**self._options_set)  # checks them
         for variant in self._variants:
             if variant not in PROMPT_VARIANTS:
                 raise ValueError(f"variants must be taken from {', '.join(PROMPT_VARIANTS)}")
@@ -146,8 +148,14 @@ class TruthInference(Strategy):
     def _temperatures(self) -> list[float]:
         return [float(t) for t in self.temperatures.split("/") if t.strip()]
 
+    @property
+    def _options_set(self) -> dict[str, float | int]:
+        values = {"top_p": self.top_p, "max_tokens": self.max_tokens}
+        return {name: value for name, value in values.items() if value is not None}
+
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         workers = [(v, t) for v in self._variants for t in self._temperatures]
+        profile = sampling_profile(ctx.model).for_kind(problem.kind).with_(**self._options_set)
         candidates: list[Candidate] = []
         for (variant, temperature), share in zip(
             workers, equal_shares(self.n, len(workers)), strict=True
@@ -156,7 +164,7 @@ class TruthInference(Strategy):
                 problem,
                 ctx,
                 share,
-                Sampling(temperature, self.top_p, self.max_tokens),
+                profile.with_(temperature=temperature),
                 prompt=build_prompt(problem, ctx.model, variant=variant),
                 worker=f"{ctx.model.name}|{variant}|T={temperature:g}",
             )

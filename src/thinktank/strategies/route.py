@@ -81,7 +81,9 @@ class Cascade(ManySamples, Strategy):
         for rank, spec in enumerate(self.pool):
             model = ctx.resolver.model(spec)
             asking = replace(ctx, model=model)
-            asked = sample_candidates(problem, asking, self.n, self.sampling())
+            asked = sample_candidates(
+                problem, asking, self.n, self.sampling(asking.model, problem.kind)
+            )
             candidates += [replace(c, worker=model.name) for c in asked]
             vote = majority_vote([c.answer for c in asked], problem.kind)
             if verifier is None:
@@ -137,7 +139,7 @@ class SpecReason(ValuedSearch, Strategy):
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         small, large = (replace(ctx, model=ctx.resolver.model(spec)) for spec in _pool(self.models))
         drafts, rewrites = Stepper(problem, small, self), Stepper(problem, large, self)
-        reward = self.process_reward(ctx)
+        reward = self.process_reward(problem, ctx)
         partial, value, trace = Partial(), 0.0, []
         while not partial.finished:
             proposed = self.step(drafts, [partial], [1])[0]

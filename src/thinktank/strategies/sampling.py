@@ -16,7 +16,8 @@ from typing import ClassVar
 
 from thinktank.aggregate import majority_vote
 from thinktank.errors import BudgetExhausted
-from thinktank.models.base import Completion, Prompt, PruneRule, Sampling
+from thinktank.models.base import Completion, Model, Prompt, PruneRule, Sampling
+from thinktank.models.profiles import sampling_profile
 from thinktank.problem import Problem
 from thinktank.prompts import build_prompt, stop_strings
 from thinktank.resolver import Reference
@@ -68,19 +69,41 @@ def continue_stream(sampling: Sampling, drawn: list[Completion], offset: int) ->
     return sampling.with_(seed=drawn[0].seed, sample_offset=offset)
 
 
+#: The `Sampling` options a strategy's spec string may set.
+SAMPLING_OPTIONS = (
+    "temperature", "top_p", "top_k", "min_p", "max_tokens",
+    "presence_penalty", "frequency_penalty", "repetition_penalty",
+)  # fmt: skip
+
+
 @dataclass
 class SamplingOptions:
-    """The sampling options a strategy's spec string may set; checked when it is built."""
+    """The sampling options a strategy's spec string may set; checked when it is built.
 
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_tokens: int = 256
+    An option left unset (None) takes the model's default for the kind of problem:
+    its sampling profile (`thinktank.models.profiles`).
+    """
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    max_tokens: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
 
     def __post_init__(self) -> None:
-        self.sampling()
+        Sampling().with_(**self.options_set())  # checks them
 
-    def sampling(self) -> Sampling:
-        return Sampling(self.temperature, self.top_p, self.max_tokens)
+    def options_set(self) -> dict[str, float | int]:
+        """The sampling options this strategy sets (the rest are the model's)."""
+        values = {name: getattr(self, name) for name in SAMPLING_OPTIONS}
+        return {name: value for name, value in values.items() if value is not None}
+
+    def sampling(self, model: Model, kind: str) -> Sampling:
+        """How to sample ``model`` on a problem of ``kind``: its profile, then these options."""
+        return sampling_profile(model).for_kind(kind).with_(**self.options_set())
 
 
 @dataclass
@@ -102,10 +125,10 @@ class Single(SamplingOptions, Strategy):
     name: ClassVar[str] = "single"
     summary: ClassVar[str] = "one sample, its answer (greedy unless temperature > 0)"
 
-    temperature: float = 0.0
+    temperature: float | None = 0.0
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        candidates = sample_candidates(problem, ctx, 1, self.sampling())
+        candidates = sample_candidates(problem, ctx, 1, self.sampling(ctx.model, problem.kind))
         answer = candidates[0].answer if candidates else None
         return Solution(answer=answer, candidates=candidates)
 
@@ -118,7 +141,7 @@ class SelfConsistency(ManySamples, Strategy):
     summary: ClassVar[str] = "n samples in one batch, majority vote over equivalent answers"
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        candidates = sample_candidates(problem, ctx, self.n, self.sampling())
+        candidates = sample_candidates(problem, ctx, self.n, self.sampling(ctx.model, problem.kind))
         vote = majority_vote([c.answer for c in candidates], problem.kind)
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts)
 
@@ -146,7 +169,7 @@ class WeightedVote(ManySamples, Strategy):
             raise ValueError(f"weight must be one of {', '.join(WEIGHTS)}")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        candidates = sample_candidates(problem, ctx, self.n, self.sampling())
+        candidates = sample_candidates(problem, ctx, self.n, self.sampling(ctx.model, problem.kind))
         weights = confidence_weights(candidates, self.weight)
         vote = majority_vote([c.answer for c in candidates], problem.kind, weights)
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts)
@@ -172,7 +195,7 @@ class ReasoningPrunedConsistency(ManySamples, Strategy):
         super().__post_init__()
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        candidates = sample_candidates(problem, ctx, self.n, self.sampling())
+        candidates = sample_candidates(problem, ctx, self.n, self.sampling(ctx.model, problem.kind))
         weights = confidence_weights(candidates, "mean-logprob")
         mean = sum(weights) / len(weights) if weights else 0.0
         spread = math.sqrt(sum((w - mean) ** 2 for w in weights) / len(weights)) if weights else 0.0
@@ -228,7 +251,7 @@ class AdaptiveConsistency(SamplingOptions, Strategy):
         candidates: list[Candidate] = []
         trace = []
         vote = majority_vote([], problem.kind)
-        sampling = self.sampling()
+        sampling = self.sampling(ctx.model, problem.kind)
         while len(candidates) < self.max_n:
             n = min(self.batch, self.max_n - len(candidates))
             drawn = sample_completions(problem, ctx, n, sampling)
@@ -283,11 +306,13 @@ class ComputeOptimal(ManySamples, Strategy):
     def solve_batch(
         self, problems: Sequence[Problem], contexts: Sequence[Context]
     ) -> list[Solution]:
-        sampling = self.sampling()
         jobs = list(zip(problems, contexts, strict=True))
+        samplings = [self.sampling(ctx.model, problem.kind) for problem, ctx in jobs]
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(jobs)))) as pool:
-            probes = list(pool.map(lambda job: sample_completions(*job, self.probe, sampling),
-                                   jobs))  # fmt: skip
+            probes = list(pool.map(
+                lambda job, sampling: sample_completions(*job, self.probe, sampling),
+                jobs, samplings,
+            ))  # fmt: skip
             doubts = [_doubt(drawn, p.kind) for drawn, (p, _) in zip(probes, jobs, strict=True)]
             extra_total = (self.n - self.probe) * len(jobs)
             if len(jobs) == 1:
@@ -299,7 +324,7 @@ class ComputeOptimal(ManySamples, Strategy):
                 (problem, ctx), drawn = jobs[index], probes[index]
                 more = []
                 if extras[index] and drawn:
-                    stream = continue_stream(sampling, drawn, len(drawn))
+                    stream = continue_stream(samplings[index], drawn, len(drawn))
                     more = sample_completions(problem, ctx, extras[index], stream)
                 candidates = [Candidate.from_completion(c, problem.kind) for c in drawn + more]
                 vote = majority_vote([c.answer for c in candidates], problem.kind)
@@ -374,7 +399,7 @@ class BestOfN(ManySamples, Strategy):
         yield "verifier", self.verifier
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        candidates = sample_candidates(problem, ctx, self.n, self.sampling())
+        candidates = sample_candidates(problem, ctx, self.n, self.sampling(ctx.model, problem.kind))
         return verified_choice(problem, ctx, candidates, self.verifier)
 
 
@@ -410,7 +435,7 @@ class BestOfMajority(ManySamples, Strategy):
         yield "verifier", self.verifier
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        candidates = sample_candidates(problem, ctx, self.n, self.sampling())
+        candidates = sample_candidates(problem, ctx, self.n, self.sampling(ctx.model, problem.kind))
         vote = majority_vote([c.answer for c in candidates], problem.kind)
         threshold = self.min_share * len(candidates)
         # The leader always stays in, even when no answer reaches the threshold.
@@ -487,7 +512,7 @@ class DeepConf(ManySamples, Strategy):
             raise ValueError("keep must be in (0, 1]")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        sampling = self.sampling()
+        sampling = self.sampling(ctx.model, problem.kind)
         warm = sample_completions(problem, ctx, self.warmup, sampling)
         bar = _quantile([lowest_window_confidence(c.logprobs, self.window) for c in warm
                          if c.logprobs], 1 - self.keep)  # fmt: skip

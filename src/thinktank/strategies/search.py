@@ -80,8 +80,8 @@ class ValuedSearch(SearchOptions):
     def references(self) -> Iterator[Reference]:
         yield "process-reward", self.value
 
-    def process_reward(self, ctx: Context) -> ProcessReward:
-        return ctx.resolver.process_reward(self.value, self.sampling())
+    def process_reward(self, problem: Problem, ctx: Context) -> ProcessReward:
+        return ctx.resolver.process_reward(self.value, self.sampling(ctx.model, problem.kind))
 
     def step(
         self, stepper: Stepper, partials: Sequence[Partial], counts: Sequence[int]
@@ -121,6 +121,7 @@ class Stepper:
 
     def __init__(self, problem: Problem, ctx: Context, options: SearchOptions) -> None:
         self.problem, self.ctx, self.options = problem, ctx, options
+        self.sampling = options.sampling(ctx.model, problem.kind)
         self.pattern = split_pattern(options.split)
         # A base model's own stop strings end the whole answer, never just a step.
         ends = stop_strings(problem, ctx.model)
@@ -138,7 +139,7 @@ class Stepper:
         none) where the budget cuts in. A step past ``max_steps`` (or the solution's
         ``max_tokens``) ends the solution."""
         stops = self.delimiters + stop_strings(self.problem, self.ctx.model)
-        sampling = self.options.sampling().with_(stop=stops)
+        sampling = self.sampling.with_(stop=stops)
         written = continue_partials(
             self.problem, self.ctx, partials, counts, sampling, step_tokens=step_tokens
         )
@@ -149,7 +150,7 @@ class Stepper:
 
     def complete(self, partials: Sequence[Partial], counts: Sequence[int]) -> list[list[Partial]]:
         """``counts[i]`` rollouts of ``partials[i]`` to the end, each cut into its steps."""
-        sampling = self.options.sampling().with_(stop=stop_strings(self.problem, self.ctx.model))
+        sampling = self.sampling.with_(stop=stop_strings(self.problem, self.ctx.model))
         written = continue_partials(self.problem, self.ctx, partials, counts, sampling)
         return [
             [self._chain(p, c) for c in done] for p, done in zip(partials, written, strict=True)
@@ -167,7 +168,7 @@ class Stepper:
         child = parent.extend(
             text, finished=finished, tokens=tokens, logprob=sum(completion.logprobs or ())
         )
-        if child.tokens >= self.options.max_tokens or len(child.steps) >= max_steps:
+        if child.tokens >= self.sampling.max_tokens or len(child.steps) >= max_steps:
             return replace(child, finished=True)  # out of room: the reply ends here
         return child
 
@@ -227,7 +228,7 @@ class BeamSearch(ValuedSearch, Strategy):
             raise ValueError("beams and expand must be >= 1")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        stepper, reward = Stepper(problem, ctx, self), self.process_reward(ctx)
+        stepper, reward = Stepper(problem, ctx, self), self.process_reward(problem, ctx)
         kept: list[tuple[Partial, float]] = [(Partial(), 0.0)]
         trace: list[dict] = []
         for step in range(self.max_steps):
@@ -276,7 +277,7 @@ class ParticleFilter(ValuedSearch, Strategy):
             raise ValueError("weight_temperature must be > 0")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        stepper, reward = Stepper(problem, ctx, self), self.process_reward(ctx)
+        stepper, reward = Stepper(problem, ctx, self), self.process_reward(problem, ctx)
         rng = np.random.default_rng(ctx.seed)
         trace: list[dict] = []
         reference: Partial | None = None
@@ -375,7 +376,7 @@ class AStarDecoding(ValuedSearch, Strategy):
             raise ValueError("step_cost must be >= 0")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        stepper, reward = Stepper(problem, ctx, self), self.process_reward(ctx)
+        stepper, reward = Stepper(problem, ctx, self), self.process_reward(problem, ctx)
         root = Partial()
         frontier: list[tuple[float, int, Partial, float]] = [(1.0, 0, root, 0.0)]
         trace: list[dict] = [{"push": 0, "f": 1.0}]
