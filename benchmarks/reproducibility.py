@@ -9,11 +9,12 @@ layout), interleaved in one process:
   third find the first's prompts in the prefix cache and other problems beside
   theirs in the batch;
 - one at concurrency 1, one with 16 samples a problem (its first 8 are the
-  same seeded samples), and one in a fresh process.
+  same seeded samples), and one in a fresh process;
+- two fresh processes at concurrency 1, compared with each other.
 
-Each is compared with the first run of its layout sample by sample, token by
-token: how many samples differ, where they first diverge, and how far the
-accuracy moves. The concurrency-4 runs also give the layouts' throughput, as a
+The others are compared with the first run of their layout, sample by sample,
+token by token: how many samples differ, where they first diverge, and how far
+the accuracy moves. The concurrency-4 runs also give the layouts' throughput, as a
 ratio per pair of runs.
 
     .venv/bin/python benchmarks/reproducibility.py [--problems 30] [--max-tokens 100]

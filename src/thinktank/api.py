@@ -141,8 +141,9 @@ def benchmark(
     measured (``share_samples`` too, and the models' prices) makes a new run.
     ``budget`` applies to each problem.
     ``concurrency`` problems are solved at once; the embedded backend batches
-    their samples together (results then depend slightly on which problems
-    shared a batch, so a seed reproduces a run exactly only at concurrency 1).
+    their samples together, each in a KV stream of its own, so a seed gives the
+    same run at any concurrency (on models whose kernels depend on the batch's
+    size, Gemma 3, only at concurrency 1 in a fresh process: see README).
     ``share_samples`` lets strategies that draw the same seeded samples share
     them (drawn once, metered for each; see `run_bench`). With ``executor``
     (`thinktank.bench.distributed.RayExecutor`) problems run on Ray workers,

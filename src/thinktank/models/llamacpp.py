@@ -8,15 +8,17 @@ the batch's logits; each sample has its own random generator seeded from
 
 Each sequence has a KV stream of its own (llama.cpp's non-unified KV cache), so
 a seeded call samples the very same tokens whatever else is in the batch or the
-cache: other calls in flight, other prompts cached, a larger ``n``. In the
-unified cache (``kv_streams=False``) attention sums run over cells wherever
-they happen to lie, among other sequences' cells, so the logits move in their
-last bits with what else ran, and a sampled token now and then flips
-(benchmarks/reproducibility.py measures both). Streams cost memory (each holds
-a whole prompt plus sample) and whole-stream copies: the prompt's cells are
-copied to each sequence, and when a sample finishes the highest live stream
-moves into its place, so that the live streams stay contiguous and one step is
-one llama.cpp micro-batch.
+cache (other calls in flight, other prompts cached, a larger ``n``) on a model
+whose kernels give a row the same result in any batch size: SmolLM2's do,
+Gemma 3's do not (its repacked Q4_K kernels), so there a step's company still
+moves the last bits. In the unified cache (``kv_streams=False``) attention sums
+also run over cells wherever they happen to lie, among other sequences' cells,
+so the logits move with what else ran on any model, and a sampled token now
+and then flips (benchmarks/reproducibility.py measures both). Streams cost
+memory (each holds a whole prompt plus sample) and whole-stream copies: the
+prompt's cells are copied to each sequence, and when a sample finishes the
+highest live stream moves into its place, so that the live streams stay
+contiguous and one step is one llama.cpp micro-batch.
 
 Concurrent calls share the batch: one scheduler thread owns the llama.cpp
 context, admits each call's sequences as soon as KV slots and cells are free,
@@ -27,8 +29,8 @@ that one problem's long tail would leave nearly empty.
 Prompts stay in the KV cache after their call (a prefix cache of
 ``prefix_cache`` entries, least recently used evicted first). A later prompt
 that starts with a cached one copies those cells (``llama_memory_seq_cp``: a
-copy of the stream, or in the unified cache a tag) and prefills just the rest: the
-rounds of adaptive sampling and the steps of a search pay for their shared
+copy of the stream, or in the unified cache a tag) and prefills just the rest:
+the rounds of adaptive sampling and the steps of a search pay for their shared
 prompt once. An exact repeat also reuses the stored next-token logits, so it
 samples exactly what a fresh prefill would.
 """
@@ -212,9 +214,9 @@ class LlamaCppModel:
     scheduler thread (see the module docstring). ``prefix_cache`` is how many
     recent prompts stay in the KV cache for reuse (0 turns the cache off).
     ``kv_streams`` gives each sequence a KV stream of its own, so that a seeded
-    call samples the same whatever runs beside it; False shares one unified KV
-    cache instead (less memory, a few percent faster, not reproducible across
-    batches: see the module docstring).
+    call samples the same whatever runs beside it (on SmolLM2; see the module
+    docstring); False shares one unified KV cache instead (half the memory, at
+    most a few percent faster, samples that depend on what ran beside them).
     """
 
     def __init__(
