@@ -1,11 +1,13 @@
-"""Compute-optimal allocation across a batch against self-consistency with the same
-average number of samples a problem: accuracy, samples and tokens a problem,
-cost-of-pass.
+"""batch-allocation (named compute-optimal before issue 18) against self-consistency
+with the same average number of samples a problem: accuracy, samples and tokens a
+problem, cost-of-pass.
 
-Snell et al.'s claim: spending test-time compute by difficulty beats spending it
-uniformly (by up to 4x in compute for the same accuracy). Here the difficulty is the
-doubt of two probe samples, and both strategies draw from the same seeded streams
-(the probe is self-consistency's first two samples), so the comparison is paired.
+The idea it tests is Snell et al.'s, that spending test-time compute by difficulty
+beats spending it uniformly, but not their strategy (`compute-optimal` now is: a
+fixed budget a question, the method chosen by difficulty). Here the difficulty is
+the doubt of two probe samples, and both strategies draw from the same seeded
+streams (the probe is self-consistency's first two samples), so the comparison is
+paired.
 
     .venv/bin/python benchmarks/compute_optimal.py [--size 30] [--suite SPEC ...]
 """
@@ -27,7 +29,7 @@ TOKENS = "max_tokens=96"
 MEANS = (4, 8)
 #: Variants at a mean of 8 samples: a 4-sample probe, weighed by doubt or by
 #: doubt x (1 - doubt) (starving the problems whose probe agrees on nothing).
-VARIANTS = tuple(f"compute-optimal:{TOKENS},n=8,probe=4,rule={r}" for r in ("doubt", "middle"))
+VARIANTS = tuple(f"batch-allocation:{TOKENS},n=8,probe=4,rule={r}" for r in ("doubt", "middle"))
 
 
 def main() -> None:
@@ -36,7 +38,7 @@ def main() -> None:
     ledger, suites = ledger_and_suites(args, SUITES)
     # As the ledger spells them (options at their default left out).
     uniform = [build_strategy(f"self-consistency:{TOKENS},n={n}").spec for n in MEANS]
-    adaptive = [build_strategy(f"compute-optimal:{TOKENS},n={n}").spec for n in MEANS]
+    adaptive = [build_strategy(f"batch-allocation:{TOKENS},n={n}").spec for n in MEANS]
     for suite in suites:
         outcome = thinktank.benchmark(suite, uniform + adaptive, ["smollm2"], ledger=ledger)
         print(f"\n### `{suite}`\n")
@@ -47,7 +49,7 @@ def main() -> None:
             a, b = by_spec[flat], by_spec[smart]
             ratio = ("-" if a.cost_of_pass_usd is None or b.cost_of_pass_usd is None
                      else f"{b.cost_of_pass_usd / a.cost_of_pass_usd:.2f}")  # fmt: skip
-            print(f"\nmean n={n}: compute-optimal {b.accuracy:.2f} with {samples[smart]:.2f} "
+            print(f"\nmean n={n}: batch-allocation {b.accuracy:.2f} with {samples[smart]:.2f} "
                   f"samples/problem vs SC {a.accuracy:.2f} with {samples[flat]:.2f}; "
                   f"tokens/problem {b.tokens_per_problem:.0f} vs {a.tokens_per_problem:.0f}; "
                   f"cost-of-pass ratio {ratio}")  # fmt: skip

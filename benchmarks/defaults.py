@@ -97,7 +97,7 @@ TRUNCATIONS = {
 }
 #: Stage 1 of the dev grid, (truncation, temperature): truncation at the old default's
 #: neighbourhood, temperature around the best truncation.
-#: (llama@1.0 and min-p@0.8 were planned too; the session's time ran out first.)
+#: (llama@1.0 and min-p@0.8 were run later with ``--grid``; both lose, see RESULTS.md.)
 STAGE_1 = (("none", 0.5), ("none", 0.8), ("llama", 0.5), ("llama", 0.8))
 LENGTHS = (64, 100, 160)  # varied offline: the samples are drawn at the longest
 N = 8
@@ -342,9 +342,12 @@ def dev(
 
 
 #: Held-out suites: datasets and seeds that played no part in choosing the defaults.
+#: (leg_counting was named before any probe: SmolLM2 cannot do it at all; lcm was
+#: added after the probe showed it in the 20-60% band for both models.)
 HELDOUT_SUITES = (
     f"rg:chain_sum?{_EASY}&size={{size}}&seed=7",
     "rg:leg_counting?min_animals=1&max_animals=2&max_instances=3&size={size}&seed=7",
+    "rg:lcm?min_numbers=2&max_numbers=2&min_value=1&max_value=10&size={size}&seed=7",
 )
 #: The baseline: how a user samples llama.cpp by hand (its default truncation).
 LOOP_SAMPLING = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "max_tokens": 100}
@@ -415,7 +418,7 @@ def thinktank_run(model_name: str, suite: str, strategy: str, out: Path) -> dict
     }
 
 
-def heldout(models: Sequence[str], size: int, out: Path) -> None:
+def heldout(models: Sequence[str], size: int, out: Path, only: Sequence[str] = ()) -> None:
     print(
         "| model | suite | problems | loop SC@8 | thinktank SC@8 | thinktank greedy |"
         " per-sample (loop / thinktank) | SC@8 wall time vs loop |"
@@ -423,6 +426,8 @@ def heldout(models: Sequence[str], size: int, out: Path) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for model_name in models:
         for spec in HELDOUT_SUITES:
+            if only and _short(spec) not in only:
+                continue
             suite = spec.format(size=size)
             loop = plain_loop(model_name, suite, N, out)
             voted = thinktank_run(model_name, suite, f"self-consistency:n={N}", out)
@@ -454,6 +459,12 @@ def main() -> None:
         metavar="TRUNCATION@T",
         help=f"a stage-1 point, truncation one of {', '.join(TRUNCATIONS)} (default: STAGE_1)",
     )
+    parser.add_argument(
+        "--suite",
+        action="append",
+        choices=[_short(s) for s in HELDOUT_SUITES],
+        help="heldout: only these suites (default: all)",
+    )
     args = parser.parse_args()
     models = args.model or ["smollm2"]
     if args.phase == "probe":
@@ -462,7 +473,7 @@ def main() -> None:
         grid = [(p.split("@")[0], float(p.split("@")[1])) for p in args.grid or ()]
         dev(models, args.size, args.out, grid or STAGE_1, args.code)
     else:
-        heldout(models, args.size, args.out)
+        heldout(models, args.size, args.out, args.suite or ())
 
 
 if __name__ == "__main__":

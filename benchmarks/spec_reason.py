@@ -26,7 +26,11 @@ def main() -> None:
     parser = suite_parser(__doc__, size=20)
     args = parser.parse_args()
     ledger, suites = ledger_and_suites(args, SUITES)
-    speculative = [f"spec-reason:threshold={t},{TOKENS},step_tokens=32" for t in THRESHOLDS]
+    # SpecReason's own rule (the last step scored 0-9, kept at 7 or more), then the
+    # earlier rule's thresholds on the large model's P("Yes").
+    speculative = [f"spec-reason:{TOKENS},step_tokens=32"] + [
+        f"spec-reason:judge=value,threshold={t},{TOKENS},step_tokens=32" for t in THRESHOLDS
+    ]
     for suite in suites:
         alone = thinktank.benchmark(suite, [f"single:{TOKENS}"], ["smollm2", "gemma3-270m"],
                                     ledger=ledger, concurrency=1)  # fmt: skip

@@ -315,6 +315,22 @@ def test_every_option_that_changes_what_is_measured_changes_the_run_id(smollm2, 
     assert run_id() == ids[0]  # and the same options resume the same run
 
 
+def test_a_changed_strategy_default_is_a_new_bench_run(smollm2, tmp_path):
+    # A release that changes a default (issue 18 changed several) must not resume
+    # the runs measured under the old one: the spec alone names only changed options.
+    from thinktank.strategies.sampling import SelfConsistency
+
+    @dataclass
+    class OldDefault(SelfConsistency):
+        n: int = 4
+
+    ledger, suite = Ledger(tmp_path / "l.db"), load_suite(CHAIN_SUM.format(size=2))
+    old, new = OldDefault(), SelfConsistency()
+    assert old.spec == new.spec == "self-consistency"
+    ids = {plan_bench(suite, [s], [smollm2], ledger=ledger).run_id for s in (old, new)}
+    assert len(ids) == 2
+
+
 def test_adaptive_consistency_votes_over_the_first_samples_of_the_same_stream(tmp_path):
     ledger = Ledger(tmp_path / "l.db")
     strategies = [

@@ -113,7 +113,7 @@ def test_hogwild_from_the_command_line(isolated_home):
     """On the torch backend it answers with one candidate per worker; on llama.cpp it
     says which backend to use, in one line, exit 2."""
     result = thinktank("solve", "What is 2 + 3?", "--model", "torch:smollm2", "--strategy",
-                       "hogwild:workers=2,max_tokens=16", "--seed", "1", "--json",
+                       "hogwild:workers=2,max_tokens=16,final_tokens=0", "--seed", "1", "--json",
                        home=isolated_home)  # fmt: skip
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)

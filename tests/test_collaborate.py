@@ -71,14 +71,13 @@ def test_debaters_read_each_others_answers(smollm2):
         if len(set(solution.trace[0]["answers"])) > 1:
             break
     assert len(solution.trace) == 2  # a disagreement makes a second round
-    _, *later = model.prompts  # the first round: one call for every agent
-    assert len(later) == 3  # one revision per agent, made at once
+    # One call a round: ReConcile's discussion prompt is the same for every agent.
+    _, later = model.prompts
+    shown = _text(later)
     agents = solution.candidates[:3]
-    for prompt, own in zip(later, agents, strict=True):
-        shown = _text(prompt)
-        others = [a for a in agents if a is not own]
-        assert all(a.text.strip()[:40].replace("\n", " ") in shown for a in others)
-        assert "Confidence" in shown
+    assert all(a.text.strip() in shown for a in agents)
+    assert all(f"answer is {a.answer}" in shown for a in agents if a.answer is not None)
+    assert "Confidence" in shown
 
 
 def test_the_aggregator_reads_every_proposal(smollm2):
@@ -92,7 +91,7 @@ def test_the_aggregator_reads_every_proposal(smollm2):
     proposals, aggregator = solution.candidates[:3], solution.candidates[3]
     assert aggregator.worker == "aggregator"
     last = _text(model.prompts[-1])
-    assert all(p.text.strip()[:40].replace("\n", " ") in last for p in proposals)
+    assert all(p.text.strip() in last for p in proposals)  # whole, not cut
 
 
 def test_peers_progress_reaches_every_path(smollm2):
@@ -121,7 +120,7 @@ def test_a_paths_answer_is_its_own_not_its_peers():
     assert candidate.answer == "13" and "the answer is 9" in candidate.text
 
 
-HOGWILD = "hogwild:workers=2,max_tokens=24"
+HOGWILD = "hogwild:workers=2,max_tokens=32"
 
 
 def test_hogwild_on_a_backend_without_a_shared_cache_is_a_clear_error(smollm2):
@@ -130,30 +129,40 @@ def test_hogwild_on_a_backend_without_a_shared_cache_is_a_clear_error(smollm2):
 
 
 @pytest.mark.parametrize("layout", ["token", "step", "combined"])
-def test_hogwild_workers_answer_together_and_the_ledger_pays_once(layout, torch_smollm2, tmp_path):
+def test_hogwild_workers_answer_together_and_the_ledger_pays_each_call(
+    layout, torch_smollm2, tmp_path
+):
     ledger = Ledger(tmp_path / "ledger.db")
     spec = f"{HOGWILD},layout={layout},until=all"
     solution = thinktank.solve("What is 4 + 4?", model=torch_smollm2, strategy=spec, seed=1,
                                ledger=ledger)  # fmt: skip
-    assert [c.worker for c in solution.candidates] == ["Alice", "Bob"]
-    # cut_impersonation: nobody writes a line under a team member's name.
-    assert not any(f"\n{name}:" in c.text for c in solution.candidates for name in ("Alice", "Bob"))
-    (call,) = ledger.calls(solution.run_id)  # one shared session, one row
-    assert call.n == 2 and call.model == "torch:smollm2"
-    assert call.completion_tokens == sum(c.completion_tokens for c in solution.candidates)
-    assert solution.usage.total_tokens == call.prompt_tokens + call.completion_tokens
-    # The answer is the declarers' vote, or with no declarer the workers' vote.
+    workers, final = solution.candidates[:2], solution.candidates[2:]
+    assert [c.worker for c in workers] == ["Alice", "Bob"]
+    # cut_impersonation: nobody starts a step under a team member's name, or a section.
+    cues = ("**Alice [", "**Bob [", "### Work in progress")
+    assert not any(cue in c.text for c in workers for cue in cues)
+    session, *after = ledger.calls(solution.run_id)  # one shared session, one row
+    assert session.n == 2 and session.model == "torch:smollm2"
+    assert session.completion_tokens == sum(c.completion_tokens for c in workers)
+    calls = [session, *after]
+    assert solution.usage.total_tokens == sum(c.prompt_tokens + c.completion_tokens for c in calls)
     declared = solution.trace[0]["declared"]
-    votes = list(declared.values()) or [c.answer for c in solution.candidates]
-    assert solution.answer is not None
-    assert solution.answer == majority_vote(votes, "math").winner
+    if declared:  # the answer is the declarers' vote
+        assert not after and not final
+        assert solution.answer == majority_vote(list(declared.values()), "math").winner
+    else:  # the final-answer step read everything and answered, one row more
+        assert [c.n for c in after] == [1] and [c.worker for c in final] == ["final"]
+        votes = majority_vote([c.answer for c in workers], "math").winner
+        assert solution.answer == (final[0].answer or votes)
 
 
 def test_hogwild_stays_within_a_token_budget(torch_smollm2):
+    # The prompt and first headers take about 405 tokens: one worker fits, shortened.
     solution = thinktank.solve("What is 4 + 4?", model=torch_smollm2,
                                strategy="hogwild:workers=3,max_tokens=64", seed=2,
-                               budget=Budget(max_tokens=150))  # fmt: skip
-    assert solution.usage.total_tokens <= 150 and solution.budget_exhausted
+                               budget=Budget(max_tokens=500))  # fmt: skip
+    assert solution.usage.total_tokens <= 500 and solution.budget_exhausted
+    assert solution.candidates  # a session ran
 
 
 def test_hogwild_session_ends_when_a_worker_declares_the_answer(torch_smollm2):

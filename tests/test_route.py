@@ -170,7 +170,7 @@ def test_a_router_learned_from_a_bench_run_routes_held_out_problems(gemma, tmp_p
 def test_spec_reason_rewrites_exactly_the_steps_the_large_model_values_below_threshold(
     threshold, gemma, ledger
 ):
-    spec = f"spec-reason:threshold={threshold},max_tokens=64,step_tokens=24,max_steps=4"
+    spec = f"spec-reason:judge=value,threshold={threshold},max_tokens=64,step_tokens=24,max_steps=4"
     solution = thinktank.solve("What is 7 + 5?", strategy=spec, seed=3, ledger=ledger)
     assert solution.trace, "at least one step was written"
     for step in solution.trace:

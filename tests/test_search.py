@@ -211,7 +211,7 @@ def test_particle_filter_is_seeded():
 
 
 def test_particle_gibbs_keeps_the_reference_particle():
-    strategy = scripted(ParticleGibbs(particles=4, iterations=2))
+    strategy = scripted(ParticleGibbs(particles=4, iterations=2, reference="best"))
     solution = strategy.solve(PROBLEM, scripted_context(seed=5))
     first_sweep = solution.candidates[:4]
     reference = max(first_sweep, key=lambda c: c.score)
@@ -236,8 +236,8 @@ def test_a_star_expands_in_priority_order():
     assert pops >= 2
 
 
-def test_tree_values_after_backup_are_the_mean_of_the_rollouts_below():
-    strategy = TreeSearch(rollouts=10, batch=3, branching=2)
+def test_tree_values_after_mean_backup_are_the_mean_of_the_rollouts_below():
+    strategy = TreeSearch(rollouts=10, batch=3, branching=2, backup="mean", expansion="ucb")
     solution, tree = strategy.grow(PROBLEM, scripted_context(seed=3))
     assert len(tree.root.rollouts) == len(tree.rewards) == 10 == len(solution.candidates)
 
@@ -250,7 +250,7 @@ def test_tree_values_after_backup_are_the_mean_of_the_rollouts_below():
         below = [r for leaf in leaves(node) for r in leaf.rollouts]
         assert sorted(below) == sorted(node.rollouts)
         expected = sum(tree.rewards[r] for r in below) / len(below)
-        assert node.value(tree.rewards) == pytest.approx(expected)
+        assert node.value == pytest.approx(expected)
         for child in node.children:
             assert len(child.children) <= 2 or child is tree.root
             check(child)

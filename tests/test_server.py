@@ -330,7 +330,9 @@ def test_hogwild_and_plain_samples_served_from_the_torch_backend(torch_smollm2, 
     try:
         client = openai.OpenAI(api_key="none", base_url=running.url, max_retries=0)
         reply = client.chat.completions.create(
-            model="hogwild:workers=2,max_tokens=16/torch:smollm2", messages=QUESTION, seed=1
+            model="hogwild:workers=2,max_tokens=16,final_tokens=0/torch:smollm2",
+            messages=QUESTION,
+            seed=1,
         )
         extra = reply.model_extra["thinktank"]
         assert extra["strategy"].startswith("hogwild") and extra["candidates"] == 2

@@ -17,11 +17,10 @@ from thinktank.meter import Budget
 from thinktank.resolver import Resolver
 from thinktank.spec import parse_spec
 from thinktank.strategies import STRATEGIES, SelfConsistency, build_strategy
+from thinktank.strategies.allocate import allocate
 from thinktank.strategies.sampling import (
-    allocate,
     confidence_weights,
     decision_confidence,
-    lowest_window_confidence,
 )
 from thinktank.verify import answer_key
 from thinktank.verify.verifiers import option_probability, yes_probability
@@ -46,12 +45,12 @@ def test_spec_strings_build_configured_strategies():
         ("self-consistency:n=2,n=3", "given twice"),
         ("single:temperature=-1", "temperature"),
         ("weighted-vote:weight=loudest", "weight must be one of"),
-        ("adaptive-consistency:batch=20", "batch must be in"),
+        ("adaptive-consistency:batch=50", "batch must be in"),
         ("adaptive-consistency:confidence=1.5", "confidence"),
         ("best-of-n:verifier=oracle", "verifier must be one of"),
         ("best-of-n:verifier=py:no_such_module:f", "No module named"),
         ("best-of-majority:min_share=0", "min_share"),
-        ("deepconf:warmup=20", "warmup must be in"),
+        ("deepconf:warmup=40", "warmup must be in"),
         ("deepconf:keep=0", "keep must be in"),
         ("best-of-majority:k=0", "k must be"),
         ("best-of-n:verifier=pairwise@no-such-model", "unknown model"),
@@ -96,6 +95,7 @@ def test_registry_lists_every_strategy_once():
         "route",
         "spec-reason",
         "compute-optimal",
+        "batch-allocation",
     }
 
 
@@ -263,48 +263,6 @@ def test_best_of_majority_verifies_only_frequent_answers():
     assert counts[answer_key(solution.answer, "math")] >= 2
 
 
-@given(logprobs=st.lists(st.floats(-20, 0), min_size=1, max_size=40), window=st.integers(1, 12))
-def test_lowest_window_confidence_is_the_weakest_stretch(logprobs, window):
-    if len(logprobs) <= window:
-        expected = sum(logprobs) / len(logprobs)
-    else:
-        expected = min(
-            sum(logprobs[i : i + window]) / window for i in range(len(logprobs) - window + 1)
-        )
-    assert lowest_window_confidence(logprobs, window) == pytest.approx(expected, abs=1e-9)
-
-
-def test_deepconf_drops_and_stops_weak_traces():
-    solution = thinktank.solve(
-        "What is 3 + 4?", strategy="deepconf:n=12,warmup=4,max_tokens=96", seed=1
-    )
-    [step] = solution.trace
-    pruned = [c for c in solution.candidates if c.finish_reason == "pruned"]
-    voters = [
-        c for c in solution.candidates
-        if c.finish_reason != "pruned" and c.score >= step["bar"]
-    ]  # fmt: skip
-    assert len(solution.candidates) == 12 and step["pruned"] == len(pruned)
-    assert step["voters"] == len(voters)
-    assert solution.usage.calls == 2  # the warm-up, then the rest in one batch
-    # Pruned traces were stopped before their full length.
-    for c in pruned:
-        assert c.completion_tokens < 96
-    voted = {answer_key(c.answer, "math") for c in voters if c.answer is not None}
-    assert {answer_key(a, "math") for a in solution.votes} == voted
-
-
-def test_rpc_prunes_improbable_paths_before_a_weighted_vote():
-    solution = thinktank.solve("What is 3 + 4?", strategy="rpc:n=8,max_tokens=64", seed=1)
-    [step] = solution.trace
-    weights = confidence_weights(solution.candidates, "mean-logprob")
-    kept = [(c, w) for c, w in zip(solution.candidates, weights, strict=True) if w >= step["floor"]]
-    assert step["kept"] == len(kept) and step["kept"] + step["pruned"] == 8
-    assert sum(solution.votes.values()) == pytest.approx(
-        sum(w for c, w in kept if c.answer is not None)
-    )
-
-
 def test_another_model_can_judge_and_its_calls_are_metered_under_its_name(gemma):
     solution = thinktank.solve(
         "What is 3 + 4?", strategy="best-of-n:n=4,max_tokens=48,verifier=judge@gemma3-270m", seed=1
@@ -420,14 +378,14 @@ def test_allocation_follows_doubt_within_the_total_and_the_cap(doubts, total, ca
         assert all(gi >= gj - 1 for gj, dj in zip(given_, doubts, strict=True) if di >= dj)
 
 
-def test_compute_optimal_spends_the_batch_budget_on_the_problems_in_doubt(tmp_path):
+def test_batch_allocation_spends_the_batch_budget_on_the_problems_in_doubt(tmp_path):
     ledger = Ledger(tmp_path / "ledger.db")
     # Easy sums, whose probes mostly agree, and hard ones, whose probes mostly do not.
     suite = (
         "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size=3&seed=3 + "
         "rg:chain_sum?min_terms=4&max_terms=4&min_digits=3&max_digits=3&size=3&seed=3"
     )
-    adaptive = "compute-optimal:max_tokens=48,n=3"
+    adaptive = "batch-allocation:max_tokens=48,n=3"
     probe = "self-consistency:max_tokens=48,n=2"
     outcome = thinktank.benchmark(suite, [adaptive, probe], ledger=ledger, concurrency=2)
     rows = {(r.strategy, r.problem_id): r for r in ledger.results(outcome.run_id)}
@@ -448,11 +406,11 @@ def test_compute_optimal_spends_the_batch_budget_on_the_problems_in_doubt(tmp_pa
     assert spent == 2 * len(problems) + min(len(problems), 14 * len(doubtful))
 
 
-def test_compute_optimal_alone_gives_a_doubtful_problem_every_sample_up_to_max_n(isolated_home):
+def test_batch_allocation_alone_gives_a_doubtful_problem_every_sample_up_to_max_n(isolated_home):
     seen = set()  # tried until both a unanimous and a doubtful probe were met
     for question, seed in itertools.product(["What is 1 + 1?", "What is 17 + 26?"], range(5)):
         solution = thinktank.solve(question, seed=seed,
-                                   strategy="compute-optimal:max_n=6,max_tokens=32")  # fmt: skip
+                                   strategy="batch-allocation:max_n=6,max_tokens=32")  # fmt: skip
         probe = [answer_key(c.answer, "math") if c.answer else None
                  for c in solution.candidates[:2]]  # fmt: skip
         unanimous = probe[0] is not None and probe[0] == probe[1]
@@ -465,7 +423,7 @@ def test_compute_optimal_alone_gives_a_doubtful_problem_every_sample_up_to_max_n
 
 
 def test_the_middle_rule_starves_the_unanimous_and_the_hopeless():
-    from thinktank.strategies.sampling import ALLOCATION_RULES
+    from thinktank.strategies.allocate import ALLOCATION_RULES
 
     middle = ALLOCATION_RULES["middle"]
     # Probes of 4: unanimous (0), 3-1 (0.25), 2-2 (0.5), no answer at all (1).
@@ -473,4 +431,4 @@ def test_the_middle_rule_starves_the_unanimous_and_the_hopeless():
     given = allocate([middle(d) for d in doubts], total=7, cap=8)
     assert given[0] == given[3] == 0 and given[2] > given[1] > 0 and sum(given) == 7
     with pytest.raises(SpecError, match="rule"):
-        build_strategy("compute-optimal:rule=random")
+        build_strategy("batch-allocation:rule=random")

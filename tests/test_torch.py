@@ -64,27 +64,36 @@ def _token(model, text: str) -> int:
     return token
 
 
-def test_a_token_reaches_the_other_worker_at_the_next_step_and_not_before(torch_smollm2):
+@pytest.mark.parametrize("layout", ["token", "combined"])
+def test_a_token_reaches_the_other_workers_in_the_step_it_is_written(torch_smollm2, layout):
+    """As in Hogwild!'s reference engine, every worker's new cells are written before
+    anyone attends: what one worker feeds in a step the other reads in that very step
+    (both ways), never before."""
     model = torch_smollm2
-    a_tokens = [_token(model, " The"), _token(model, " sum"), _token(model, " is")]
-    b_tokens = [_token(model, " I"), _token(model, " will"), _token(model, " check")]
+    tokens = [[_token(model, t) for t in (" The", " sum", " is")],
+              [_token(model, t) for t in (" I", " will", " check")]]  # fmt: skip
     odd = _token(model, " banana")
 
-    def run(a_at_step_2: int) -> list[np.ndarray]:
-        session = model.session(SUM_PROMPT, ["\nAlice: ", "\nBob: "], "token")
-        bob = [session.logits[1].copy()]
-        for step, (a, b) in enumerate(zip(a_tokens, b_tokens, strict=True)):
-            session.advance({0: a_at_step_2 if step == 1 else a, 1: b})
-            bob.append(session.logits[1].copy())
-        return bob
+    def run(writer: int | None) -> list[np.ndarray]:
+        """Every worker's logits after each step; ``writer`` feeds "banana" at step 1."""
+        session = model.session(SUM_PROMPT, ["\nAlice: ", "\nBob: "], layout)
+        logits = [session.logits.copy()]
+        for step in range(3):
+            fed = {w: tokens[w][step] for w in (0, 1)}
+            if step == 1 and writer is not None:
+                fed[writer] = odd
+            session.advance(fed)
+            logits.append(session.logits.copy())
+        return logits
 
-    same, changed = run(a_tokens[1]), run(odd)
-    # bob[k]: Bob's next-token logits after k steps. Up to and including the step in
-    # which Alice writes her token (step 1, so bob[2]) they cannot depend on it ...
-    for before in range(3):
-        np.testing.assert_allclose(changed[before], same[before], rtol=0, atol=1e-4)
-    # ... and one step later they do: he has read it.
-    assert np.abs(changed[3] - same[3]).max() > 0.05
+    plain = run(None)
+    for writer, reader in ((0, 1), (1, 0)):
+        changed = run(writer)
+        # logits[k]: after k steps. Before the step in which the writer feeds its token
+        # (step 1, so logits[2]) the reader's cannot depend on it; right after it, they do.
+        for before in range(2):
+            np.testing.assert_allclose(changed[before], plain[before], rtol=0, atol=1e-4)
+        assert np.abs(changed[2][reader] - plain[2][reader]).max() > 0.05
 
 
 def test_moved_keys_are_re_rotated_not_recomputed_and_match_keys_computed_there(torch_smollm2):

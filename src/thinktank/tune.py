@@ -23,7 +23,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,16 @@ from thinktank.errors import ThinktankError
 from thinktank.ledger import Ledger, ResultRow
 from thinktank.meter import Budget, SampleStore
 from thinktank.models import DEFAULT_MODEL, load_model, load_models
-from thinktank.strategies import Cascade, Strategy, build_strategy
+from thinktank.models.base import Model
+from thinktank.strategies import Cascade, ComputeOptimal, Strategy, build_strategy
+from thinktank.strategies.allocate import (
+    CHOICES,
+    LIST_SEPARATOR,
+    best_choices,
+    difficulty_level,
+    estimated_difficulty,
+    quantile_edges,
+)
 from thinktank.strategies.route import POOL_SEPARATOR
 
 if TYPE_CHECKING:
@@ -431,6 +440,83 @@ def tune(
                           run_ids=run_ids)  # fmt: skip
     _write(outcome, Path(out_dir) if out_dir is not None else home() / "tune" / _tune_id(outcome))
     return outcome
+
+
+@dataclass
+class ComputeOptimalFit:
+    """What `fit_compute_optimal` learned on development problems: the strategy with its
+    table, and per level its problems, each choice's accuracy on them and the pick."""
+
+    strategy: ComputeOptimal
+    run_id: str
+    levels: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy.spec, "run_id": self.run_id, "levels": self.levels}
+
+
+def fit_compute_optimal(
+    suite: str | Suite,
+    model: str | Model = DEFAULT_MODEL,
+    strategy: str | Strategy = "compute-optimal",
+    *,
+    choices: Sequence[str] = CHOICES,
+    levels: int = 5,
+    seed: int = 0,
+    ledger: Ledger | None = None,
+    concurrency: int = 4,
+) -> ComputeOptimalFit:
+    """Learn `ComputeOptimal`'s table on ``suite``'s development problems (Snell et al.'s
+    per-difficulty selection): ``strategy`` sets the budget, probe, verifier and
+    sampling (its own table is replaced). One resumable bench run scores its probe
+    (`ComputeOptimal.probe_strategy`) and each of ``choices`` (the strategy with that
+    choice at every level) on every problem, the samples shared, so every choice sees
+    the same probe; the probes' difficulties are cut into ``levels`` quantiles (the
+    paper's 5), and each level takes the choice that solved most of its problems
+    (ties: the one named first). The paper picks on half of its test set and
+    measures on the other half; here, bench the fitted strategy on other problems.
+    """
+    built = build_strategy(strategy)
+    if not isinstance(built, ComputeOptimal):
+        raise ThinktankError(f"fit_compute_optimal fits compute-optimal, not {built.name}")
+    if not choices or any(c not in CHOICES for c in choices):
+        raise ThinktankError(f"choices must be taken from {', '.join(CHOICES)}, got {choices}")
+    suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    if levels < 1 or len(suite.tasks) < levels:
+        raise ThinktankError(
+            f"suite {suite.spec} has {len(suite.tasks)} problem(s): {levels} levels need"
+            " at least as many (and at least one level)"
+        )
+    ledger = ledger if ledger is not None else Ledger()
+    probe = built.probe_strategy()
+    forced = {choice: replace(built, edges="", choices=choice) for choice in choices}
+    plan = plan_bench(suite, [probe, *forced.values()], [model], seed=seed, ledger=ledger)
+    rows = {(r.strategy, r.problem_id): r
+            for r in run_bench(plan, ledger=ledger, concurrency=concurrency,
+                               samples=SampleStore())}  # fmt: skip
+    ids = [task.problem.id for task in suite.tasks]
+    difficulties = [estimated_difficulty(_verifier_scores(rows[(probe.spec, pid)])) for pid in ids]
+    solved = {choice: [float(rows[(s.spec, pid)].score >= 1) for pid in ids]
+              for choice, s in forced.items()}  # fmt: skip
+    # Rounded first, so that the spec string bins the problems exactly as fitted here.
+    edges = [round(e, 6) for e in quantile_edges(difficulties, levels)]
+    picked = best_choices(difficulties, solved, edges)
+    fitted = replace(built, edges=LIST_SEPARATOR.join(map(repr, edges)),
+                     choices=LIST_SEPARATOR.join(picked))  # fmt: skip
+    of_level = [difficulty_level(d, edges) for d in difficulties]
+    report = []
+    for level, choice in enumerate(picked):
+        members = [i for i, lv in enumerate(of_level) if lv == level]
+        accuracy = {c: sum(solved[c][i] for i in members) / len(members) if members else None
+                    for c in choices}  # fmt: skip
+        report.append({"level": level + 1, "problems": len(members), "choice": choice,
+                       "accuracy": accuracy})  # fmt: skip
+    return ComputeOptimalFit(fitted, plan.run_id, report)
+
+
+def _verifier_scores(row: ResultRow) -> list[float | None]:
+    """Each sample's verifier score (the ledger keeps none when no sample had an answer)."""
+    return row.sample_verifier_scores or [None] * len(row.sample_keys)
 
 
 def _write(outcome: TuneOutcome, out_dir: Path) -> None:

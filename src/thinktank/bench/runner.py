@@ -30,6 +30,7 @@ from thinktank.models import Model, load_model, load_models, sampling_profile
 from thinktank.problem import Task
 from thinktank.resolver import Reference, Resolver
 from thinktank.solution import Solution
+from thinktank.spec import options_string
 from thinktank.strategies import Context, Strategy, build_strategy
 from thinktank.verify import answer_key
 from thinktank.verify.process import parse_process_reward
@@ -105,6 +106,8 @@ def plan_bench(
               "share_samples": share_samples, "prices": prices,
               "strategy_models": {spec: sorted({m.name for m in group})
                                   for spec, group in named.items() if group},
+              # Every option, defaults included: a changed default is another measurement.
+              "strategy_options": {s.spec: options_string(s) for s in built},
               # The options a strategy leaves unset are the model's: they are measured too.
               "sampling_profiles": {m.name: asdict(sampling_profile(m)) for m in
                                     [*loaded, *(m for g in named.values() for m in g)]},

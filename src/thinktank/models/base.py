@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol, TypedDict, runtime_checkable
+from typing import Literal, Protocol, TypedDict, overload, runtime_checkable
 
 
 class Message(TypedDict):
@@ -168,6 +168,35 @@ class Capabilities:
     shared_cache: bool = False
 
 
+@dataclass(frozen=True)
+class TeamFormat:
+    """The fixed text a shared-cache session (``generate_together``, Hogwild!) writes
+    into the cache besides the workers' own, and when. Empty fields write nothing.
+
+    ``step_headers``: per worker in order (extra ones unused), what starts each of
+    its steps after the first (in the layouts with steps), ``{step}`` replaced by
+    the step's number (2, 3, ...); empty: the worker's first header again.
+    ``others``, ``pivot`` and ``own`` frame the others' current blocks where a
+    layout shows them: a worker sees ``others``, then each other worker's block
+    followed by ``pivot``, then ``own``, then its own block (Hogwild!'s "### Work in
+    progress (others)" ... "<...>" ... "(own)"). ``check``: once the workers
+    together have been fed more than ``check_every`` tokens since the last one, the
+    next step to start begins with it (Hogwild!'s "am I doing redundant work?"); 0
+    never.
+    """
+
+    step_headers: tuple[str, ...] = ()
+    others: str = ""
+    pivot: str = ""
+    own: str = ""
+    check: str = ""
+    check_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.check_every < 0:
+            raise ValueError("check_every must be >= 0")
+
+
 #: Cached prompt tokens cost this share of the input price unless a price says otherwise
 #: (the usual discount of hosted APIs; for a local model: the prefill it skips).
 CACHED_INPUT_SHARE = 0.1
@@ -226,9 +255,35 @@ ProgressCallback = Callable[[int], None]
 #: Called with (sample index within the call, new text) as a streaming backend
 #: writes; the pieces of a sample join to its final text (stop string excluded).
 TextCallback = Callable[[int, str], None]
-#: Called after each token with that sample's token logprobs so far; True stops
-#: the sample early (``finish_reason="pruned"``): tokens never written cost nothing.
-PruneRule = Callable[[Sequence[float]], bool]
+
+
+class SampleProgress(Sequence[float]):
+    """What a prune rule sees of one sample as it is written: the sequence of its
+    token logprobs so far, and ``top``, per position the top logprobs (filled only
+    with ``Sampling.top_logprobs``), as they will be on its `Completion`. It reads the
+    backend's live lists, so a rule may keep per-sample state keyed by it."""
+
+    __slots__ = ("_logprobs", "top")
+
+    def __init__(self, logprobs: list[float], top: list[dict[str, float]]) -> None:
+        self._logprobs = logprobs
+        self.top = top
+
+    def __len__(self) -> int:
+        return len(self._logprobs)
+
+    @overload
+    def __getitem__(self, index: int) -> float: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[float]: ...
+    def __getitem__(self, index: int | slice) -> float | list[float]:
+        return self._logprobs[index]
+
+
+#: Called after each token with that sample's `SampleProgress` (a sequence of its
+#: token logprobs so far); True stops the sample early (``finish_reason="pruned"``):
+#: tokens never written cost nothing.
+PruneRule = Callable[[SampleProgress], bool]
 
 
 class CallGroup:

@@ -18,6 +18,7 @@ from thinktank.models.base import (
     FinishReason,
     ProgressCallback,
     PruneRule,
+    SampleProgress,
     Sampling,
     TextCallback,
 )
@@ -42,6 +43,11 @@ class SampleState:
     stop_at: int | None = None  # character offset where a stop string begins
     stop_string: str | None = None  # the stop string found there
     streamed: int = 0  # characters of its text already passed to on_text
+    #: What a prune rule sees of it (a view of ``logprobs`` and ``top``).
+    progress: SampleProgress = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.progress = SampleProgress(self.logprobs, self.top)
 
     @classmethod
     def seeded(cls, index: int, seed: int, slot: int = -1) -> SampleState:
@@ -127,7 +133,7 @@ class CallState:
                 return
         if len(seq.tokens) >= self.max_tokens:
             seq.finish = "length"
-        elif self.prune is not None and self.prune(seq.logprobs):
+        elif self.prune is not None and self.prune(seq.progress):
             seq.finish = "pruned"
 
     def step_done(

@@ -12,7 +12,9 @@ a shared history) are re-rotated once by the distance moved.
 On top of blocks, a `SharedCacheSession` runs several workers of one model at
 once, one batched forward pass per step, each worker seeing the shared prompt,
 then the blocks of the others, then its own block (Hogwild! Inference; Group
-Think's token-level visibility). Plain sampling is the same machinery with
+Think's token-level visibility). As in Hogwild!'s reference engine a token is
+visible to the others in the very pass it is written: every row's cells are
+written before any row attends. Plain sampling is the same machinery with
 workers that see only the prompt and themselves.
 
 Llama-architecture models only (SmolLM2 is one), on the CPU; weights float32
@@ -48,6 +50,7 @@ from thinktank.models.base import (
     Prompt,
     PruneRule,
     Sampling,
+    TeamFormat,
     TextCallback,
     split_reply,
 )
@@ -55,11 +58,12 @@ from thinktank.models.decoding import CallState, SampleState, top_logprobs
 from thinktank.models.profiles import LOCAL_PROFILE, SamplingProfile
 
 #: Who sees whom. ``independent``: each worker sees the prompt and itself (plain
-#: sampling). ``token``: every worker's whole block, visible at the next step
-#: (Hogwild!'s contiguous layout, Group Think's token-level visibility).
-#: ``step``: a worker's step joins a shared history once it ends; workers see the
-#: history and their own current step (Hogwild!'s interleaved layout).
-#: ``combined``: the history, then the others' current steps, then one's own.
+#: sampling). ``token``: every worker's whole block, each token visible to the
+#: others in the step it is written (Hogwild!'s contiguous layout, Group Think's
+#: token-level visibility). ``step``: a worker's step joins a shared history once
+#: it ends; workers see the history and their own current step (Hogwild!'s
+#: interleaved layout). ``combined``: the history, then the others' current
+#: steps, then one's own (Hogwild!'s combined layout, its main results).
 Layout = Literal["independent", "token", "step", "combined"]
 #: How the weight matrices are stored: ``float32`` reproduces transformers' own
 #: model exactly; ``bfloat16`` matmuls read half the memory (about 2x faster on a
@@ -400,7 +404,7 @@ class TorchModel:
             batch = sampling.with_(sample_offset=sampling.sample_offset + start)
             counted = None if progress is None else lambda t, done=done: progress(done + t)
             streamed = None if on_text is None else lambda i, text, s=start: on_text(s + i, text)
-            completions += self._run(prompt, [""] * size, batch, "independent", None, None,
+            completions += self._run(prompt, [""] * size, batch, "independent", None,
                                      deadline, counted, prune, streamed)  # fmt: skip
         return completions
 
@@ -412,27 +416,36 @@ class TorchModel:
         *,
         layout: Layout = "token",
         step_delimiter: str = "\n",
+        team: TeamFormat | None = None,
         until: Callable[[Sequence[str]], bool] | None = None,
         deadline: float | None = None,
         progress: ProgressCallback | None = None,
+        transcript: Callable[[str], None] | None = None,
     ) -> list[Completion]:
         """Hogwild! Inference: one worker per header in ``workers`` (e.g. "\\nAlice: "),
         all writing at once into one shared KV cache, one batched forward pass per
-        step. What each worker sees is set by ``layout`` (see `Layout`); in the
-        ``step`` and ``combined`` layouts a step ends with ``step_delimiter`` and
-        the next one starts with the worker's header again. The session stops when
-        every worker has ended or ``until(texts)`` is true (texts: what each worker
-        wrote so far). One completion per worker: its own text, without headers;
-        its ``prompt_tokens`` counts the shared prompt and every header fed. Headers
-        fed again count against a worker's ``max_tokens``, so the session never
-        computes more than the prompt, the headers once and ``max_tokens`` a worker.
+        step. What each worker sees is set by ``layout`` (see `Layout`); a step ends
+        with ``step_delimiter``; in the ``step`` and ``combined`` layouts the next one
+        starts with the worker's header again (and in any layout with the team's check
+        when one is due). ``team`` adds the fixed text of a
+        collaboration format (`TeamFormat`: step headers, the frame around the
+        others' blocks, the periodic check). The session stops when every worker
+        has ended or ``until(texts)`` is true (texts: what each worker wrote so
+        far); then ``transcript`` is called with what a reader of the whole cache
+        sees after the prompt (`SharedCacheSession.transcript`). One completion per
+        worker: its own text, without headers; its ``prompt_tokens`` counts the
+        shared prompt and every header, frame and check fed. What is fed besides
+        the prompt and the first headers counts against the workers' ``max_tokens``
+        (the frame shared among them), so the session never computes more than the
+        prompt, the headers once and ``max_tokens`` a worker.
         """
         if not workers:
             raise ValueError("generate_together needs at least one worker")
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
-        return self._run(prompt, list(workers), sampling or Sampling(), layout, step_delimiter,
-                         until, deadline, progress, None, None)  # fmt: skip
+        return self._run(prompt, list(workers), sampling or Sampling(), layout, until, deadline,
+                         progress, None, None, step_delimiter=step_delimiter, team=team,
+                         transcript=transcript)  # fmt: skip
 
     def _run(
         self,
@@ -440,12 +453,15 @@ class TorchModel:
         headers: list[str],
         sampling: Sampling,
         layout: Layout,
-        step_delimiter: str | None,
         until: Callable[[Sequence[str]], bool] | None,
         deadline: float | None,
         progress: ProgressCallback | None,
         prune: PruneRule | None,
         on_text: TextCallback | None,
+        *,
+        step_delimiter: str | None = None,
+        team: TeamFormat | None = None,
+        transcript: Callable[[str], None] | None = None,
     ) -> list[Completion]:
         prompt_ids = self.tokenize(self.render(prompt))
         header_ids = [self.tokenize(h) for h in headers]
@@ -464,7 +480,7 @@ class TorchModel:
         ]
         with self._lock, torch.inference_mode():
             session = SharedCacheSession(self, prompt_ids, header_ids, layout,
-                                         step_delimiter=step_delimiter)  # fmt: skip
+                                         step_delimiter=step_delimiter, team=team)  # fmt: skip
             while True:
                 live = [s for s in samples if s.finish is None]
                 if not live:
@@ -483,6 +499,8 @@ class TorchModel:
                         session.retire(s.slot)
                 if going:
                     session.advance(going)
+            if transcript is not None:
+                transcript(session.transcript())
         prompt_tokens = len(prompt_ids) + session.header_tokens
         return [s.completion(prompt_tokens, seed) for s in samples]
 
@@ -496,22 +514,28 @@ class TorchModel:
         layout: Layout = "token",
         *,
         step_delimiter: str = "\n",
+        team: TeamFormat | None = None,
     ) -> SharedCacheSession:
         """A `SharedCacheSession` you drive token by token (``advance``) — for research
         on what workers see; `generate_together` is the sampling loop over one."""
         header_ids = [self.tokenize(h) for h in workers]
         return SharedCacheSession(self, self.tokenize(self.render(prompt)), header_ids, layout,
-                                  step_delimiter=step_delimiter)  # fmt: skip
+                                  step_delimiter=step_delimiter, team=team)  # fmt: skip
 
 
 class SharedCacheSession:
     """Workers of one model writing into one KV cache at the same time.
 
     Blocks: the prompt (shared), one per worker (its text, or in the ``step`` and
-    ``combined`` layouts its current step), and a history of finished steps.
-    `advance` feeds each worker's next token in one batched forward pass;
-    ``logits[w]`` is then worker w's next-token distribution. A token becomes
-    visible to the other workers at the next step, never in the same one.
+    ``combined`` layouts its current step), a history of finished steps, and the
+    frame a `TeamFormat` puts around the others' blocks (each piece prefilled
+    alone, as the reference engine does). `advance` feeds each worker's next token
+    in one batched forward pass; ``logits[w]`` is then worker w's next-token
+    distribution. Every row's cells are written before any row attends, so a token
+    is visible to the other workers in the very pass it is written, and within one
+    pass the workers' new tokens see each other both ways (Hogwild!'s "instant"
+    access; its reference engine appends every worker's new keys before combining
+    the views).
     """
 
     def __init__(
@@ -522,6 +546,7 @@ class SharedCacheSession:
         layout: Layout,
         *,
         step_delimiter: str | None = "\n",
+        team: TeamFormat | None = None,
     ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
@@ -529,67 +554,148 @@ class SharedCacheSession:
             raise ValueError("the prompt is empty")
         self.model = model
         self.layout = layout
+        self.team = team = team or TeamFormat()
         self.headers = [list(h) for h in headers]
-        #: Header tokens fed so far (once per worker; in the step layouts once per step),
-        #: and per worker those fed again after its first.
-        self.header_tokens = sum(map(len, self.headers))
-        self.refed = [0] * len(self.headers)
+        count = len(self.headers)
+        if team.step_headers and len(team.step_headers) < count:  # more: workers were dropped
+            raise ValueError(f"step_headers needs one header per worker ({count})")
         stepped = layout in ("step", "combined")
-        self.store = KVStore(model, 1 + stepped + len(headers), len(prompt_ids))
-        self.prompt, *self.workers = self.store.blocks[:1] + self.store.blocks[1 + stepped :]
-        self.history = self.store.blocks[1] if stepped else None
-        self._delimiter = (step_delimiter or "").encode() if self.history is not None else b""
+        self._framed = layout in ("token", "combined")  # the layouts that show the others
+        texts = (team.others, team.own, team.pivot) if self._framed else ("", "", "")
+        others, own, pivot = (model.tokenize(t) if t else [] for t in texts)
+        if (others or own or pivot) and not all(self.headers):
+            # A worker's first logits come after its header; without one they miss the frame.
+            raise ValueError("with a frame around the others' blocks every worker needs a header")
+        shared = 1 + stepped + bool(others) + bool(own) + (count if pivot else 0)
+        self.store = KVStore(model, shared + count, len(prompt_ids))
+        blocks = iter(self.store.blocks)
+        self.prompt = next(blocks)
+        self.history = next(blocks) if stepped else None
+        self._others = next(blocks) if others else None
+        self._own = next(blocks) if own else None
+        self._pivots = [next(blocks) if pivot else None for _ in self.headers]
+        self.workers = list(blocks)
+        self._check = model.tokenize(team.check) if team.check_every else []
+        delimiter = stepped or bool(self._check)  # steps matter to a history or a check
+        self._delimiter = (step_delimiter or "").encode() if delimiter else b""
         self._step_text = [bytearray() for _ in headers]
-        self.logits = np.zeros((len(headers), model.n_vocab), dtype=np.float32)
+        self._steps = [1] * count  # each worker's current step
+        #: What starts each worker's next step (in the step layouts).
+        self._next_headers = [self._step_header(w, 2) if stepped else [] for w in range(count)]
+        self._since_check = 0  # tokens fed to the workers since the last check
+        #: Header tokens fed so far (once per worker, with the frame; in the step layouts
+        #: once per step; the checks), and per worker those fed after its first header.
+        framing = len(others) + len(own) + count * len(pivot)
+        self.header_tokens = sum(map(len, self.headers)) + framing
+        self.refed = [0] * count
+        # The frame comes out of the workers' allowances, shared (see `spent`).
+        self._frame_share = -(-framing // count)
+        self.logits = np.zeros((count, model.n_vocab), dtype=np.float32)
         for start in range(0, len(prompt_ids), _PREFILL_CHUNK):
             chunk = prompt_ids[start : start + _PREFILL_CHUNK]
-            self.logits[:] = self._feed({-1: chunk}, self.prompt)
+            self.logits[:] = self._prefill({self.prompt: chunk})
+        frame = {self._others: others, self._own: own, **dict.fromkeys(self._pivots, pivot)}
+        self._prefill({block: tokens for block, tokens in frame.items() if block is not None})
         self._feed({w: list(h) for w, h in enumerate(self.headers) if h})
 
-    def view(self, worker: int) -> list[tuple[Block, int]]:
-        """What ``worker`` sees before its own block, in order, as (block, visible tokens)."""
-        shared: list[Block] = [self.prompt]
+    def view(
+        self, worker: int, pending: Mapping[int, int] | None = None
+    ) -> list[tuple[Block, int]]:
+        """What ``worker`` sees before its own block, in order, as (block, visible tokens):
+        the prompt, the history, then in the layouts that show them the others' blocks
+        framed by the team's format. ``pending``: how many tokens each worker is being
+        fed in this pass; those are visible too."""
+        pending = pending or {}
+        seen: list[tuple[Block | None, int]] = [(self.prompt, len(self.prompt))]
         if self.history is not None:
-            shared.append(self.history)
-        if self.layout in ("token", "combined"):
-            shared += [b for w, b in enumerate(self.workers) if w != worker]
-        return [(b, len(b)) for b in shared if len(b)]
+            seen.append((self.history, len(self.history)))
+        if self._framed:
+            seen.append((self._others, len(self._others or ())))
+            for w, (block, pivot) in enumerate(zip(self.workers, self._pivots, strict=True)):
+                if w != worker:
+                    seen += [(block, len(block) + pending.get(w, 0)), (pivot, len(pivot or ()))]
+            seen.append((self._own, len(self._own or ())))
+        return [(block, n) for block, n in seen if block is not None and n]
 
     def text(self, worker: int) -> str:
         """What ``worker`` sees, as text (its own block last)."""
         tokens = [t for block, n in self.view(worker) for t in block.tokens[:n]]
-        tokens += self.workers[worker].tokens
-        return b"".join(self.model.piece(t) for t in tokens).decode("utf-8", errors="replace")
+        return self._decode(tokens + self.workers[worker].tokens)
+
+    def transcript(self) -> str:
+        """What a reader of the whole cache sees after the prompt: the history, then
+        every worker's current block in turn (each followed by the team's pivot, all
+        after its ``others`` header in the layouts that show them) — what Hogwild!'s
+        final-answer step reads."""
+        others = self._others if self._framed else None
+        blocks = [self.history, others]
+        for block, pivot in zip(self.workers, self._pivots, strict=True):
+            blocks += [block, pivot]
+        return self._decode([t for block in blocks if block is not None for t in block.tokens])
 
     def advance(self, tokens: Mapping[int, int]) -> None:
-        """Feed worker w the token ``tokens[w]`` (one forward pass for all of them);
-        a worker whose step that token ends starts its next step with its header."""
-        closing = []
-        for worker, token in tokens.items():
-            if self._delimiter:
-                self._step_text[worker] += self.model.piece(token)
-                if self._delimiter in self._step_text[worker]:
-                    closing.append(worker)
+        """Feed worker w the token ``tokens[w]`` (one forward pass for all of them); a
+        worker whose step that token ends starts its next step with its header (in the
+        step layouts), then the team's check when one is due."""
+        ended = [worker for worker, token in tokens.items() if self._ends_step(worker, token)]
         self._feed({w: [t] for w, t in tokens.items()})
-        for worker in closing:
-            self._close_step(worker)
-        for worker in closing:
-            self.refed[worker] += len(self.headers[worker])
-            self.header_tokens += len(self.headers[worker])
-        self._feed({w: list(self.headers[w]) for w in closing if self.headers[w]})
+        self._since_check += len(tokens)
+        for worker in ended:
+            if self.history is not None:
+                self._close_step(worker)
+        self._feed({w: start for w in ended if (start := self._next_start(w))})
 
     def spent(self, worker: int, written: int) -> int:
         """What ``worker`` has cost out of its token allowance, having written ``written``
-        tokens: in the step layouts also the headers fed again, plus room for one more
-        (the step its next token may end), so the allowance is never overshot."""
-        if self.history is None:
-            return written
-        return written + self.refed[worker] + len(self.headers[worker])
+        tokens: also what was fed into its block after its first header (step headers,
+        checks), its share of the frame, and room for what may start its next step (the
+        step its next token may end), so the allowance is never overshot."""
+        return written + self.refed[worker] + self._frame_share + self._start_bound(worker)
 
     def retire(self, worker: int) -> None:
         """The worker has ended: its unfinished step joins the history (step layouts)."""
         if self.history is not None and len(self.workers[worker]):
             self._close_step(worker)
+
+    def _ends_step(self, worker: int, token: int) -> bool:
+        if not self._delimiter:
+            return False
+        self._step_text[worker] += self.model.piece(token)
+        return self._delimiter in self._step_text[worker]
+
+    def _step_header(self, worker: int, step: int) -> list[int]:
+        if not self.team.step_headers:
+            return self.headers[worker]
+        return self.model.tokenize(self.team.step_headers[worker].replace("{step}", str(step)))
+
+    def _check_may_be_due(self) -> bool:
+        """Whether a check may start a step within the next pass: its tokens, and every
+        worker's next start with a check, could carry the count past ``check_every``."""
+        if not self._check:
+            return False
+        longest = max(map(len, self._next_headers))
+        ahead = len(self.workers) * (1 + longest + len(self._check))
+        return self._since_check + ahead > self.team.check_every
+
+    def _start_bound(self, worker: int) -> int:
+        """The most that can start ``worker``'s next step."""
+        check = len(self._check) if self._check_may_be_due() else 0
+        return len(self._next_headers[worker]) + check
+
+    def _next_start(self, worker: int) -> list[int]:
+        """What starts ``worker``'s next step, counted as fed again."""
+        self._step_text[worker] = bytearray()
+        start = list(self._next_headers[worker])
+        if self.history is not None:
+            self._steps[worker] += 1
+            self._next_headers[worker] = self._step_header(worker, self._steps[worker] + 1)
+        if self._check and self._since_check > self.team.check_every:
+            start += self._check
+            self._since_check = 0
+        self._since_check += len(start)
+        self.refed[worker] += len(start)
+        self.header_tokens += len(start)
+        return start
 
     @torch.inference_mode()
     def _close_step(self, worker: int) -> None:
@@ -597,21 +703,34 @@ class SharedCacheSession:
         self.workers[worker].clear()
         self._step_text[worker] = bytearray()
 
+    def _decode(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.model.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
     @torch.inference_mode()
-    def _feed(self, pending: Mapping[int, list[int]], prompt: Block | None = None) -> np.ndarray:
-        """One forward pass over each worker's pending tokens; the logits after each
-        worker's last one go to ``self.logits`` (and are returned). Worker -1 with a
-        ``prompt`` block: a prefill chunk of the prompt, which sees nothing else."""
-        if not pending:
+    def _prefill(self, pending: Mapping[Block, Sequence[int]]) -> np.ndarray:
+        """One forward pass over each shared block's new tokens, each seeing only its own
+        block (the prompt, a piece of the frame); the logits after the last row."""
+        rows = _Rows()
+        for block, tokens in pending.items():
+            for k, token in enumerate(tokens):
+                rows.add(token, block, len(block) + k, [])
+        if not rows.tokens:
             return np.empty((0, self.model.n_vocab), dtype=np.float32)
+        return self.model._forward(self.store, rows, [len(rows.tokens) - 1])
+
+    @torch.inference_mode()
+    def _feed(self, pending: Mapping[int, list[int]]) -> None:
+        """One forward pass over each worker's pending tokens, each row seeing its view
+        with the other workers' pending tokens in it; the logits after each worker's
+        last one go to ``self.logits``."""
+        if not pending:
+            return
+        counts = {worker: len(tokens) for worker, tokens in pending.items()}
         rows, outputs = _Rows(), {}
         for worker, tokens in pending.items():
-            if prompt is not None:
-                view, own = [], prompt
-            else:
-                view, own = self.view(worker), self.workers[worker]
+            own = self.workers[worker]
             placed, offset = [], 0
-            for block, visible in view:
+            for block, visible in self.view(worker, counts):
                 placed.append((block, offset, visible))
                 offset += visible
             if offset + len(own) + len(tokens) > self.model.n_ctx:
@@ -619,10 +738,7 @@ class SharedCacheSession:
             for k, token in enumerate(tokens):
                 rows.add(token, own, len(own) + k, placed)
             outputs[worker] = len(rows.tokens) - 1
-        logits = self.model._forward(self.store, rows, list(outputs.values()))
-        if prompt is None:
-            self.logits[list(outputs)] = logits
-        return logits
+        self.logits[list(outputs)] = self.model._forward(self.store, rows, list(outputs.values()))
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

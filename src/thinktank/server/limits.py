@@ -25,10 +25,10 @@ LimitKind = Literal["samples", "steps", "sample_tokens"]
 OPTION_KINDS: dict[str, LimitKind] = {
     **dict.fromkeys(("n", "max_n", "probe", "warmup", "batch", "k", "approaches", "beams",
                      "expand", "particles", "rollouts", "branching", "agents", "proposers",
-                     "paths", "workers", "clusters"), "samples"),
+                     "paths", "workers", "clusters", "top_logprobs"), "samples"),
     **dict.fromkeys(("rounds", "layers", "iterations", "max_steps", "max_expansions"), "steps"),
-    **dict.fromkeys(("max_tokens", "step_tokens", "summary_tokens", "window", "interval"),
-                    "sample_tokens"),
+    **dict.fromkeys(("max_tokens", "step_tokens", "summary_tokens", "window", "interval",
+                     "check_every", "final_tokens"), "sample_tokens"),
 }  # fmt: skip
 
 #: The `thinktank serve` option that sets each limit.

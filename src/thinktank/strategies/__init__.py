@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from thinktank.errors import SpecError
 from thinktank.spec import build, parse_spec
+from thinktank.strategies.allocate import BatchAllocation, ComputeOptimal
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.collaborate import (
     Debate,
@@ -17,7 +18,6 @@ from thinktank.strategies.sampling import (
     AdaptiveConsistency,
     BestOfMajority,
     BestOfN,
-    ComputeOptimal,
     DeepConf,
     ReasoningPrunedConsistency,
     SelfConsistency,
@@ -36,6 +36,7 @@ __all__ = [
     "STRATEGIES",
     "AStarDecoding",
     "AdaptiveConsistency",
+    "BatchAllocation",
     "BeamSearch",
     "BestOfMajority",
     "BestOfN",
@@ -72,6 +73,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         ReasoningPrunedConsistency,
         AdaptiveConsistency,
         ComputeOptimal,
+        BatchAllocation,
         BestOfN,
         BestOfMajority,
         DeepConf,

@@ -124,7 +124,7 @@ class Strategy(ABC):
         """Answer several problems, each through its own context (its meter, its seed).
 
         By default each is solved alone, in turn. A strategy that shares a budget
-        across a batch (compute-optimal allocation) overrides this and sets
+        across a batch (batch-allocation) overrides this and sets
         ``batched = True``, so a benchmark hands it the whole batch at once.
         """
         return [self.solve(p, ctx) for p, ctx in zip(problems, contexts, strict=True)]

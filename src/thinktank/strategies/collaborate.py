@@ -16,17 +16,16 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from thinktank.aggregate import majority_vote
-from thinktank.models.base import Completion, Model, Prompt, Sampling
-from thinktank.problem import Problem
+from thinktank.errors import BudgetExhausted
+from thinktank.models.base import Completion, Model, Prompt, Sampling, TeamFormat
+from thinktank.problem import Kind, Problem
 from thinktank.prompts import build_prompt, stop_strings
 from thinktank.solution import Candidate, Partial, Solution
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import SamplingOptions, sample_completions
-from thinktank.verify import declared_answer, extract_answer
+from thinktank.verify import answer_key, declared_answer, extract_answer
 from thinktank.verify.process import continue_partials
 
-#: How much of another agent's reasoning a discussion shows (characters).
-_SHOWN_CHARS = 400
 _CONFIDENCE = re.compile(r"confidence\W{0,3}(\d+(?:\.\d+)?)\s*(%)?", re.IGNORECASE)
 
 
@@ -53,6 +52,21 @@ def confidence(candidate: Candidate) -> float:
     return math.exp(candidate.mean_logprob) if candidate.mean_logprob is not None else 0.5
 
 
+def reconcile_weight(stated: float) -> float:
+    """ReConcile's recalibration of a stated confidence into a vote weight (Chen et al.,
+    2023, phase 3, and its code): LLMs overstate their confidence, so the top of
+    the scale is stretched and everything at or below 0.6 weighs 0.1."""
+    if stated >= 1.0:
+        return 1.0
+    if stated >= 0.9:
+        return 0.8
+    if stated >= 0.8:
+        return 0.5
+    if stated > 0.6:
+        return 0.3
+    return 0.1
+
+
 def _agent(completion: Completion, kind: str, worker: str) -> Candidate:
     """An agent's answer; the confidence it states is not taken for the answer."""
     candidate = Candidate.from_completion(completion, kind, worker)
@@ -69,31 +83,94 @@ def _follow_up(problem: Problem, model: Model, reply: str, message: str) -> Prom
             {"role": "user", "content": message}]  # fmt: skip
 
 
-def _shown(candidate: Candidate) -> str:
-    text = candidate.text.strip().replace("\n", " ")
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + " ..."
+def _asking(problem: Problem, message: str) -> Problem:
+    """The problem with ``message`` after its question."""
+    return replace(problem, prompt=f"{problem.prompt}\n\n{message}")
+
+
+def _solution(agent: Candidate) -> str:
+    """An agent's solution as a discussion shows it: its stated confidence and its whole
+    reply (its answer is at the end, where a cut to the first characters loses it)."""
+    stated = stated_confidence(agent.text)
+    said = "confidence not stated" if stated is None else f"confidence {stated:.2f}"
+    return f"({said}): {agent.text.strip()}"
+
+
+def answer_groups(agents: Sequence[Candidate], kind: Kind) -> list[list[Candidate]]:
+    """The agents grouped by equivalent answer (those with none form one group), the
+    largest group first; ties keep the agents' order."""
+    groups: dict[str | None, list[Candidate]] = {}
+    for agent in agents:
+        key = None if agent.answer is None else answer_key(agent.answer, kind)
+        groups.setdefault(key, []).append(agent)
+    return sorted(groups.values(), key=len, reverse=True)  # stable, reversed or not
+
+
+DEBATE_DISCUSSIONS = ("grouped", "follow-up")
+DEBATE_VOTES = ("recalibrated", "confidence", "majority")
 
 
 @dataclass
 class Debate(SamplingOptions, Strategy):
-    """ReConcile-style round table (Chen et al., 2023): ``agents`` answer, then for up
-    to ``rounds - 1`` more rounds each reads the others' answers, explanations and
-    confidences and revises its own, until they agree. The final answer is the
-    confidence-weighted vote of the last round (stated confidence, else the
-    model's own token probability)."""
+    """ReConcile's round table (Chen et al., 2023) over samples of one model:
+    ``agents`` answer, each stating its confidence (phase 1); then for up to
+    ``rounds - 1`` more rounds, while they disagree, every agent answers again
+    after the discussion prompt (phase 2; the reference code's default is two
+    discussion rounds, ``rounds=3`` here); the final answer is the last round's
+    weighted vote (phase 3).
+
+    ``discussion=grouped`` is ReConcile's discussion prompt, the same for every
+    agent: the question, then the last round's answers grouped ("2 agents think
+    the answer is 12"), each with the whole solution and the confidence its
+    agent stated. ``follow-up`` is thinktank's earlier framing, close to Du et
+    al.'s multi-agent debate: each agent's own conversation goes on, its reply
+    followed by the other agents' answers and whole solutions.
+
+    ``vote``: ``recalibrated`` (ReConcile's: each agent's stated confidence through
+    `reconcile_weight`; none stated counts as 0, as in the reference code),
+    ``confidence`` (the stated confidence as it is, else the model's own token
+    probability: thinktank's earlier rule) or ``majority`` (one vote each, as
+    in Du et al.).
+
+    Deliberate differences from the paper: the agents are samples of the
+    context's model, not three different LLMs; no "convincing samples" (human
+    explanations that once corrected an agent: they need labelled training
+    questions); free text ("The answer is ...", "Confidence: ...") instead of
+    JSON; every answer group is shown, where the reference code shows the two
+    largest.
+    """
 
     name: ClassVar[str] = "debate"
     summary: ClassVar[str] = "agents revise their answers reading each other's; confidence vote"
 
     agents: int = 3
     rounds: int = 3
+    discussion: str = "grouped"
+    vote: str = "recalibrated"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.agents < 2 or self.rounds < 1:
             raise ValueError("debate needs agents >= 2 and rounds >= 1")
+        if self.discussion not in DEBATE_DISCUSSIONS:
+            raise ValueError(f"discussion must be one of {', '.join(DEBATE_DISCUSSIONS)}")
+        if self.vote not in DEBATE_VOTES:
+            raise ValueError(f"vote must be one of {', '.join(DEBATE_VOTES)}")
 
-    _ASK = (
+    # ReConcile's phase-1 request; SmolLM2 answered 6 + 7 and the like 10 times of 24 with
+    # it, 4 with a bare "Also rate your confidence", 13 with no request at all.
+    _OPENING = (
+        "Please answer with step-by-step reasoning. Also evaluate your confidence (between"
+        " 0.0 and 1.0) that your answer is right, as 'Confidence: ...'."
+    )
+    _DISCUSS = (
+        "Carefully review the following solutions from other agents as additional"
+        " information, then give your own step-by-step reasoning and answer. Say clearly"
+        " which points of view you agree or disagree with, and why.\n\n{groups}\n\nEnd"
+        " with your answer as 'The answer is ...' and your confidence that it is right,"
+        " between 0.0 and 1.0, as 'Confidence: ...'."
+    )
+    _FOLLOW_UP = (
         "Other agents answered the same question:\n{others}\n\nConsider their reasoning and"
         " yours, then give your final answer as 'The answer is ...' and your confidence"
         " between 0 and 1 as 'Confidence: ...'."
@@ -101,44 +178,92 @@ class Debate(SamplingOptions, Strategy):
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         kind, sampling = problem.kind, self.sampling(ctx.model, problem.kind)
+        opening = build_prompt(_asking(problem, self._OPENING), ctx.model)
         answers = [
             _agent(c, kind, f"agent-{i + 1}")
-            for i, c in enumerate(sample_completions(problem, ctx, self.agents, sampling))
+            for i, c in enumerate(
+                sample_completions(problem, ctx, self.agents, sampling, prompt=opening)
+            )
         ]
         trace = [self._record(answers, 1)]
         everyone: list[Candidate] = list(answers)
-        stops = sampling.stop + stop_strings(problem, ctx.model)
         for round_number in range(2, self.rounds + 1):
-            if len({a.answer for a in answers}) <= 1:
+            if len(answer_groups(answers, kind)) <= 1:
                 break  # consensus
-            prompts = [
-                _follow_up(problem, ctx.model, own.text, self._ASK.format(others="\n".join(
-                    f"- {other.worker} (confidence {confidence(other):.2f}): {_shown(other)}"
-                    for other in answers if other is not own)))
-                for own in answers
-            ]  # fmt: skip
-            replies = ctx.generate_each([(p, 1, sampling.with_(stop=stops)) for p in prompts])
+            replies = self._discuss(problem, ctx, answers, sampling)
             answers = [
                 _agent(reply[0], kind, own.worker) if reply else own
                 for own, reply in zip(answers, replies, strict=True)
             ]  # an agent the budget silenced keeps its answer
             everyone.extend(answers)
             trace.append(self._record(answers, round_number))
-        vote = majority_vote([a.answer for a in answers], kind, [confidence(a) for a in answers])
+        vote = majority_vote([a.answer for a in answers], kind, [self.weight(a) for a in answers])
         return Solution(answer=vote.winner, candidates=everyone, votes=vote.counts, trace=trace)
 
+    def weight(self, agent: Candidate) -> float:
+        """What ``agent``'s final vote weighs (see ``vote``)."""
+        if self.vote == "majority":
+            return 1.0
+        if self.vote == "confidence":
+            return confidence(agent)
+        stated = stated_confidence(agent.text)
+        return reconcile_weight(0.0 if stated is None else stated)
+
+    def discussion_prompts(
+        self, problem: Problem, model: Model, answers: Sequence[Candidate]
+    ) -> list[Prompt]:
+        """Each agent's prompt for the next round, after the last round's ``answers``."""
+        if self.discussion == "follow-up":
+            return [
+                _follow_up(problem, model, own.text, self._FOLLOW_UP.format(others="\n".join(
+                    f"- {other.worker}, answer {other.answer} {_solution(other)}"
+                    for other in answers if other is not own)))
+                for own in answers
+            ]  # fmt: skip
+        groups = "\n\n".join(map(self._group, answer_groups(answers, problem.kind)))
+        shared = build_prompt(_asking(problem, self._DISCUSS.format(groups=groups)), model)
+        return [shared] * len(answers)
+
+    def _discuss(
+        self, problem: Problem, ctx: Context, answers: list[Candidate], sampling: Sampling
+    ) -> list[list[Completion]]:
+        """Every agent's reply to its discussion prompt ([] where the budget refused)."""
+        prompts = self.discussion_prompts(problem, ctx.model, answers)
+        if self.discussion == "grouped":  # one prompt for all: one batched call
+            replies = sample_completions(problem, ctx, len(answers), sampling, prompt=prompts[0])
+            return [[c] for c in replies] + [[]] * (len(answers) - len(replies))
+        stops = sampling.stop + stop_strings(problem, ctx.model)
+        return ctx.generate_each([(p, 1, sampling.with_(stop=stops)) for p in prompts])
+
     @staticmethod
-    def _record(answers: list[Candidate], round_number: int) -> dict:
+    def _group(group: list[Candidate]) -> str:
+        """One answer group of ReConcile's discussion prompt."""
+        count, answer = len(group), group[0].answer
+        who = "1 agent" if count == 1 else f"{count} agents"
+        if answer is None:
+            head = f"{who} gave no clear answer."
+        else:
+            head = f"{who} {'thinks' if count == 1 else 'think'} the answer is {answer}."
+        return head + "".join(f"\nOne agent solution {_solution(agent)}" for agent in group)
+
+    def _record(self, answers: list[Candidate], round_number: int) -> dict:
         return {"round": round_number, "answers": [a.answer for a in answers],
-                "confidences": [round(confidence(a), 3) for a in answers]}  # fmt: skip
+                "confidences": [stated_confidence(a.text) for a in answers],
+                "weights": [round(self.weight(a), 3) for a in answers]}  # fmt: skip
 
 
 @dataclass
 class MixtureOfAgents(SamplingOptions, Strategy):
-    """Mixture-of-Agents (Wang et al., 2024): ``proposers`` answer; in each of the
-    next ``layers - 1`` layers every proposer answers again with the previous
-    layer's answers as references; an aggregator (greedy) synthesizes the last
-    layer's answers into the final one."""
+    """Mixture-of-Agents (Wang et al., 2024): ``proposers`` answer; in each
+    of the next ``layers - 1`` layers every proposer answers again with the
+    previous layer's whole responses as references; an aggregator synthesizes
+    the last layer's responses into the final answer. As in the paper's
+    Aggregate-and-Synthesize prompt, the references follow the system prompt,
+    numbered, and the question stays the user's message.
+
+    Deliberate differences: the proposers are samples of the context's model,
+    not different LLMs; the aggregator answers greedily (one deterministic
+    synthesis); when it gives no answer, the last layer's majority does."""
 
     name: ClassVar[str] = "mixture-of-agents"
     summary: ClassVar[str] = "layers of proposers reading the layer before; an aggregator answers"
@@ -152,9 +277,9 @@ class MixtureOfAgents(SamplingOptions, Strategy):
             raise ValueError("proposers and layers must be >= 1")
 
     _SYNTHESIZE = (
-        "Here are responses from other assistants to this question. Some may be wrong:"
-        " evaluate them critically and write one correct answer, ending with"
-        " 'The answer is ...'.\n\n{references}\n\nQuestion: {question}"
+        "You have been given responses from other assistants to the latest question."
+        " Synthesize them into one correct, high-quality answer. Evaluate them critically:"
+        " some may be biased or wrong. Do not simply copy them.\n\nResponses:"
     )
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
@@ -168,7 +293,7 @@ class MixtureOfAgents(SamplingOptions, Strategy):
         for number in range(2, self.layers + 1):
             if not layer:
                 break  # the budget is spent
-            prompt = self._references_prompt(problem, ctx.model, layer)
+            prompt = self.references_prompt(problem, ctx.model, layer)
             completions = sample_completions(problem, ctx, self.proposers, sampling,
                                              prompt=prompt)  # fmt: skip
             layer = [Candidate.from_completion(c, kind, f"layer-{number}") for c in completions]
@@ -178,7 +303,7 @@ class MixtureOfAgents(SamplingOptions, Strategy):
             return Solution(answer=None, candidates=everyone, trace=trace)
         aggregated = sample_completions(
             problem, ctx, 1, sampling.with_(temperature=0.0),
-            prompt=self._references_prompt(problem, ctx.model, layer),
+            prompt=self.references_prompt(problem, ctx.model, layer),
         )  # fmt: skip
         final = [Candidate.from_completion(c, kind, "aggregator") for c in aggregated]
         everyone.extend(final)
@@ -189,13 +314,19 @@ class MixtureOfAgents(SamplingOptions, Strategy):
         trace.append({"aggregator": final[0].answer if final else None})
         return Solution(answer=answer, candidates=everyone, trace=trace)
 
-    def _references_prompt(self, problem: Problem, model: Model, layer: list[Candidate]) -> Prompt:
-        references = "\n".join(f"Response {i + 1}: {_shown(c)}" for i, c in enumerate(layer))
-        message = self._SYNTHESIZE.format(references=references, question=problem.prompt)
-        if not model.capabilities.chat:
-            return f"{message}\nAnswer:"
-        system = build_prompt(problem, model)[0]
-        return [system, {"role": "user", "content": message}]
+    def references_prompt(
+        self, problem: Problem, model: Model, layer: Sequence[Candidate]
+    ) -> Prompt:
+        """The problem's prompt with ``layer``'s whole responses as references."""
+        references = "".join(f"\n{i + 1}. {c.text.strip()}" for i, c in enumerate(layer))
+        injected = self._SYNTHESIZE + references
+        prompt = build_prompt(problem, model)
+        if isinstance(prompt, str):
+            return f"{injected}\n\n{prompt}"
+        if prompt[0]["role"] == "system":
+            return [{"role": "system", "content": f"{prompt[0]['content']}\n\n{injected}"},
+                    *prompt[1:]]  # fmt: skip
+        return [{"role": "system", "content": injected}, *prompt]
 
 
 @dataclass
@@ -301,35 +432,127 @@ class LearningFromPeers(SamplingOptions, Strategy):
 
 #: Workers' names, as in the Hogwild! paper's prompts (Alice and Bob, then more).
 WORKER_NAMES = ("Alice", "Bob", "Carol", "Dave", "Eve", "Frank", "Grace", "Heidi")
-_STEP_DELIMITERS = {"line": "\n", "sentence": ". "}
+_STEP_DELIMITERS = {"paragraph": "\n\n", "line": "\n", "sentence": ". "}
+#: Hogwild!'s cache format, as its reference implementation writes it: each step
+#: under "**Name [step]:** ", the others' unfinished steps between these headers,
+#: each cut off by the pivot, and the periodic check that starts a step.
+_OTHERS = "\n\n### Work in progress (others)\n\n"
+_PIVOT = "<...>\n\n"
+_OWN = "### Work in progress (own)\n\n"
+_CHECK = "Quick check: am I doing redundant work? (yes/no): "
+#: Its final-answer step (s1-style): appended to everything written, then answered.
+_FINISH = (
+    "\n\nWait, given the limited time, I have to give an answer right now. Considering all"
+    " my previous attempts, I have to conclude that the final answer is"
+)
+
+
+def _together(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def collaboration_rules(names: Sequence[str]) -> str:
+    """Hogwild!'s collaboration prompt for a team of ``names`` (its rules, in the
+    second person, restated): they write at once, see each other's finished and
+    unfinished steps in the shared cache, split the work, stop work another is
+    doing, and any of them may give the final answer."""
+    team, others = _together(names), len(names) - 1
+    peers = "another assistant" if others == 1 else f"{others} other assistants"
+    return f"""# Collaborative Reasoning
+
+You will solve this problem together with {peers}, all of you writing your thoughts at the \
+same time and collaborating without doing the same work twice. You can split the problem \
+into parts, double-check each other's results, try different approaches, or work together \
+in any other way.
+
+There are {len(names)} assistants, yourself included: {team}.
+
+You will see each other's past and current thoughts as they are written. Finished steps \
+appear as **Name [step]:** followed by the step. After '{_OTHERS.strip()}' you will see \
+the other assistants' unfinished steps, which they go on writing while you write yours; \
+each ends, for now, at {_PIVOT.strip()} . After '{_OWN.strip()}' comes your own current \
+step. Take into account what the others are doing, and answer their suggestions.
+
+Use their partial thoughts to decide how best to help without repeating their work. \
+Check regularly what the others are doing and adjust. If what you are doing is what \
+another assistant has done or is doing, stop (e.g. {names[0]} may write 'Wait, \
+{names[-1]} is already doing this ...') and change to a different task right away.
+
+When the problem is solved, any one of you can give the final answer, after which it can \
+no longer be changed.
+
+# Solve the following problem
+
+{team}, you will now solve the next problem together. Keep track of who does what and \
+communicate so that no work is done twice."""
 
 
 @dataclass
 class Hogwild(SamplingOptions, Strategy):
-    """Hogwild! Inference (Rodionov et al., 2025): ``workers`` instances of the model
-    write at the same time into one shared KV cache, one batched forward pass per
-    step, each seeing the prompt, then the others' text, then its own — a token
-    one writes is visible to all at the next step. A prompt tells them they are
-    a team that can read each other. ``layout``: ``token`` (every token visible at
-    once: Hogwild!'s contiguous layout, Group Think's token-level view), ``step``
-    (a worker's line or sentence joins a shared history when it ends),
-    ``combined``, or ``independent`` (the control: the same prompt and names, but
-    nobody sees anybody). With ``until=first`` the session ends when a worker declares
-    the answer ("The answer is ..."); ``all`` lets every worker finish. The answer
-    is the declared one (a vote among declarers), else the workers' vote. With
-    ``cut_impersonation`` a worker that starts a line under a team member's name
-    ("\nBob:", its own included) ends there: small models otherwise go on writing
-    the others' turns (measured: RESULTS.md). Needs a backend with a shared KV
-    cache (``--model torch:smollm2``)."""
+    """Hogwild! Inference (Rodionov et al., 2025, as its reference implementation
+    ``eqimp/hogwild_llm`` runs it): ``workers`` instances of the model write
+    at the same time into one shared KV cache, one batched forward pass per step.
+    A token one writes is visible to the others in that same step (every worker's
+    new cells are written before anyone attends). Options and defaults:
+
+    - ``layout``: ``combined`` (default, the paper's main results: the history of
+      finished steps, then "### Work in progress (others)" with each other's
+      unfinished step cut off by "<...>", then "### Work in progress (own)" and
+      one's own step), ``token`` (contiguous: each worker's whole text, with the
+      same headers around the others'), ``step`` (interleaved: the history and
+      one's own step), or ``independent`` (the control: the same prompt and
+      format, nobody sees anybody).
+    - ``step``: what ends a step, ``paragraph`` (default, "\\n\\n"), ``line`` or
+      ``sentence``. The first step starts with the paper's openers ("**Alice [1]:**
+      Hi, I'm Alice. Here's how we can", "**Bob [1]:** Hi, I'm Bob."), and in the
+      layouts with a history each later one with "**Alice [k]:** ".
+    - ``check_every`` (default 256, the reference code's; the paper's figure is not
+      stated where we could read it): once more than that many tokens were fed to
+      the workers together since the last check (headers included, as the
+      reference counts), the next step to start begins "Quick check: am I doing
+      redundant work? (yes/no): "; 0 never.
+    - ``final_tokens`` (default 16, as in the reference): when the session ends
+      and nobody has declared an answer, everything written (the history, then
+      each worker's unfinished step) is read once more with "... I have to
+      conclude that the final answer is" appended, answered greedily in that
+      many tokens; 0 skips it.
+    - ``until``: ``first`` (default) ends the session when a worker declares the
+      answer ("The answer is ..."); ``all`` lets every worker finish.
+    - ``cut_impersonation`` (default on): a worker that starts a teammate's step
+      ("**Bob [", its own name included) or a section header ends there: small
+      models otherwise write the others' turns (measured: RESULTS.md).
+    - ``prompt``: ``paper`` (default: the collaboration prompt,
+      `collaboration_rules`, before the problem in the user message, as the
+      reference sends it) or ``team`` (this strategy's earlier format: a short
+      team system prompt, "\\nAlice: " headers, no section headers). The earlier
+      behaviour as a whole is ``prompt=team,layout=token,step=line,check_every=0,
+      final_tokens=0`` (but for the one-step delay it had before a token became
+      visible to the others, which was not the paper's).
+
+    The answer is the declared one (a vote among declarers), else the final-answer
+    step's, else the workers' vote.
+
+    Deliberate differences: the prompt's rules are restated, and its few-shot
+    examples and list of collaboration tips are left out (thousands of tokens, more
+    than a small model's useful context); the problem's own system instruction
+    stays; answers are declared as thinktank asks ("The answer is ...") rather than
+    in \\boxed{}; a worker may end its turn (the reference bans the end-of-turn
+    token); a step ends at its delimiter (the reference also asks the paragraph to
+    end a sentence); with more than two workers (the reference code has two) each
+    other's step is cut off by "<...>". Needs a backend with a shared KV cache
+    (``--model torch:smollm2``)."""
 
     name: ClassVar[str] = "hogwild"
     summary: ClassVar[str] = "workers write at once into one shared KV cache, seeing each other"
 
     workers: int = 2
-    layout: str = "token"
-    step: str = "line"
+    layout: str = "combined"
+    step: str = "paragraph"
     until: str = "first"
     cut_impersonation: bool = True
+    prompt: str = "paper"
+    check_every: int = 256
+    final_tokens: int = 16
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -341,6 +564,10 @@ class Hogwild(SamplingOptions, Strategy):
             raise ValueError(f"step must be one of {', '.join(_STEP_DELIMITERS)}")
         if self.until not in ("first", "all"):
             raise ValueError("until must be first or all")
+        if self.prompt not in ("paper", "team"):
+            raise ValueError("prompt must be paper or team")
+        if self.check_every < 0 or self.final_tokens < 0:
+            raise ValueError("check_every and final_tokens must be >= 0")
 
     _TEAM = (
         "You are {names}: {count} assistants solving the same problem at the same time."
@@ -358,15 +585,26 @@ class Hogwild(SamplingOptions, Strategy):
 
         stops = stop_strings(problem, ctx.model)
         if self.cut_impersonation:
-            stops += tuple(f"\n{name}:" for name in names)
-        completions = ctx.generate_together(
-            self._prompt(problem, ctx.model, names),
-            [f"\n{name}: " for name in names],
-            self.sampling(ctx.model, kind).with_(stop=stops),
-            layout=self.layout,
-            step_delimiter=_STEP_DELIMITERS[self.step],
-            until=someone_declared if self.until == "first" else None,
-        )
+            if self.prompt == "paper":
+                stops += (*(f"**{name} [" for name in names), "### Work in progress")
+            else:
+                stops += tuple(f"\n{name}:" for name in names)
+        prompt = self._prompt(problem, ctx.model, names)
+        transcript: list[str] = []
+        try:
+            completions = ctx.generate_together(
+                prompt,
+                self._headers(names),
+                self.sampling(ctx.model, kind).with_(stop=stops),
+                layout=self.layout,
+                step_delimiter=_STEP_DELIMITERS[self.step],
+                team=self._format(names),
+                until=someone_declared if self.until == "first" else None,
+                transcript=transcript.append,
+            )
+        except BudgetExhausted:  # not even the prompt and one worker fit
+            trace = {"layout": self.layout, "declared": {}, "tokens": {}}
+            return Solution(answer=None, candidates=[], trace=[trace])
         candidates = [
             Candidate.from_completion(c, kind, name)
             for c, name in zip(completions, names, strict=False)
@@ -374,16 +612,62 @@ class Hogwild(SamplingOptions, Strategy):
         declared = [declared_answer(c.text, kind) for c in candidates]
         declarers = [a for a in declared if a is not None]
         vote = majority_vote(declarers or [c.answer for c in candidates], kind)
-        trace = [{
+        trace = {
             "layout": self.layout,
             "declared": {c.worker: a for c, a in zip(candidates, declared, strict=True) if a},
             "tokens": {c.worker: c.completion_tokens for c in candidates},
-        }]  # fmt: skip
-        return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts, trace=trace)
+        }
+        answer = vote.winner
+        if not declarers and self.final_tokens and kind != "code" and transcript:
+            final = self._final_answer(problem, ctx, prompt, transcript[0])
+            if final is not None:
+                candidates.append(final)
+                answer = final.answer if final.answer is not None else answer
+            trace["final"] = final.answer if final else None
+        return Solution(answer=answer, candidates=candidates, votes=vote.counts, trace=[trace])
+
+    def _headers(self, names: Sequence[str]) -> list[str]:
+        """What starts each worker's first step: the paper's openers, or its name."""
+        if self.prompt == "team":
+            return [f"\n{name}: " for name in names]
+        return [f"**{name} [1]:** Hi, I'm {name}." + (" Here's how we can" if i == 0 else "")
+                for i, name in enumerate(names)]  # fmt: skip
+
+    def _format(self, names: Sequence[str]) -> TeamFormat | None:
+        if self.prompt == "team":
+            return None
+        return TeamFormat(
+            step_headers=tuple(f"**{name} [{{step}}]:** " for name in names),
+            others=_OTHERS, pivot=_PIVOT, own=_OWN,
+            check=_CHECK, check_every=self.check_every,
+        )  # fmt: skip
+
+    def _final_answer(
+        self, problem: Problem, ctx: Context, prompt: Prompt, transcript: str
+    ) -> Candidate | None:
+        """Hogwild!'s final-answer step: the prompt, everything the workers wrote, then
+        `_FINISH`, answered greedily in ``final_tokens`` tokens (None: the budget is spent)."""
+        reply = transcript + _FINISH
+        asked = prompt + reply if isinstance(prompt, str) else [
+            *prompt, {"role": "assistant", "content": reply}]  # fmt: skip
+        greedy = self.sampling(ctx.model, problem.kind).with_(
+            temperature=0.0, max_tokens=self.final_tokens
+        )
+        completions = sample_completions(problem, ctx, 1, greedy, prompt=asked)
+        if not completions:
+            return None
+        candidate = Candidate.from_completion(completions[0], problem.kind, "final")
+        return replace(candidate, answer=extract_answer(_FINISH + candidate.text, problem.kind))
 
     def _prompt(self, problem: Problem, model: Model, names: Sequence[str]) -> Prompt:
-        team = self._TEAM.format(names=", ".join(names), count=len(names))
         prompt = build_prompt(problem, model)
+        if self.prompt == "paper":  # the rules go before the problem, in the user message
+            rules = collaboration_rules(names)
+            if isinstance(prompt, str):
+                return f"{rules}\n\n{prompt}"
+            return [{**m, "content": f"{rules}\n\n{m['content']}"} if m["role"] == "user" else m
+                    for m in prompt]  # fmt: skip
+        team = self._TEAM.format(names=", ".join(names), count=len(names))
         if isinstance(prompt, str):
             return f"{team}\n\n{prompt}"
         system = next((m["content"] + " " for m in prompt if m["role"] == "system"), "")

@@ -11,12 +11,14 @@ paid for what, and one budget caps them all.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from thinktank.aggregate import majority_vote
+from thinktank.models.base import Model, Prompt, Sampling
 from thinktank.problem import Problem
+from thinktank.prompts import build_prompt
 from thinktank.resolver import Reference
 from thinktank.router import FEATURES, METHODS, OBJECTIVES, Router
 from thinktank.solution import Candidate, Partial, Solution
@@ -111,26 +113,85 @@ def _pool(models: str) -> list[str]:
     return [spec.strip() for spec in models.split(POOL_SEPARATOR)]
 
 
+#: How SpecReason's large model judges a drafted step: ``step-score`` (the paper's:
+#: a 0-9 score of the last step) or ``value`` (a process reward of the reasoning so far).
+SPEC_REASON_JUDGES = ("step-score", "value")
+#: Each judge's scale (its judgements run from 0 to this) and default acceptance.
+_JUDGE_SCALES = {"step-score": 9.0, "value": 1.0}
+_DEFAULT_THRESHOLDS = {"step-score": 7.0, "value": 0.5}
+#: What the large model is asked of each drafted step, worded after SpecReason's
+#: prompt; its reply is begun so that its next token is the score.
+STEP_SCORE_QUESTION = (
+    "Judge only the last reasoning step: is it factually correct, and does it follow"
+    " logically from the steps before it? Ignore style, wording and overall usefulness."
+    " Give it a score from 0 to 9."
+)
+STEP_SCORE_REPLY = "The score of the last step is: "
+
+
+def step_score(text: str) -> int:
+    """SpecReason's score from the judge's one greedy token: the digit it wrote, 0 for
+    anything else (the reference code's default, ``greedy``, scoring)."""
+    token = text.strip()
+    return int(token) if len(token) == 1 and token in "0123456789" else 0
+
+
+def step_score_prompt(problem: Problem, model: Model, partial: Partial) -> Prompt:
+    """The problem, the reasoning so far (its last step is the one judged), the
+    question, and the judge's reply begun."""
+    prompt = build_prompt(problem, model)
+    if isinstance(prompt, str):
+        return (f"{prompt}{partial.text}\n\nQuestion: {STEP_SCORE_QUESTION}\n"
+                f"Answer: {STEP_SCORE_REPLY}")  # fmt: skip
+    return [
+        *prompt,
+        {"role": "assistant", "content": partial.text},
+        {"role": "user", "content": STEP_SCORE_QUESTION},
+        {"role": "assistant", "content": STEP_SCORE_REPLY},
+    ]
+
+
 @dataclass
 class SpecReason(ValuedSearch, Strategy):
-    """Speculative reasoning (SpecReason, Pan et al., 2025) over ``models`` = SMALL+LARGE:
-    the small model writes each step; the large one values the reasoning so far with
-    a process reward (``value``, by default its own P(Yes) that it is correct) and,
-    when the value is below ``threshold``, writes that step itself instead. Steps
-    are cut as in the searches (``split``, ``step_tokens``, ``max_steps``)."""
+    """Speculative reasoning (SpecReason, Pan et al., 2025) over ``models`` =
+    SMALL+LARGE: the small model drafts each step; the large one judges the draft
+    and, when the judgement is below ``threshold``, writes that step itself.
+
+    ``judge=step-score`` (the paper's): the large model reads the reasoning so
+    far and scores its last step, the draft, from 0 to 9 in one greedy token (one
+    that is not a single digit scores 0, as in the reference code's default
+    ``greedy`` scoring); the draft stands at ``threshold`` (default 7, the
+    paper's) or more. ``judge=value`` (thinktank's earlier rule): a process reward
+    of the reasoning so far (``value``, by default the large model's P(Yes) that
+    it is correct), in [0, 1]; the draft stands at ``threshold`` (default 0.5)
+    or more. ``value`` serves this judge only. Steps are cut as in the searches
+    (``split``, ``step_tokens``, ``max_steps``).
+
+    Deliberate differences: steps end at ``split`` (sentences by default; the
+    paper's end at blank lines); the reference code's expected-score variant
+    (``average``) is not offered."""
 
     name: ClassVar[str] = "spec-reason"
     summary: ClassVar[str] = "small model writes each step; large one scores it, rewrites weak ones"
 
     models: str = f"smollm2{POOL_SEPARATOR}gemma3-270m"
-    threshold: float = 0.5
+    judge: str = "step-score"
+    threshold: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 <= self.threshold <= 1:
-            raise ValueError("threshold must be in [0, 1]")
+        if self.judge not in SPEC_REASON_JUDGES:
+            raise ValueError(f"judge must be one of {', '.join(SPEC_REASON_JUDGES)}")
+        scale = _JUDGE_SCALES[self.judge]
+        if self.threshold is not None and not 0 <= self.threshold <= scale:
+            raise ValueError(f"threshold must be in [0, {scale:g}] for judge={self.judge}")
         if len(_pool(self.models)) != 2 or not all(_pool(self.models)):
             raise ValueError(f"models must be two model specs joined by {POOL_SEPARATOR!r}")
+
+    @property
+    def acceptance(self) -> float:
+        """The judgement at or above which a draft stands."""
+        return _DEFAULT_THRESHOLDS[self.judge] if self.threshold is None else self.threshold
 
     def references(self) -> Iterator[Reference]:
         yield from (("model", spec) for spec in _pool(self.models))
@@ -139,24 +200,39 @@ class SpecReason(ValuedSearch, Strategy):
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         small, large = (replace(ctx, model=ctx.resolver.model(spec)) for spec in _pool(self.models))
         drafts, rewrites = Stepper(problem, small, self), Stepper(problem, large, self)
-        reward = self.process_reward(problem, ctx)
-        partial, value, trace = Partial(), 0.0, []
+        judge = self._judgement(problem, ctx)
+        key = "score" if self.judge == "step-score" else "value"
+        partial, judged, trace = Partial(), 0.0, []
         while not partial.finished:
             proposed = self.step(drafts, [partial], [1])[0]
             if not proposed:  # the budget refused the call
                 break
-            value = reward.values(problem, proposed, large)[0]
+            judged = judge(proposed[0], large)
             writer, step = small, proposed[0]
-            if value < self.threshold:
+            if judged < self.acceptance:
                 rewritten = self.step(rewrites, [partial], [1])[0]
                 if rewritten:
                     writer, step = large, rewritten[0]
-            trace.append({"step": len(step.steps), "value": round(value, 4),
+            trace.append({"step": len(step.steps), key: round(judged, 4),
                           "written_by": writer.model.name})  # fmt: skip
             partial = step
         if not partial.steps:
             return Solution(answer=None, candidates=[], trace=trace)
-        return drafts.answer([(partial, value)], trace)
+        return drafts.answer([(partial, judged / _JUDGE_SCALES[self.judge])], trace)
+
+    def _judgement(self, problem: Problem, ctx: Context) -> Callable[[Partial, Context], float]:
+        """How the large model (in the context given) judges a drafted partial."""
+        if self.judge == "value":
+            reward = self.process_reward(problem, ctx)
+            return lambda drafted, large: reward.values(problem, [drafted], large)[0]
+        greedy = Sampling(temperature=0.0, max_tokens=1)
+
+        def score(drafted: Partial, large: Context) -> float:
+            prompt = step_score_prompt(problem, large.model, drafted)
+            replies = large.generate_each([(prompt, 1, greedy)])[0]
+            return step_score(replies[0].text) if replies else 0  # refused: not accepted
+
+        return score
 
 
 #: Separates the bench run ids a router learns from.

@@ -7,16 +7,23 @@ samples through `sample_completions`: one batched call per round.
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
+import numpy as np
+
 from thinktank.aggregate import majority_vote
 from thinktank.errors import BudgetExhausted
-from thinktank.models.base import Completion, Model, Prompt, PruneRule, Sampling
+from thinktank.models.base import (
+    Completion,
+    Model,
+    Prompt,
+    PruneRule,
+    SampleProgress,
+    Sampling,
+)
 from thinktank.models.profiles import sampling_profile
 from thinktank.problem import Problem
 from thinktank.prompts import build_prompt, stop_strings
@@ -175,35 +182,128 @@ class WeightedVote(ManySamples, Strategy):
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts)
 
 
+#: RPC's ways to prune reasoning paths before the vote (`ReasoningPrunedConsistency`).
+RPC_PRUNING = ("weibull", "sigma", "none")
+
+
 @dataclass
 class ReasoningPrunedConsistency(ManySamples, Strategy):
-    """RPC (Zhou et al., 2025): prune low-probability reasoning paths, then a
-    perplexity-consistency vote.
+    """RPC, Reasoning-Pruning Perplexity Consistency (Zhou et al., 2025, "Bridging
+    Internal Probability and Self-Consistency"), as in the authors' code
+    (``compute_rpc.py``): Reasoning Pruning, then Perplexity Consistency.
 
-    Each sample's probability is its geometric-mean token probability. Samples
-    more than ``prune_sigmas`` standard deviations below the mean are dropped
-    (the paper fits a Weibull mixture to find them; this is the simple
-    stand-in), and the rest vote weighted by their probability.
+    A path's probability p is its geometric-mean token probability, exp(mean
+    logprob), as the authors' code uses. Reasoning Pruning (``prune=weibull``) fits
+    a mixture of two Weibull distributions to the n probabilities by maximum
+    likelihood (weight of the first in [0.2, 0.8], shapes and scales >= 0.01, from
+    (0.5, 1, 1, 1.5, 2), as the authors do); the component of the higher mean is the
+    high-probability one, and a path is pruned when it more likely belongs to the
+    other one *and* its p is below the mean p (`weibull_pruned`). Perplexity
+    Consistency then scores each answer by the summed p of the distinct reasoning
+    paths reaching it: identical texts are one path, counted once (else it would be
+    a probability-weighted vote), and the best-scored answer wins (ties: the first
+    sampled). ``prune=none`` is Perplexity Consistency alone (the paper's PC).
+
+    Deliberate differences: the fit's log-likelihood floors each density at 1e-300
+    so a path at a density's zero cannot make it infinite; a path is identified by
+    its text alone (the authors' code by text and probability, which batching can
+    perturb in the last bits). Without log-probabilities (some remote backends)
+    nothing is pruned and each distinct path counts 1. thinktank's earlier rpc is
+    ``rpc:prune=sigma,unique_paths=false``: paths more than ``prune_sigmas``
+    standard deviations below the mean p are dropped, every sample votes by its p.
     """
 
     name: ClassVar[str] = "rpc"
-    summary: ClassVar[str] = "drop low-probability paths, then a probability-weighted vote"
+    summary: ClassVar[str] = (
+        "prune low-probability paths (Weibull mixture), then sum p over distinct paths"
+    )
 
+    prune: str = "weibull"
+    #: With ``prune=sigma``: how many standard deviations below the mean p is cut.
     prune_sigmas: float = 1.0
+    unique_paths: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.prune not in RPC_PRUNING:
+            raise ValueError(f"prune must be one of {', '.join(RPC_PRUNING)}")
+        if self.prune_sigmas < 0:
+            raise ValueError("prune_sigmas must be >= 0")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates = sample_candidates(problem, ctx, self.n, self.sampling(ctx.model, problem.kind))
-        weights = confidence_weights(candidates, "mean-logprob")
-        mean = sum(weights) / len(weights) if weights else 0.0
-        spread = math.sqrt(sum((w - mean) ** 2 for w in weights) / len(weights)) if weights else 0.0
-        floor = mean - self.prune_sigmas * spread
-        kept = [(c, w) for c, w in zip(candidates, weights, strict=True) if w >= floor]
-        vote = majority_vote([c.answer for c, _ in kept], problem.kind, [w for _, w in kept])
-        trace = [{"kept": len(kept), "pruned": len(candidates) - len(kept), "floor": floor}]
+        probabilities = confidence_weights(candidates, "mean-logprob")
+        known = all(c.mean_logprob is not None for c in candidates)
+        if self.prune == "weibull" and known:
+            pruned = weibull_pruned(probabilities)
+        elif self.prune == "sigma" and known:
+            pruned = sigma_pruned(probabilities, self.prune_sigmas)
+        else:
+            pruned = [False] * len(candidates)
+        seen: set[str] = set()
+        voters, weights, duplicates = [], [], 0
+        for candidate, p, cut in zip(candidates, probabilities, pruned, strict=True):
+            if cut:
+                continue
+            if self.unique_paths and candidate.text in seen:
+                duplicates += 1
+                continue
+            seen.add(candidate.text)
+            voters.append(candidate.answer)
+            weights.append(p)
+        vote = majority_vote(voters, problem.kind, weights)
+        trace = [{"kept": len(voters), "pruned": sum(pruned), "duplicates": duplicates}]
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts, trace=trace)
+
+
+def weibull_pruned(probabilities: Sequence[float]) -> list[bool]:
+    """RPC's Reasoning Pruning: per path, whether it goes (see `ReasoningPrunedConsistency`).
+
+    A path below the mean probability is pruned when the fitted two-Weibull
+    mixture's low component explains it better than the high one."""
+    from scipy.optimize import minimize  # slow to import; only this rule needs it
+
+    p = np.asarray(probabilities, dtype=float)
+    mean = p.mean() if len(p) else 0.0
+    below = p < mean
+    if not below.any():  # nothing could be pruned: no fit needed
+        return [False] * len(p)
+
+    def densities(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w1, k1, lam1, k2, lam2 = params
+        return w1 * _weibull_pdf(p, k1, lam1), (1 - w1) * _weibull_pdf(p, k2, lam2)
+
+    def negative_log_likelihood(params: np.ndarray) -> float:
+        first, second = densities(params)
+        return -float(np.sum(np.log(np.maximum(first + second, 1e-300))))
+
+    with np.errstate(all="ignore"):  # the optimiser probes extreme shapes
+        fit = minimize(
+            negative_log_likelihood,
+            x0=[0.5, 1.0, 1.0, 1.5, 2.0],
+            bounds=[(0.2, 0.8), (0.01, None), (0.01, None), (0.01, None), (0.01, None)],
+        )
+        first, second = densities(fit.x)
+    _, k1, lam1, k2, lam2 = fit.x
+    if _weibull_mean(k1, lam1) < _weibull_mean(k2, lam2):  # the first is the high one
+        first, second = second, first
+    return [bool(b) for b in below & (first < second)]
+
+
+def _weibull_pdf(x: np.ndarray, shape: float, scale: float) -> np.ndarray:
+    return (shape / scale) * (x / scale) ** (shape - 1) * np.exp(-((x / scale) ** shape))
+
+
+def _weibull_mean(shape: float, scale: float) -> float:
+    return scale * math.gamma(1 + 1 / shape)
+
+
+def sigma_pruned(probabilities: Sequence[float], sigmas: float) -> list[bool]:
+    """Per path, whether its probability is more than ``sigmas`` standard deviations
+    below the mean (thinktank's earlier stand-in for RPC's pruning)."""
+    p = np.asarray(probabilities, dtype=float)
+    floor = p.mean() - sigmas * p.std() if len(p) else 0.0
+    return [bool(b) for b in p < floor]
 
 
 def confidence_weights(candidates: list[Candidate], weight: str) -> list[float]:
@@ -218,7 +318,8 @@ def confidence_weights(candidates: list[Candidate], weight: str) -> list[float]:
 
 @dataclass
 class AdaptiveConsistency(SamplingOptions, Strategy):
-    """Self-consistency that stops sampling once the vote is decided (Aggarwal et al., 2023).
+    """Self-consistency that stops sampling once the vote is decided (Aggarwal et al.,
+    2023, "Let's Sample Step by Step": Adaptive-Consistency, its Beta stopping rule).
 
     Samples come in batches of ``batch``; after each, the stopping rule asks how
     likely the leading answer is to stay ahead of the runner-up: with counts
@@ -228,17 +329,20 @@ class AdaptiveConsistency(SamplingOptions, Strategy):
     (on a benchmark, where samples are shared, exactly its first samples), and
     the prompt is prefilled once (prefix cache).
 
-    The defaults (batches of 2, confidence 0.8) were chosen on held-out
-    problems (chain_sum and products, seed 2; see benchmarks/RESULTS.md): the
-    paper's 0.95 saved only 10-15% of SmolLM2's tokens, whose votes are spread.
+    The defaults are the paper's and its code's: one sample at a time, confidence
+    0.95, at most 40 samples. The one deliberate difference is ``batch``: more than
+    one sample per round shares a batched decode, and may draw up to batch - 1
+    samples past the point where the rule would have stopped. thinktank's earlier
+    defaults, tuned on the problems they were reported on (benchmarks/RESULTS.md,
+    issue 4), are the spec ``adaptive-consistency:max_n=16,batch=2,confidence=0.8``.
     """
 
     name: ClassVar[str] = "adaptive-consistency"
-    summary: ClassVar[str] = "samples in small batches until the vote is decided (Beta rule)"
+    summary: ClassVar[str] = "samples one at a time until the vote is decided (Beta rule)"
 
-    max_n: int = 16
-    batch: int = 2
-    confidence: float = 0.8
+    max_n: int = 40
+    batch: int = 1
+    confidence: float = 0.95
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -266,104 +370,6 @@ class AdaptiveConsistency(SamplingOptions, Strategy):
             if decided >= self.confidence:
                 break
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts, trace=trace)
-
-
-@dataclass
-class ComputeOptimal(ManySamples, Strategy):
-    """Compute-optimal allocation across a batch (Snell et al., 2024): ``probe`` samples
-    of every problem gauge its difficulty, the share of them not agreeing with their
-    winner; the rest of a total of ``n`` samples a problem on average goes to the
-    problems in proportion to a weight of that doubt (at most ``max_n`` a problem),
-    and each answers by majority vote over all its samples. ``rule=doubt`` weighs by
-    the doubt itself; ``rule=middle`` by doubt x (1 - doubt), which also starves
-    the problems whose probe agrees on nothing (Snell et al. find the hardest
-    problems gain least from more search). A unanimous probe gets nothing more. A
-    problem solved alone (``thinktank.solve``) may take up to ``max_n``.
-
-    A problem's samples are one seeded stream, self-consistency's: on a benchmark
-    where samples are shared, exactly its first samples.
-    """
-
-    name: ClassVar[str] = "compute-optimal"
-    summary: ClassVar[str] = "probe samples gauge difficulty; the batch's samples go to hard ones"
-    batched: ClassVar[bool] = True
-
-    n: int = 4
-    probe: int = 2
-    max_n: int = 16
-    rule: str = "doubt"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 1 <= self.probe <= self.n <= self.max_n:
-            raise ValueError("need 1 <= probe <= n <= max_n")
-        if self.rule not in ALLOCATION_RULES:
-            raise ValueError(f"rule must be one of {', '.join(ALLOCATION_RULES)}")
-
-    def solve(self, problem: Problem, ctx: Context) -> Solution:
-        return self.solve_batch([problem], [ctx])[0]
-
-    def solve_batch(
-        self, problems: Sequence[Problem], contexts: Sequence[Context]
-    ) -> list[Solution]:
-        jobs = list(zip(problems, contexts, strict=True))
-        samplings = [self.sampling(ctx.model, problem.kind) for problem, ctx in jobs]
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(jobs)))) as pool:
-            probes = list(pool.map(
-                lambda job, sampling: sample_completions(*job, self.probe, sampling),
-                jobs, samplings,
-            ))  # fmt: skip
-            doubts = [_doubt(drawn, p.kind) for drawn, (p, _) in zip(probes, jobs, strict=True)]
-            extra_total = (self.n - self.probe) * len(jobs)
-            if len(jobs) == 1:
-                extra_total = self.max_n - self.probe
-            weights = [ALLOCATION_RULES[self.rule](d) for d in doubts]
-            extras = allocate(weights, extra_total, self.max_n - self.probe)
-
-            def finish(index: int) -> Solution:
-                (problem, ctx), drawn = jobs[index], probes[index]
-                more = []
-                if extras[index] and drawn:
-                    stream = continue_stream(samplings[index], drawn, len(drawn))
-                    more = sample_completions(problem, ctx, extras[index], stream)
-                candidates = [Candidate.from_completion(c, problem.kind) for c in drawn + more]
-                vote = majority_vote([c.answer for c in candidates], problem.kind)
-                trace = [{"probe_doubt": round(doubts[index], 4), "extra_samples": len(more)}]
-                return Solution(vote.winner, candidates, votes=vote.counts, trace=trace)
-
-            return list(pool.map(finish, range(len(jobs))))
-
-
-#: How a problem's doubt weighs in the allocation.
-ALLOCATION_RULES: dict[str, Callable[[float], float]] = {
-    "doubt": lambda doubt: doubt,
-    "middle": lambda doubt: doubt * (1 - doubt),
-}
-
-
-def _doubt(drawn: Sequence[Completion], kind: str) -> float:
-    """The share of samples that do not give the winning answer (1 without samples)."""
-    if not drawn:
-        return 1.0
-    vote = majority_vote([Candidate.from_completion(c, kind).answer for c in drawn], kind)
-    return 1.0 - next(iter(vote.counts.values()), 0) / len(drawn)
-
-
-def allocate(weights: Sequence[float], total: int, cap: int) -> list[int]:
-    """Split ``total`` samples in proportion to ``weights``, at most ``cap`` each, by the
-    highest-averages rule (each next sample to the largest weight / (given + 1));
-    problems of weight 0 get none, so fewer than ``total`` may be given."""
-    given = [0] * len(weights)
-    queue = [(-w, i) for i, w in enumerate(weights) if w > 0 and cap > 0]
-    heapq.heapify(queue)
-    for _ in range(total):
-        if not queue:
-            break
-        _, i = heapq.heappop(queue)
-        given[i] += 1
-        if given[i] < cap:
-            heapq.heappush(queue, (-weights[i] / (given[i] + 1), i))
-    return given
 
 
 def decision_confidence(counts: list[float]) -> float:
@@ -482,88 +488,230 @@ def verified_choice(
 
 @dataclass
 class DeepConf(ManySamples, Strategy):
-    """Confidence-filtered voting with early stopping (DeepConf-style, Fu et al., 2025).
+    """DeepConf (Fu et al., 2025, "Deep Think with Confidence"): traces the model was
+    unsure of are filtered out or stopped early, and the rest vote weighted by
+    confidence. As in the paper (section 3) and the authors' scripts
+    (``helper.py``, ``deepconf-online.py``, ``analysis_offline.py``):
 
-    A trace's confidence is its weakest stretch: the lowest mean token
-    log-probability over any ``window`` consecutive tokens. ``warmup`` traces
-    are sampled in full and set the bar at the confidence that ``keep`` of them
-    reach; the other traces are stopped as soon as a window falls below the
-    bar (the tokens they would have written are saved). Traces under the bar
-    are dropped and the rest vote, weighted by exp(confidence).
+    - Token confidence: C_i = -(1/k) sum_j log P_i(j) over the ``top_logprobs`` = k
+      likeliest tokens at position i (`token_confidences`; k = 20, what the authors
+      ask vLLM for). Higher is surer.
+    - Group confidence: the mean C_i over each ``window`` consecutive tokens, sliding
+      by one token (`group_confidences`; 2048, the authors' group size); a trace
+      shorter than the window is one group.
+    - Trace confidence (``measure``, `TRACE_CONFIDENCES`): ``lowest`` group,
+      ``bottom-10`` (the mean of its lowest 10% of groups), ``tail`` (the mean C_i
+      of its last ``window`` tokens, the authors' 2048) or ``mean`` (the paper's
+      average-confidence baseline).
+    - ``mode=offline``: all ``n`` traces are sampled; those with an answer set the
+      bar at their 100(1 - ``keep``) percentile (numpy's linear interpolation, as
+      the authors); traces at or over it vote, each weighted by its confidence.
+      ``keep`` = 0.1 is DeepConf-low, 0.9 DeepConf-high.
+    - ``mode=online`` (Algorithm 2; ``measure`` must be ``lowest``): ``warmup`` =
+      N_init traces are sampled in full and set the bar s at the same percentile of
+      their lowest group confidences; the other n - warmup traces stop as soon as
+      their latest full group's confidence falls below s (the tokens they would
+      have written are saved). Warm-up traces at or over s and the traces that
+      finished with a lowest group at or over s vote, weighted by it.
+
+    Defaults: the paper's N_init = 16, keep 10% (DeepConf-low, the authors' online
+    script), window 2048, k = 20; ``n`` = 32 is a choice (the paper's budgets are
+    256-512 traces). Deliberate differences: the paper's adaptive sampling (stop
+    drawing traces once the leading answer holds tau of the vote) is left out, as
+    in the authors' online script: the traces after the warm-up are one batch.
+    Top logprobs are keyed by token text, so two tokens that read alike count
+    once (the likelier), and vLLM's extra entry for a sampled token outside the
+    top k is not added; positions without top logprobs (some remote servers) are
+    skipped. On traces shorter than ``window`` nothing is stopped early and the
+    lowest group is the mean: for short budgets set ``window`` to a fraction of
+    ``max_tokens``. Warm-up samples ask for top logprobs, so a benchmark does not
+    share them with other strategies. ``confidence=sampled-logprob`` makes C_i
+    the sampled token's logprob and weighs votes by exp(confidence):
+    ``deepconf:n=16,warmup=4,window=16,keep=0.5,confidence=sampled-logprob`` is
+    thinktank's earlier deepconf (whose bar used the lower, not linear, quantile).
     """
 
     name: ClassVar[str] = "deepconf"
     summary: ClassVar[str] = (
-        "confidence-weighted vote; low-confidence traces dropped or stopped early"
+        "top-k token confidence; weak traces dropped (offline) or stopped early (online)"
     )
 
-    n: int = 16
-    warmup: int = 4
-    window: int = 16
-    keep: float = 0.5
+    n: int = 32
+    warmup: int = 16
+    window: int = 2048
+    keep: float = 0.1
+    mode: str = "online"
+    measure: str = "lowest"
+    top_logprobs: int = 20
+    confidence: str = "top-k"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 1 <= self.warmup <= self.n:
-            raise ValueError("warmup must be in 1..n")
+        if self.mode not in ("online", "offline"):
+            raise ValueError("mode must be online or offline")
+        if self.measure not in TRACE_CONFIDENCES:
+            raise ValueError(f"measure must be one of {', '.join(TRACE_CONFIDENCES)}")
+        if self.mode == "online" and self.measure != "lowest":
+            raise ValueError("online DeepConf stops on group confidence: measure must be lowest")
+        if self.mode == "online" and not 1 <= self.warmup <= self.n:
+            raise ValueError(f"warmup must be in 1..n (n={self.n}, warmup={self.warmup})")
         if self.window < 1:
             raise ValueError("window must be >= 1")
         if not 0 < self.keep <= 1:
             raise ValueError("keep must be in (0, 1]")
+        if not 1 <= self.top_logprobs <= 20:
+            raise ValueError("top_logprobs must be in 1..20")
+        if self.confidence not in TOKEN_CONFIDENCES:
+            raise ValueError(f"confidence must be one of {', '.join(TOKEN_CONFIDENCES)}")
+
+    def sampling(self, model: Model, kind: str) -> Sampling:
+        sampling = super().sampling(model, kind)
+        if self.confidence == "top-k":
+            return sampling.with_(top_logprobs=self.top_logprobs)
+        return sampling
+
+    def confidences_of(
+        self, logprobs: Sequence[float] | None, top: Sequence[Mapping[str, float]] | None
+    ) -> list[float] | None:
+        """A trace's confidence per token, from its logprobs and top logprobs; None
+        when the backend gave neither."""
+        if self.confidence == "sampled-logprob":
+            return list(logprobs) if logprobs else None
+        return token_confidences(top) if top else None
+
+    def weight(self, confidence: float) -> float:
+        """A voter's weight: its confidence (positive for top-k; exp of a logprob)."""
+        return math.exp(confidence) if self.confidence == "sampled-logprob" else confidence
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         sampling = self.sampling(ctx.model, problem.kind)
-        warm = sample_completions(problem, ctx, self.warmup, sampling)
-        bar = _quantile([lowest_window_confidence(c.logprobs, self.window) for c in warm
-                         if c.logprobs], 1 - self.keep)  # fmt: skip
-        rest: list[Completion] = []
-        if warm and self.n > self.warmup:
-            window = self.window
-
-            def weak(logprobs: Sequence[float]) -> bool:
-                return len(logprobs) >= window and sum(logprobs[-window:]) / window < bar
-
-            rest = sample_completions(
-                problem,
-                ctx,
-                self.n - self.warmup,
-                continue_stream(sampling, warm, self.warmup),
-                prune=weak,
-            )
-        candidates = [
-            replace(
-                Candidate.from_completion(c, problem.kind),
-                score=lowest_window_confidence(c.logprobs, self.window) if c.logprobs else None,
-            )
-            for c in warm + rest
-        ]
+        if self.mode == "offline":
+            candidates = self._scored(sample_completions(problem, ctx, self.n, sampling), problem)
+            bar = keep_bar([c.score for c in candidates if c.answer is not None], self.keep)
+        else:
+            warm = sample_completions(problem, ctx, self.warmup, sampling)
+            candidates = self._scored(warm, problem)
+            bar = keep_bar([c.score for c in candidates], self.keep)
+            if warm and self.n > self.warmup:
+                stop = GroupConfidenceStop(bar, self.window, self.confidences_of)
+                rest = sample_completions(
+                    problem,
+                    ctx,
+                    self.n - self.warmup,
+                    continue_stream(sampling, warm, self.warmup),
+                    prune=stop if math.isfinite(bar) else None,
+                )
+                candidates += self._scored(rest, problem)
         voters = [c for c in candidates if c.finish_reason != "pruned"
                   and (c.score is None or c.score >= bar)]  # fmt: skip
+        unweighted = any(c.score is None for c in voters)
         vote = majority_vote(
             [c.answer for c in voters],
             problem.kind,
-            [1.0 if c.score is None else math.exp(c.score) for c in voters],
+            [1.0 if unweighted else self.weight(c.score) for c in voters],
         )
         pruned = sum(c.finish_reason == "pruned" for c in candidates)
         trace = [{"bar": bar, "voters": len(voters), "pruned": pruned}]
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts, trace=trace)
 
+    def _scored(self, completions: Sequence[Completion], problem: Problem) -> list[Candidate]:
+        """Candidates scored with their trace confidence (None without logprobs)."""
+        scored = []
+        for completion in completions:
+            confidences = self.confidences_of(completion.logprobs, completion.top_logprobs)
+            score = (
+                TRACE_CONFIDENCES[self.measure](confidences, self.window) if confidences else None
+            )
+            scored.append(replace(Candidate.from_completion(completion, problem.kind), score=score))
+        return scored
 
-def lowest_window_confidence(logprobs: Sequence[float], window: int) -> float:
-    """The lowest mean log-probability over ``window`` consecutive tokens (all, if fewer)."""
-    if len(logprobs) <= window:
-        return sum(logprobs) / len(logprobs) if logprobs else 0.0
-    total = sum(logprobs[:window])
-    lowest = total
-    for i in range(window, len(logprobs)):
-        total += logprobs[i] - logprobs[i - window]
-        lowest = min(lowest, total)
-    return lowest / window
+
+#: DeepConf's token confidences: from the top-k logprobs (the paper's), or the
+#: sampled token's logprob (thinktank's earlier deepconf).
+TOKEN_CONFIDENCES = ("top-k", "sampled-logprob")
 
 
-def _quantile(values: list[float], q: float) -> float:
-    """The q-quantile of values (lower interpolation); -inf for no values: nothing is cut."""
-    if not values:
+def token_confidences(top: Sequence[Mapping[str, float]]) -> list[float]:
+    """DeepConf's token confidence at each position: minus the mean of its top-k
+    logprobs (positions without any are skipped)."""
+    return [-sum(position.values()) / len(position) for position in top if position]
+
+
+def group_confidences(confidences: Sequence[float], window: int) -> list[float]:
+    """The mean confidence of every ``window`` consecutive tokens (sliding by one);
+    one group of them all when there are no more than ``window``."""
+    if len(confidences) <= window:
+        return [sum(confidences) / len(confidences)] if confidences else []
+    sums = np.cumsum(np.concatenate(([0.0], np.asarray(confidences, dtype=float))))
+    return ((sums[window:] - sums[:-window]) / window).tolist()
+
+
+def lowest_group_confidence(confidences: Sequence[float], window: int) -> float:
+    """The trace's weakest stretch: its lowest group confidence."""
+    return min(group_confidences(confidences, window))
+
+
+def bottom_group_confidence(confidences: Sequence[float], window: int) -> float:
+    """The mean of the trace's lowest 10% of group confidences (at least one group)."""
+    groups = sorted(group_confidences(confidences, window))
+    lowest = groups[: max(1, int(len(groups) * 0.1))]
+    return sum(lowest) / len(lowest)
+
+
+def tail_confidence(confidences: Sequence[float], window: int) -> float:
+    """The mean confidence of the trace's last ``window`` tokens."""
+    tail = confidences[-window:]
+    return sum(tail) / len(tail)
+
+
+def mean_confidence(confidences: Sequence[float], window: int) -> float:
+    """The mean confidence of all the trace's tokens (``window`` is not used)."""
+    return sum(confidences) / len(confidences)
+
+
+#: A trace's confidence from its token confidences and the group size (non-empty).
+TRACE_CONFIDENCES: dict[str, Callable[[Sequence[float], int], float]] = {
+    "lowest": lowest_group_confidence,
+    "bottom-10": bottom_group_confidence,
+    "tail": tail_confidence,
+    "mean": mean_confidence,
+}
+
+
+def keep_bar(confidences: Sequence[float | None], keep: float) -> float:
+    """The confidence that the top ``keep`` share of traces reach: the 100(1 - keep)
+    percentile (linear interpolation); -inf without confidences: nothing is cut."""
+    known = [c for c in confidences if c is not None]
+    if not known:
         return -math.inf
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return float(np.percentile(known, 100 * (1 - keep)))
+
+
+#: A trace's token confidences from its logprobs and top logprobs (None: unknown).
+ConfidenceSource = Callable[[Sequence[float], Sequence[Mapping[str, float]]], list[float] | None]
+
+
+class GroupConfidenceStop:
+    """DeepConf's online early stop, a `PruneRule`: a sample stops once the mean
+    confidence of its last ``window`` tokens is below ``bar`` (checked once it has
+    that many). Token confidences are computed once per position and kept per sample."""
+
+    def __init__(
+        self,
+        bar: float,
+        window: int,
+        confidences: ConfidenceSource,
+    ) -> None:
+        self.bar = bar
+        self.window = window
+        self._confidences = confidences
+        self._seen: dict[SampleProgress, tuple[int, list[float]]] = {}
+
+    def __call__(self, progress: SampleProgress) -> bool:
+        done, kept = self._seen.get(progress, (0, []))
+        new = self._confidences(progress[done:], progress.top[done:])
+        kept.extend(new or ())
+        self._seen[progress] = (len(progress), kept)
+        if len(kept) < self.window:
+            return False
+        return sum(kept[-self.window :]) / self.window < self.bar

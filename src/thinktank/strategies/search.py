@@ -1,5 +1,6 @@
 """Search over partial solutions: step-level beam search, particle filtering and
-particle Gibbs, A*-decoding, and tree search with value backup (DTS*-style).
+particle Gibbs (Puri et al.), A*-decoding, and tree search with a soft value
+backup (DTS*, Jain et al.).
 
 A partial solution (`Partial`) is the steps of the reply written so far; a step
 ends at a delimiter (``split``: sentence, line, paragraph, or ``re:PATTERN``).
@@ -40,6 +41,14 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "paragraph": ("\n\n",),
 }
 ANSWER_RULES = ("best", "vote")
+#: How a particle's reward becomes its log-weight, and how particle Gibbs picks a reference.
+WEIGHT_TRANSFORMS = ("logit", "value")
+REFERENCE_RULES = ("sample", "best")
+#: Rewards are clipped this far inside (0, 1) before their logit (as Puri et al.'s code does).
+LOGIT_CLIP = 1e-7
+#: How tree search backs rewards up, and when a node takes a new child.
+BACKUP_RULES = ("soft", "mean")
+EXPANSION_RULES = ("full", "ucb")
 
 
 @dataclass
@@ -254,12 +263,39 @@ class BeamSearch(ValuedSearch, Strategy):
 
 @dataclass
 class ParticleFilter(ValuedSearch, Strategy):
-    """Particle filtering (Puri et al., 2025): each particle writes one step, is
-    weighted by softmax(value / ``weight_temperature``), and ``particles`` are
-    resampled by weight (finished particles keep their value and stay in).
+    """Particle filtering (Puri et al., 2025, "A Probabilistic Inference Approach to
+    Inference-Time Scaling of LLMs using Particle-Based Monte Carlo Methods",
+    Algorithm 1; with ``iterations`` > 1, particle Gibbs, Algorithm 2).
 
-    With ``iterations`` > 1 it is particle Gibbs: each later sweep keeps the best
-    particle of the one before as a reference that survives every resampling.
+    Each open particle writes one step and is valued by the process reward
+    r̂ of its whole partial (the paper's "model-based aggregation"); the
+    ``particles`` are then resampled with replacement from
+    softmax(w / ``weight_temperature``), where w = logit(r̂) (``weight_transform=
+    logit``, the paper's and its reference code's weights: the reward read as a
+    Bernoulli acceptance probability, its log-odds a log-weight; rewards
+    (0.9, 0.5, 0.1) resample as 0.89 / 0.10 / 0.01). Rewards are clipped to
+    [1e-7, 1 - 1e-7] first, as the reference code does. ``weight_transform=value``
+    is this strategy's earlier rule, softmax(r̂ / T) on the raw reward, which
+    resamples (0.9, 0.5, 0.1) almost uniformly (0.47 / 0.32 / 0.21). A finished
+    particle keeps its final value and can still be resampled; the sweep ends when
+    every particle is finished (or at ``max_steps``).
+
+    Particle Gibbs: after each sweep a reference particle is drawn from the
+    sweep's finished particles by the same weights (``reference=sample``,
+    Algorithm 2 line 5); the next sweep runs with it as particle 0: at step t its
+    first t steps are valued and weighted beside the N - 1 free particles, the free
+    ones are resampled from all N (so the reference's prefix can be forked), and
+    the reference itself is never replaced. ``reference=best`` is the earlier rule
+    (the highest-valued finished particle). ``iterations`` counts every sweep, the
+    first plain one included (the reference code's ``num_iterations``).
+
+    Defaults: ``weight_temperature=1`` (Algorithm 1's plain softmax; Algorithm 3's
+    tempered chains divide by T). The paper samples steps at temperature 0.8;
+    here ``temperature`` is the model's profile's unless set. Deliberate
+    differences: ``answer=best`` picks the highest-valued finished particle of
+    every sweep pooled (the reference code takes the last sweep's), ``vote`` the
+    value-weighted vote; and steps end at ``split`` delimiters rather than the
+    paper's "## Step" format.
     """
 
     name: ClassVar[str] = "particle-filter"
@@ -267,7 +303,9 @@ class ParticleFilter(ValuedSearch, Strategy):
 
     particles: int = 8
     weight_temperature: float = 1.0
+    weight_transform: str = "logit"
     iterations: int = 1
+    reference: str = "sample"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -275,6 +313,14 @@ class ParticleFilter(ValuedSearch, Strategy):
             raise ValueError("particles and iterations must be >= 1")
         if self.weight_temperature <= 0:
             raise ValueError("weight_temperature must be > 0")
+        if self.weight_transform not in WEIGHT_TRANSFORMS:
+            raise ValueError(f"weight_transform must be one of {', '.join(WEIGHT_TRANSFORMS)}")
+        if self.reference not in REFERENCE_RULES:
+            raise ValueError(f"reference must be one of {', '.join(REFERENCE_RULES)}")
+
+    def weights(self, values: Sequence[float]) -> np.ndarray:
+        """The resampling distribution over particles valued ``values``."""
+        return resampling_weights(values, self.weight_transform, self.weight_temperature)
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         stepper, reward = Stepper(problem, ctx, self), self.process_reward(problem, ctx)
@@ -288,8 +334,27 @@ class ParticleFilter(ValuedSearch, Strategy):
             finished = [item for item in particles if item[0].finished]
             if not finished:
                 break  # the budget ran out mid-sweep
-            reference = max(finished, key=lambda item: item[1])[0]
+            if sweep + 1 < self.iterations:
+                reference = self._reference(finished, rng, trace, sweep)
         return stepper.answer(ends, trace)
+
+    def _reference(
+        self,
+        finished: Sequence[tuple[Partial, float]],
+        rng: np.random.Generator,
+        trace: list[dict],
+        sweep: int,
+    ) -> Partial:
+        """The next sweep's reference particle, chosen among a sweep's finished ones."""
+        if self.reference == "best":
+            pick = max(range(len(finished)), key=lambda i: finished[i][1])
+            trace.append({"sweep": sweep, "reference": pick})
+        else:
+            weights = self.weights([v for _, v in finished])
+            pick = int(rng.choice(len(finished), p=weights))
+            trace.append({"sweep": sweep, "reference": pick,
+                          "reference_weights": weights.tolist()})  # fmt: skip
+        return finished[pick][0]
 
     def _sweep(
         self,
@@ -332,24 +397,26 @@ class ParticleFilter(ValuedSearch, Strategy):
             new_values = reward.values(problem, [particles[i] for i in changed], ctx)
             for i, value in zip(changed, new_values, strict=True):
                 values[i] = value
-            weights = softmax(np.array(values) / self.weight_temperature)
+            weighed, weights = values, self.weights(values)
             picks = rng.choice(self.particles, size=self.particles, p=weights)
             if lineage:
                 picks[0] = 0  # the reference survives resampling
             particles = [particles[i] for i in picks]
             values = [values[i] for i in picks]
-            trace.append({"sweep": sweep, "step": step, "weights": weights.round(6).tolist(),
-                          "resampled": len(particles),
+            trace.append({"sweep": sweep, "step": step, "values": weighed,
+                          "weights": weights.tolist(), "resampled": len(particles),
                           "finished": sum(p.finished for p in particles)})  # fmt: skip
         return list(zip(particles, values, strict=True))
 
 
 @dataclass
 class ParticleGibbs(ParticleFilter):
-    """Particle Gibbs: particle filtering sweeps conditioned on the last sweep's best."""
+    """Particle Gibbs (Puri et al., 2025, Algorithm 2): `ParticleFilter` sweeps, each
+    conditioned on a reference particle drawn by weight from the sweep before
+    (``reference=best`` keeps the earlier rule: the last sweep's best)."""
 
     name: ClassVar[str] = "particle-gibbs"
-    summary: ClassVar[str] = "particle filtering sweeps that keep the last sweep's best particle"
+    summary: ClassVar[str] = "particle filtering sweeps, each keeping a reference drawn by weight"
 
     iterations: int = 2
 
@@ -404,42 +471,67 @@ class AStarDecoding(ValuedSearch, Strategy):
 
 @dataclass(eq=False)
 class TreeNode:
-    """A tree-search node: a partial, its children, and the rollouts that passed it."""
+    """A tree-search node: a partial, its children, the rollouts that passed it, and
+    its backed-up value (`SearchTree.back_up`)."""
 
     partial: Partial
     parent: TreeNode | None = None
     children: list[TreeNode] = field(default_factory=list)
     rollouts: list[int] = field(default_factory=list)  # ids of the rollouts below
+    value: float = 0.0  # 0 before any rollout passed it
     pending: int = 0  # selections of this batch not rolled out yet (virtual visits)
     branching: int = 0  # new children this batch will add
-
-    def value(self, rewards: Sequence[float]) -> float:
-        """The mean reward of the rollouts below (0 before any)."""
-        return sum(rewards[r] for r in self.rollouts) / len(self.rollouts) if self.rollouts else 0.0
 
 
 @dataclass
 class TreeSearch(SearchOptions, Strategy):
-    """Tree search with value backup (in the spirit of DTS*, Jain et al., 2025).
+    """Diffusion Tree Search, DTS* (Jain et al., 2025, "Diffusion Tree Sampling:
+    Scalable inference-time alignment of diffusion models"), over text steps.
 
-    Each rollout completes a partial to the end; its steps become a path of
-    nodes below it, and its terminal reward (``reward``: a verifier such as
-    ``agreement`` or ``self-eval``, never the ground truth) counts toward the
-    value of every node above it: a node's value is the mean reward of the
-    rollouts below. Selection walks down by upper confidence bound
-    (``exploration``) or opens a new branch where a node has fewer than
-    ``branching`` children, so later rollouts start from the best partials
-    found so far. Anytime: ``rollouts`` is how many to draw, ``batch`` per batch.
+    The tree's nodes are partials; an edge is one step the model wrote. Each
+    iteration descends from the root: a node with fewer than ``branching``
+    children takes a new one (expansion; ``expansion=full``), otherwise the
+    descent moves to the child of highest UCT score v̂(child) + ``exploration``
+    · sqrt(log(N(node) + 1) / (N(child) + 1)). From there a rollout completes the
+    partial to the end and every step it wrote becomes a node. Its terminal
+    reward r (``reward``: a verifier such as ``agreement`` or ``self-eval``, never
+    the ground truth) is backed up by the soft Bellman equation:
+    v̂(leaf) = r, v̂(node) = (1/λ) log mean_children exp(λ v̂(child))
+    (``backup=soft``, λ = ``backup_lambda``), the estimate of
+    V(x) = (1/λ) log E[exp(λ r) | x] with the children as draws from the model;
+    so a node's value leans toward its best subtree, the more so as λ grows. As
+    λ → 0 it tends to the plain mean of the children's values.
+    ``backup=mean`` is this strategy's earlier rule: the mean reward of the
+    rollouts below (UCT's average, which counts each child by its visits).
+    ``expansion=ucb`` is its earlier expansion rule: a new branch is opened
+    only when its score (the node's own value plus the bonus at zero visits)
+    is at least the best child's UCT score. Anytime: ``rollouts`` rollouts in all,
+    ``batch`` selected at once.
+
+    Defaults: ``backup_lambda=1`` (the project page's target p(x)·exp(r(x)); the
+    paper tunes λ per task and its value for text is not stated in what we could
+    read), ``exploration=0.5`` and ``branching=3`` (ours; the paper's constants
+    for text were not knowable either). Deliberate differences: rollouts are
+    selected ``batch`` at a time, with virtual visits so one batch spreads out,
+    and the bonus adds 1 to both counts so an unvisited child scores finitely;
+    since ``agreement`` rewards change with every rollout, each backup recomputes
+    every value from all rewards (for a fixed reward that is the paper's
+    incremental backup); and the answer is chosen by ``answer`` over all
+    rollouts (the best-rewarded, or the reward-weighted vote), not by a last
+    greedy descent.
     """
 
     name: ClassVar[str] = "tree-search"
-    summary: ClassVar[str] = "rollouts grow a tree; terminal rewards backed up; UCB selection"
+    summary: ClassVar[str] = "rollouts grow a tree; terminal rewards soft-backed-up; UCT selection"
 
     rollouts: int = 16
     batch: int = 4
     branching: int = 3
     exploration: float = 0.5
     reward: str = "agreement"
+    backup: str = "soft"
+    backup_lambda: float = 1.0
+    expansion: str = "full"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -447,6 +539,12 @@ class TreeSearch(SearchOptions, Strategy):
             raise ValueError("rollouts, batch and branching must be >= 1")
         if self.exploration < 0:
             raise ValueError("exploration must be >= 0")
+        if self.backup not in BACKUP_RULES:
+            raise ValueError(f"backup must be one of {', '.join(BACKUP_RULES)}")
+        if self.backup_lambda <= 0:
+            raise ValueError("backup_lambda must be > 0 (backup=mean is its limit at 0)")
+        if self.expansion not in EXPANSION_RULES:
+            raise ValueError(f"expansion must be one of {', '.join(EXPANSION_RULES)}")
         parse_verifier(self.reward)
 
     def references(self) -> Iterator[Reference]:
@@ -456,8 +554,11 @@ class TreeSearch(SearchOptions, Strategy):
         return self.grow(problem, ctx)[0]
 
     def grow(self, problem: Problem, ctx: Context) -> tuple[Solution, SearchTree]:
-        """`solve`, and the tree it grew (values are ``tree.rewards``' backed-up means)."""
-        tree = SearchTree(self.branching, self.exploration)
+        """`solve`, and the tree it grew (values backed up from ``tree.rewards``)."""
+        tree = SearchTree(
+            self.branching, self.exploration,
+            backup=self.backup, backup_lambda=self.backup_lambda, expansion=self.expansion,
+        )  # fmt: skip
         stepper, verifier = Stepper(problem, ctx, self), ctx.resolver.verifier(self.reward)
         ends: list[Partial] = []
         trace: list[dict] = []
@@ -485,9 +586,10 @@ class TreeSearch(SearchOptions, Strategy):
                 tree.rewards = verifier.score(problem, candidates, ctx)
             else:
                 tree.rewards += verifier.score(problem, candidates[len(tree.rewards) :], ctx)
+            tree.back_up()
             best = max(range(len(ends)), key=lambda r: tree.rewards[r])
             trace.append({"rollouts": len(ends), "nodes": tree.size,
-                          "root_value": round(tree.root.value(tree.rewards), 4),
+                          "root_value": round(tree.root.value, 4),
                           "best_answer": candidates[best].answer})  # fmt: skip
         solution = stepper.answer(list(zip(ends, tree.rewards, strict=True)), trace)
         return solution, tree
@@ -496,8 +598,17 @@ class TreeSearch(SearchOptions, Strategy):
 class SearchTree:
     """The tree `TreeSearch` grows; ``rewards[r]`` is rollout r's terminal reward."""
 
-    def __init__(self, branching: int, exploration: float) -> None:
+    def __init__(
+        self,
+        branching: int,
+        exploration: float,
+        *,
+        backup: str = "soft",
+        backup_lambda: float = 1.0,
+        expansion: str = "full",
+    ) -> None:
         self.branching, self.exploration = branching, exploration
+        self.backup, self.backup_lambda, self.expansion = backup, backup_lambda, expansion
         self.root = TreeNode(Partial())
         self.rewards: list[float] = []
         self.size = 1
@@ -531,23 +642,39 @@ class SearchTree:
             node.rollouts.append(rollout)
             node = node.parent
 
+    def back_up(self) -> None:
+        """Every node's value from ``rewards``: see `TreeSearch` (``backup``)."""
+        stack, order = [self.root], []
+        while stack:  # children after parents; walked backwards, children come first
+            order.append(stack.pop())
+            stack.extend(order[-1].children)
+        for node in reversed(order):
+            if not node.rollouts:
+                node.value = 0.0
+            elif self.backup == "mean":
+                node.value = sum(self.rewards[r] for r in node.rollouts) / len(node.rollouts)
+            elif not node.children:  # a rollout's end
+                node.value = self.rewards[node.rollouts[0]]
+            else:
+                node.value = soft_value([c.value for c in node.children], self.backup_lambda)
+
     def _descend(self) -> TreeNode | None:
         node = self.root
         while True:
             visits = len(node.rollouts) + node.pending
             options = [c for c in node.children if self._open(c)]
             if not node.partial.finished and len(node.children) + node.branching < self.branching:
-                branch = node.value(self.rewards) + self._bonus(visits, 0)
-                if not options or branch >= max(self._ucb(c, visits) for c in options):
+                if self.expansion == "full" or not options:
+                    return node
+                branch = node.value + self._bonus(visits, 0)
+                if branch >= max(self._ucb(c, visits) for c in options):
                     return node
             if not options:
                 return None
             node = max(options, key=lambda c: self._ucb(c, visits))
 
     def _ucb(self, node: TreeNode, parent_visits: int) -> float:
-        return node.value(self.rewards) + self._bonus(
-            parent_visits, len(node.rollouts) + node.pending
-        )
+        return node.value + self._bonus(parent_visits, len(node.rollouts) + node.pending)
 
     def _bonus(self, parent_visits: int, visits: int) -> float:
         return self.exploration * math.sqrt(math.log(parent_visits + 1) / (visits + 1))
@@ -561,6 +688,13 @@ class SearchTree:
         return any(self._open(c) for c in node.children)
 
 
+def soft_value(values: Sequence[float], lam: float) -> float:
+    """(1/λ) log mean exp(λ v) over ``values``: DTS's soft Bellman backup of a node's
+    children (computed shifted by the largest, so exp cannot overflow)."""
+    top = max(values)
+    return top + math.log(sum(math.exp(lam * (v - top)) for v in values) / len(values)) / lam
+
+
 def _lineage(partial: Partial) -> list[Partial]:
     """``partial``'s ancestors after the root, oldest first, then ``partial`` itself."""
     chain = []
@@ -571,6 +705,18 @@ def _lineage(partial: Partial) -> list[Partial]:
     return chain[::-1]
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    shifted = np.exp(x - x.max())
+def resampling_weights(
+    values: Sequence[float], transform: str = "logit", temperature: float = 1.0
+) -> np.ndarray:
+    """softmax(w / ``temperature``) over particles valued ``values`` (rewards in [0, 1]).
+
+    ``transform=logit``: w = log(r / (1 - r)), r clipped to [1e-7, 1 - 1e-7]
+    (Puri et al.; at temperature 1 the weights are the odds r / (1 - r),
+    normalised). ``transform=value``: w = r.
+    """
+    rewards = np.asarray(values, dtype=float)
+    if transform == "logit":
+        rewards = np.clip(rewards, LOGIT_CLIP, 1 - LOGIT_CLIP)
+        rewards = np.log(rewards / (1 - rewards))
+    shifted = np.exp((rewards - rewards.max()) / temperature)
     return shifted / shifted.sum()
