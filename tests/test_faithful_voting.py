@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import thinktank
@@ -23,6 +23,7 @@ from thinktank.strategies.sampling import (
     GroupConfidenceStop,
     group_confidences,
     keep_bar,
+    sigma_pruned,
     token_confidences,
     weibull_pruned,
 )
@@ -332,11 +333,18 @@ def test_weibull_pruning_drops_the_low_probability_cluster():
 
 @settings(deadline=None, max_examples=50)  # each example fits a mixture
 @given(st.lists(st.floats(0.01, 1.0), min_size=1, max_size=16))
+@example([0.13729132877911215] * 6)  # their float mean is just above each of them
 def test_weibull_pruning_only_drops_paths_below_the_mean(probabilities):
     pruned = weibull_pruned(probabilities)
     mean = sum(probabilities) / len(probabilities)
     assert all(p < mean for p, cut in zip(probabilities, pruned, strict=True) if cut)
     assert not all(pruned)
+
+
+@given(st.lists(st.floats(0.01, 1.0), min_size=1, max_size=16), st.floats(0.0, 3.0))
+@example([0.13729132877911215] * 6, 0.0)
+def test_sigma_pruning_never_drops_every_path(probabilities, sigmas):
+    assert not all(sigma_pruned(probabilities, sigmas))
 
 
 def test_perplexity_consistency_counts_each_distinct_path_once():

@@ -264,8 +264,7 @@ def weibull_pruned(probabilities: Sequence[float]) -> list[bool]:
     from scipy.optimize import minimize  # slow to import; only this rule needs it
 
     p = np.asarray(probabilities, dtype=float)
-    mean = p.mean() if len(p) else 0.0
-    below = p < mean
+    below = _below(p, p.mean() if len(p) else 0.0)
     if not below.any():  # nothing could be pruned: no fit needed
         return [False] * len(p)
 
@@ -303,7 +302,12 @@ def sigma_pruned(probabilities: Sequence[float], sigmas: float) -> list[bool]:
     below the mean (thinktank's earlier stand-in for RPC's pruning)."""
     p = np.asarray(probabilities, dtype=float)
     floor = p.mean() - sigmas * p.std() if len(p) else 0.0
-    return [bool(b) for b in p < floor]
+    return [bool(b) for b in _below(p, floor)]
+
+
+def _below(p: np.ndarray, floor: float) -> np.ndarray:
+    # Rounding can put the mean of equal values just above them all; equal is not below.
+    return (p < floor) & ~np.isclose(p, floor, rtol=1e-9, atol=0.0)
 
 
 def confidence_weights(candidates: list[Candidate], weight: str) -> list[float]:
