@@ -23,6 +23,12 @@ SUITES = (
     "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size={size}&seed=1",
     "rg:products?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size={size}&seed=1",
 )
+#: thinktank's Hogwild! before issue 18: a short team prompt, token layout, a line per step,
+#: no redundancy check, no final-answer step, a token visible to the others one step later.
+EARLIER_HOGWILD = (
+    "hogwild:workers=4,prompt=team,layout=token,step=line,check_every=0,final_tokens=0,"
+    "visibility=next-step"
+)
 #: Every strategy writes at most 128 tokens per sample.
 STRATEGIES = {
     "smollm2": tuple(
@@ -43,10 +49,8 @@ STRATEGIES = {
             "self-consistency:n=8",
             "hogwild:workers=2",
             "hogwild:workers=4",
-            "hogwild:workers=4,layout=step",
-            "hogwild:workers=2,cut_impersonation=false",
-            "hogwild:workers=4,cut_impersonation=false",
-            "hogwild:workers=2,layout=independent",
+            "hogwild:workers=4,layout=token",
+            EARLIER_HOGWILD,
             "hogwild:workers=4,layout=independent",
         )
     ),

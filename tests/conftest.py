@@ -12,11 +12,14 @@ import types
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import openai
 import pytest
 import uvicorn
 from hypothesis import settings
 
+from thinktank.ledger import Ledger
 from thinktank.models import load_model
+from thinktank.server import create_app
 
 # Property tests draw the same examples on every run, so CI cannot go red on a draw
 # nobody has seen; HYPOTHESIS_PROFILE=explore draws fresh ones when hunting bugs.
@@ -146,3 +149,20 @@ class RunningServer:
     def close(self):
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+    def client(self) -> openai.OpenAI:
+        """The official client, pointed at this server."""
+        return openai.OpenAI(api_key="none", base_url=self.url, max_retries=0)
+
+
+@contextlib.contextmanager
+def serving(models, folder, **options) -> Iterator[RunningServer]:
+    """A real server for ``models`` recording into a real ledger in ``folder`` (as
+    ``.ledger``); ``options`` go to `create_app`."""
+    ledger = Ledger(folder / "ledger.db")
+    running = RunningServer(create_app(models, ledger=ledger, **options))
+    running.ledger = ledger
+    try:
+        yield running
+    finally:
+        running.close()

@@ -90,7 +90,9 @@ def test_jsonl_suite_and_its_errors(tmp_path):
 
 
 def test_problem_has_no_field_for_the_reference():
-    assert {f.name for f in dataclasses.fields(Problem)} == {"id", "prompt", "kind", "public_tests"}
+    fields = {f.name for f in dataclasses.fields(Problem)}
+    # context: the conversation before the question, as the user wrote it
+    assert fields == {"id", "prompt", "kind", "public_tests", "context"}
 
 
 POISON = "POISONED-REFERENCE-7f3a"

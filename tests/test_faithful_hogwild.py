@@ -12,8 +12,9 @@ import pytest
 from thinktank.meter import Meter
 from thinktank.models.base import Capabilities, Completion, Price, Sampling, TeamFormat
 from thinktank.problem import Problem
+from thinktank.strategies import build_strategy
 from thinktank.strategies.base import Context
-from thinktank.strategies.collaborate import Hogwild, collaboration_rules
+from thinktank.strategies.collaborate import WORKER_NAMES, Hogwild, collaboration_rules
 
 from .conftest import SUM_PROMPT
 
@@ -29,6 +30,10 @@ FINISH = (
 PAPER = TeamFormat(step_headers=("**Alice [{step}]:** ", "**Bob [{step}]:** "),
                    others=OTHERS, pivot=PIVOT, own=OWN)  # fmt: skip
 PROBLEM = Problem(id="p", prompt="What is 6 + 7?", kind="math")
+#: thinktank's Hogwild! before issue 18, option by option.
+EARLIER = (
+    "hogwild:prompt=team,layout=token,step=line,check_every=0,final_tokens=0,visibility=next-step"
+)
 
 
 # -- what each worker sees ---------------------------------------------------------------
@@ -80,6 +85,80 @@ def test_the_others_steps_are_framed_as_in_the_paper(torch_smollm2, layout):
     assert session.text(0) == prompt + history + OTHERS + bob + PIVOT + OWN + alice
     # What the final-answer step reads: everything after the prompt, every step cut off.
     assert session.transcript() == history + OTHERS + alice + PIVOT + bob + PIVOT
+
+
+@pytest.mark.parametrize("layout", ["step", "combined"])
+def test_a_retired_workers_unfinished_step_stays_in_progress_in_combined(torch_smollm2, layout):
+    """A worker that ends mid-step: in ``combined`` its step stays among the others' work
+    in progress, cut off by "<...>" (the reference's final state, what its final-answer
+    step reads), and the history keeps only finished steps; in ``step`` the others see
+    nothing but the history, so it joins the history."""
+    model = torch_smollm2
+    session = model.session(SUM_PROMPT, ["**Alice [1]:** Hi.", "**Bob [1]:** Hi."], layout,
+                            step_delimiter="\n\n", team=PAPER)  # fmt: skip
+    for token in model.tokenize(" Five.\n\n Six"):
+        session.advance({0: token})
+    session.retire(0)
+    finished, unfinished = "**Alice [1]:** Hi. Five.\n\n", "**Alice [2]:**  Six"
+    bob = "**Bob [1]:** Hi."
+    if layout == "combined":
+        assert session.transcript() == finished + OTHERS + unfinished + PIVOT + bob + PIVOT
+        assert session.text(1).endswith(finished + OTHERS + unfinished + PIVOT + OWN + bob)
+    else:
+        assert session.transcript() == finished + unfinished + bob
+        assert session.text(1).endswith(finished + unfinished + bob)
+
+
+def test_with_next_step_visibility_a_first_token_follows_only_the_prompt_and_its_header(
+    torch_smollm2,
+):
+    """The workers' first headers are fed in one pass. ``same-step`` (the reference's):
+    each worker's first token reads the others' headers too ("\\nBob: \\nAlice: ", where
+    SmolLM2 writes blank lines and names); ``next-step`` (thinktank's before issue 18):
+    its first logits are a plain pass over the prompt and its own header."""
+    model = torch_smollm2
+    headers = ["\nAlice: ", "\nBob: "]
+    prompt = model.tokenize(model.render(SUM_PROMPT))
+    for visibility in ("same-step", "next-step"):
+        session = model.session(SUM_PROMPT, headers, "token", visibility=visibility)
+        for worker, header in enumerate(headers):
+            alone = model.logits(prompt + model.tokenize(header))[-1]
+            gap = np.abs(session.logits[worker] - alone).max()
+            if visibility == "next-step":
+                assert gap < 1e-3 * np.abs(alone).max()
+            else:
+                assert gap > 0.05
+
+
+@pytest.mark.parametrize("layout", ["token", "combined"])
+def test_with_next_step_visibility_a_token_reaches_the_others_one_pass_later(torch_smollm2, layout):
+    """What one worker feeds in a step the other reads from the next step on, never in
+    that step (the counterpart of the same-step test in test_torch.py)."""
+    model = torch_smollm2
+    steps = [(" The", " I"), (" sum", " will"), (" is", " check")]
+    (odd,) = model.tokenize(" banana")
+
+    def run(writer: int | None) -> list[np.ndarray]:
+        """Every worker's logits after each step; ``writer`` feeds "banana" at step 1."""
+        session = model.session(SUM_PROMPT, ["\nAlice: ", "\nBob: "], layout,
+                                visibility="next-step")  # fmt: skip
+        logits = [session.logits.copy()]
+        for step, texts in enumerate(steps):
+            fed = {w: model.tokenize(text)[0] for w, text in enumerate(texts)}
+            if step == 1 and writer is not None:
+                fed[writer] = odd
+            session.advance(fed)
+            logits.append(session.logits.copy())
+        return logits
+
+    plain = run(None)
+    for writer, reader in ((0, 1), (1, 0)):
+        changed = run(writer)
+        # logits[k]: after k steps. The writer feeds "banana" in step 1 (logits[2]).
+        for before in range(3):
+            np.testing.assert_allclose(changed[before][reader], plain[before][reader],
+                                       rtol=0, atol=1e-4)  # fmt: skip
+        assert np.abs(changed[3][reader] - plain[3][reader]).max() > 0.05
 
 
 def test_the_redundancy_check_starts_the_first_step_after_each_interval(torch_smollm2):
@@ -216,3 +295,27 @@ def test_a_declared_answer_ends_it_without_the_final_step():
     solution = Hogwild().solve(PROBLEM, Context(model, Meter()))
     assert solution.answer == "13" and not model.asked
     assert solution.trace[0]["declared"] == {"Alice": "13"}
+
+
+def test_the_earlier_spec_runs_the_earlier_format_with_next_step_visibility():
+    model = ScriptedTeam(["6 plus 7", "I will check"])
+    build_strategy(EARLIER + ",workers=2").solve(PROBLEM, Context(model, Meter()))
+    ((_, headers, options),) = model.together
+    assert headers == ["\nAlice: ", "\nBob: "]
+    assert (options["layout"], options["step_delimiter"], options["team"]) == ("token", "\n", None)
+    assert options["visibility"] == "next-step"
+    with pytest.raises(ValueError, match="visibility"):
+        Hogwild(visibility="later")
+
+
+def test_in_the_earlier_spec_each_worker_starts_from_the_prompt_and_its_own_name(torch_smollm2):
+    """On the real model, greedily: each worker's first token is the argmax of a plain
+    pass over the team prompt and its own "\\nName: " header, as before issue 18 (here
+    a word, where with the others' headers in view it was a line break)."""
+    strategy = build_strategy(EARLIER + ",workers=3,temperature=0,max_tokens=4,until=all")
+    solution = strategy.solve(PROBLEM, Context(torch_smollm2, Meter()))
+    prompt = torch_smollm2.render(strategy._prompt(PROBLEM, torch_smollm2, WORKER_NAMES[:3]))
+    for candidate in solution.candidates:
+        ids = torch_smollm2.tokenize(f"{prompt}\n{candidate.worker}: ")
+        first = torch_smollm2.piece(int(torch_smollm2.logits(ids)[-1].argmax())).decode()
+        assert first.strip() and candidate.text.startswith(first)

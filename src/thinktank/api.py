@@ -17,7 +17,7 @@ from thinktank.errors import ThinktankError
 from thinktank.ledger import BenchAttempt, Ledger, ResultRow
 from thinktank.meter import Budget, Meter
 from thinktank.models import DEFAULT_MODEL, Model, load_model
-from thinktank.models.base import ProgressCallback
+from thinktank.models.base import Message, ProgressCallback
 from thinktank.problem import Kind, Problem, infer_kind
 from thinktank.resolver import Resolver
 from thinktank.solution import Solution
@@ -33,7 +33,7 @@ def new_run_id() -> str:
 
 
 def solve(
-    question: str | Problem,
+    question: str | Sequence[Message] | Problem,
     *,
     model: str | Model = DEFAULT_MODEL,
     strategy: str | Strategy = DEFAULT_STRATEGY,
@@ -44,6 +44,11 @@ def solve(
     progress: ProgressCallback | None = None,
 ) -> Solution:
     """Answer ``question`` with ``strategy`` on ``model`` within ``budget``.
+
+    ``question`` is a string, a `Problem`, or a conversation: ``{"role", "content"}``
+    messages (system, user, assistant) ending with the user message to answer,
+    which the strategy's prompts keep whole (see `Problem.from_messages`; a
+    ValueError says what is wrong with one). The ledger's run records the question.
 
     Every model call is recorded in ``ledger`` (default: ``$THINKTANK_HOME/ledger.db``)
     under a new run id, which the returned `Solution` carries.
@@ -58,8 +63,10 @@ def solve(
     """
     if isinstance(question, Problem):
         problem = question
-    else:
+    elif isinstance(question, str):
         problem = Problem("q0", question, kind or infer_kind(question))
+    else:
+        problem = Problem.from_messages("q0", question, kind)
     strategy = build_strategy(strategy)
     resolver = Resolver()
     resolver.check(strategy.references())  # every model, verifier... it names, before spending

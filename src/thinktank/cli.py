@@ -32,7 +32,7 @@ from rich.progress import (
 from rich.table import Table
 
 from thinktank.errors import ThinktankError
-from thinktank.problem import KINDS, infer_kind
+from thinktank.problem import KINDS, Problem
 from thinktank.server.limits import FLAGS as LIMIT_FLAGS
 from thinktank.server.limits import RequestLimits
 
@@ -77,7 +77,21 @@ def _parser() -> argparse.ArgumentParser:
         "Every model call is recorded in the ledger.",
         epilog='example: thinktank solve "What is 7 + 5?" --strategy self-consistency:n=8',
     )
-    solve.add_argument("question", help="the question to answer")
+    solve.add_argument(
+        "question",
+        nargs="?",
+        help="the question to answer (after the --messages conversation, as its last user"
+        " message, if both are given)",
+    )
+    solve.add_argument(
+        "--system", metavar="TEXT", help="a system prompt, put before the conversation"
+    )
+    solve.add_argument(
+        "--messages",
+        metavar="FILE",
+        help='the conversation, a JSON list of {"role", "content"} messages (system, user,'
+        " assistant) ending with the user message to answer; - reads stdin",
+    )
     solve.add_argument(
         "--model", "-m", default="smollm2", help="model spec (default: smollm2; see `models`)"
     )
@@ -373,18 +387,54 @@ def _thinking(label: str) -> Iterator[Any]:
         yield lambda tokens: progress.update(task, completed=tokens)
 
 
+def _conversation(args: argparse.Namespace) -> Problem:
+    """The problem ``solve`` was given: ``--system``, the ``--messages`` file's
+    conversation, then QUESTION, as one conversation (bad input: a ThinktankError)."""
+    if args.question is None and args.messages is None:
+        raise ThinktankError("a question is required: QUESTION, or --messages FILE")
+    if args.question is not None and not args.question.strip():
+        raise ThinktankError("the question is empty")
+    messages: list[Any] = [] if args.messages is None else _messages_file(args.messages)
+    if args.system is not None:
+        if any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
+            raise ThinktankError(f"--system: {args.messages} has a system message already")
+        messages.insert(0, {"role": "system", "content": args.system})
+    if args.question is not None:
+        messages.append({"role": "user", "content": args.question})
+    try:
+        return Problem.from_messages("q0", messages, args.kind)
+    except ValueError as exc:
+        where = f"--messages {args.messages}" if args.messages is not None else "solve"
+        raise ThinktankError(f"{where}: {exc}") from None
+
+
+def _messages_file(path: str) -> list[Any]:
+    """The JSON list of messages in ``path`` ("-": stdin)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ThinktankError(f"--messages {path}: cannot read it ({exc})") from None
+    try:
+        messages = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ThinktankError(f"--messages {path}: not JSON ({exc})") from None
+    if not isinstance(messages, list):
+        raise ThinktankError(f'--messages {path}: expected a JSON list of {{"role", "content"}}'
+                             f" messages, got {type(messages).__name__}")  # fmt: skip
+    return messages
+
+
 def _solve(args: argparse.Namespace) -> int:
     from thinktank.api import KindWarning, solve
     from thinktank.models import load_model
     from thinktank.strategies import build_strategy
 
-    if not args.question.strip():
-        raise ThinktankError("the question is empty")
+    problem = _conversation(args)
     strategy = build_strategy(args.strategy)  # bad specs fail before the model loads
     budget = _budget(args)
     with _thinking(f"loading {args.model}"):
         model = load_model(args.model)
-    kind = args.kind or infer_kind(args.question)
+    kind = problem.kind
     if args.kind is None:
         stderr.print(f"kind   {kind} (inferred from the question; --kind to choose)")
     started = time.monotonic()
@@ -393,12 +443,11 @@ def _solve(args: argparse.Namespace) -> int:
         warnings.catch_warnings(record=True, category=KindWarning) as hints,
     ):
         solution = solve(
-            args.question,
+            problem,
             model=model,
             strategy=strategy,
             budget=budget,
             seed=args.seed,
-            kind=kind,
             progress=progress,
         )
     if hints:

@@ -11,15 +11,20 @@ a backend that is not ``batched``). Time is enforced by a deadline: no call
 starts after it, and a local backend checks it between decoding steps, so a
 call overruns ``max_seconds`` by at most one step (a remote request already
 sent runs to its end).
+
+The meter also keeps each model's share of the usage (`Meter.usage_by_model`,
+the same sums as the ledger's rows per model) and tells a watcher how the run is
+going while it works (`Meter.watch`, `Progress`).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from thinktank.errors import BudgetExhausted, ThinktankError
@@ -55,6 +60,8 @@ class _Hold:
 
     tokens: int
     cost_usd: float
+    #: Completion tokens the call has written so far (for `Progress`).
+    written: int = 0
 
 
 @dataclass
@@ -79,6 +86,29 @@ class Usage:
 
     def to_dict(self) -> dict[str, float | int]:
         return {**asdict(self), "total_tokens": self.total_tokens}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How a run stands while it works: what finished calls spent, plus the completion
+    tokens that calls still in flight have written so far (`Meter.watch`)."""
+
+    #: Finished calls (interrupted ones included) and the samples they returned.
+    calls: int
+    completions: int
+    prompt_tokens: int
+    completion_tokens: int
+    #: Of finished calls only: a call's price is known once it ends.
+    cost_usd: float
+    #: Wall time since the meter was made (the run's start).
+    seconds: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+#: Receives a `Progress`, from the thread of the call that made it: it must be quick.
+ProgressWatcher = Callable[[Progress], None]
 
 
 class SampleStore:
@@ -133,6 +163,26 @@ class SampleStore:
         return completions, seconds
 
 
+class _Watch:
+    """A `Meter.watch` watcher, handed one `Progress` at a time (so in order): always
+    when a call ends, else only once ``every`` seconds have passed since the last."""
+
+    def __init__(self, watcher: ProgressWatcher, every: float) -> None:
+        self._watcher, self._every = watcher, every
+        self._told_at = -math.inf
+        self._lock = threading.Lock()
+
+    def tell(self, snapshot: Callable[[], Progress], *, call_ended: bool) -> None:
+        if not call_ended and time.monotonic() - self._told_at < self._every:
+            return  # the cheap check, made without the lock for every token
+        with self._lock:
+            now = time.monotonic()
+            if not call_ended and now - self._told_at < self._every:
+                return
+            self._told_at = now
+            self._watcher(snapshot())
+
+
 class Meter:
     """Fits calls into a `Budget`, counts their `Usage`, writes one ledger row per call.
 
@@ -163,6 +213,9 @@ class Meter:
         self.strategy = strategy
         self.problem_id = problem_id
         self.usage = Usage()
+        # Each model's share of the usage; its seconds are its calls' own (as in the ledger).
+        self._by_model: dict[str, Usage] = {}
+        self._watch: _Watch | None = None
         #: True once the budget has cut a call short or refused one.
         self.exhausted = False
         self._started = time.monotonic()
@@ -174,6 +227,37 @@ class Meter:
         # prompts) count their wall time once in usage.seconds.
         self._in_flight = 0
         self._busy_since = 0.0
+
+    @property
+    def usage_by_model(self) -> dict[str, Usage]:
+        """Each model's usage (a copy), by model name: the tokens, calls and dollars sum
+        to `usage`; its ``seconds`` are its calls' own, so calls that overlap each count."""
+        with self._lock:
+            return {name: replace(usage) for name, usage in self._by_model.items()}
+
+    def watch(self, watcher: ProgressWatcher, every: float = 0.5) -> None:
+        """Call ``watcher`` with the run's `Progress` each time a call ends, and at most
+        every ``every`` seconds while calls write tokens. It runs on the calling
+        thread: a server hands the event over to its event loop."""
+        self._watch = _Watch(watcher, every)
+
+    def snapshot(self) -> Progress:
+        """How the run stands now."""
+        with self._lock:
+            usage = self.usage
+            return Progress(
+                calls=usage.calls,
+                completions=usage.completions,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens
+                + sum(hold.written for hold in self._holds),
+                cost_usd=usage.cost_usd,
+                seconds=time.monotonic() - self._started,
+            )
+
+    def _tell_watcher(self, *, call_ended: bool) -> None:
+        if self._watch is not None:
+            self._watch.tell(self.snapshot, call_ended=call_ended)
 
     @property
     def deadline(self) -> float | None:
@@ -219,7 +303,9 @@ class Meter:
                     return model.generate(prompt, n, sampling, deadline=deadline,
                                           progress=track, prune=prune, **streaming)  # fmt: skip
 
-                completions, seconds, wall = self._call(model, prompt_tokens, n, invoke, progress)
+                completions, seconds, wall = self._call(
+                    model, prompt_tokens, n, invoke, progress, hold
+                )
                 return completions, seconds
 
             if shareable:
@@ -259,7 +345,7 @@ class Meter:
                 return model.generate_together(prompt, workers[:n], sampling, deadline=deadline,
                                                progress=track, **options)  # fmt: skip
 
-            completions, seconds, wall = self._call(model, prompt_tokens, n, invoke, progress)
+            completions, seconds, wall = self._call(model, prompt_tokens, n, invoke, progress, hold)
             self._settle(model, completions, prompt_tokens, seconds, wall, hold)
         return completions
 
@@ -320,19 +406,20 @@ class Meter:
         n: int,
         invoke: Callable[[float | None, ProgressCallback], list[Completion]],
         progress: ProgressCallback | None,
+        hold: _Hold,
     ) -> tuple[list[Completion], float, float]:
         """The model call itself (``invoke(deadline, progress)``), its seconds, and the
         wall time it adds to usage (0 while an overlapping call is still running); an
-        interrupted call is recorded as such."""
-        generated = 0
+        interrupted call is recorded as such. The tokens it writes are counted on its
+        ``hold`` for `Progress`."""
 
         def track(tokens: int) -> None:
-            nonlocal generated
-            generated = tokens
+            hold.written = tokens
             if self.cancel is not None and self.cancel.is_set():
                 raise KeyboardInterrupt
             if progress is not None:
                 progress(tokens)
+            self._tell_watcher(call_ended=False)
 
         started = time.monotonic()
         with self._lock:
@@ -344,7 +431,9 @@ class Meter:
             completions = invoke(self.deadline, track)
         except KeyboardInterrupt:
             # Record what the interrupted call had already spent, then let it stop the run.
-            self._record(model, n, prompt_tokens, generated, time.monotonic() - started)
+            self._record(
+                model, n, prompt_tokens, hold.written, time.monotonic() - started, hold=hold
+            )
             raise
         finally:
             ended = time.monotonic()
@@ -372,14 +461,19 @@ class Meter:
         with self._lock:
             if hold is not None:
                 self._holds.discard(hold)
-            self.usage.prompt_tokens += prompt_tokens
-            self.usage.cached_tokens += cached_tokens
-            self.usage.completion_tokens += completion_tokens
-            self.usage.thinking_tokens += thinking_tokens
-            self.usage.cost_usd += cost
-            self.usage.seconds += seconds if wall_seconds is None else wall_seconds
-            self.usage.calls += 1
-            self.usage.completions += n
+            own = self._by_model.setdefault(model.name, Usage())
+            for usage, usage_seconds in (
+                (self.usage, seconds if wall_seconds is None else wall_seconds),
+                (own, seconds),
+            ):
+                usage.prompt_tokens += prompt_tokens
+                usage.cached_tokens += cached_tokens
+                usage.completion_tokens += completion_tokens
+                usage.thinking_tokens += thinking_tokens
+                usage.cost_usd += cost
+                usage.seconds += usage_seconds
+                usage.calls += 1
+                usage.completions += n
         if self._calls is not None:
             self._calls.record_call(
                 CallRow(
@@ -396,6 +490,7 @@ class Meter:
                     cost_usd=cost,
                 )
             )
+        self._tell_watcher(call_ended=True)
 
     def _check_deadline(self) -> None:
         """Refuse a call once the time budget is spent (lock held)."""

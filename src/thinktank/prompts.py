@@ -3,6 +3,8 @@ few-shot text for base models (which only continue text)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from thinktank.models.base import Message, Model, Prompt
 from thinktank.problem import Kind, Problem
 
@@ -50,8 +52,13 @@ def build_prompt(
 ) -> Prompt:
     """The prompt for ``problem`` in the form ``model`` understands.
 
-    ``variant`` is one of `PROMPT_VARIANTS`; ``approach`` (DIV-SE) tells the model
-    how to go about it.
+    The problem's conversation is kept. A chat model gets the client's system
+    prompt with thinktank's answer instruction after it (the instruction alone
+    without one), the earlier turns in order, then the question. A base model gets
+    the conversation as text: the system prompt first, then the few-shot examples,
+    the earlier turns as Question:/Answer: pairs, and the question to answer.
+    ``variant`` is one of `PROMPT_VARIANTS` (``plain`` adds no instruction nor
+    examples); ``approach`` (DIV-SE) tells the model how to go about it.
     """
     if variant not in PROMPT_VARIANTS:
         raise ValueError(f"prompt variant must be one of {', '.join(PROMPT_VARIANTS)}")
@@ -61,18 +68,49 @@ def build_prompt(
     if variant == "step-by-step" and problem.kind != "code":
         question += f"\n\n{_STEP_BY_STEP}"
     if model.capabilities.chat:
-        messages: list[Message] = [{"role": "user", "content": question}]
-        if variant != "plain":
-            messages.insert(0, {"role": "system", "content": _INSTRUCTION[problem.kind]})
-        return messages
-    if problem.kind == "code":
-        return problem.prompt  # a base model continues the function's body
+        messages: list[Message] = [*problem.context, {"role": "user", "content": question}]
+        if variant == "plain":
+            return messages
+        return _instructed(messages, _INSTRUCTION[problem.kind])
+    if problem.kind == "code":  # a base model continues the function's body
+        return _commented(problem.context) + problem.prompt
+    leading = next((i for i, m in enumerate(problem.context) if m["role"] != "system"),
+                   len(problem.context))  # fmt: skip
+    system = "".join(f"{m['content']}\n\n" for m in problem.context[:leading])
     shots = (
         ""
         if variant == "plain"
         else "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in _FEW_SHOT[problem.kind])
     )
-    return f"{shots}Question: {question}\nAnswer:"
+    history = "".join(_as_text(m) for m in problem.context[leading:])
+    return f"{system}{shots}{history}Question: {question}\nAnswer:"
+
+
+def _instructed(messages: list[Message], instruction: str) -> list[Message]:
+    """``messages`` with ``instruction`` after the system prompt they start with (as a
+    system prompt of its own when they start with none)."""
+    if messages[0]["role"] == "system":
+        system = f"{messages[0]['content']}\n\n{instruction}".lstrip()
+        return [{"role": "system", "content": system}, *messages[1:]]
+    return [{"role": "system", "content": instruction}, *messages]
+
+
+def _as_text(message: Message) -> str:
+    """An earlier turn as a base model reads it: a user turn asks, an assistant turn
+    answers, a later system message is plain text."""
+    if message["role"] == "user":
+        return f"Question: {message['content']}\n"
+    if message["role"] == "assistant":
+        return f"Answer: {message['content']}\n\n"
+    return f"{message['content']}\n\n"
+
+
+def _commented(context: Sequence[Message]) -> str:
+    """The conversation before a code problem as Python comments, so the function stub
+    a base model continues stays last (and the text stays Python)."""
+    lines = [line for m in context
+             for line in f"{m['role'].capitalize()}: {m['content']}".splitlines()]  # fmt: skip
+    return "".join(f"# {line}".rstrip() + "\n" for line in lines)
 
 
 def stop_strings(problem: Problem, model: Model) -> tuple[str, ...]:

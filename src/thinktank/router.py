@@ -61,7 +61,7 @@ class RoutingData:
             if config is None:
                 raise ThinktankError(f"no bench run {run_id!r} in {ledger.path}")
             suite = load_parent_suite(config["suite"])
-            texts = {task.problem.id: task.problem.prompt for task in suite.tasks}
+            texts = {task.problem.id: task.problem.transcript() for task in suite.tasks}
             for row in ledger.results(run_id):
                 if row.problem_id in texts:
                     outcome = (float(row.score >= 1), row.cost_usd)

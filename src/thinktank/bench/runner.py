@@ -97,10 +97,12 @@ def plan_bench(
             f"a dollar budget cannot hold: {', '.join(unpriced)} has no price in the price "
             "book (add it to $THINKTANK_HOME/prices.toml)"
         )
-    # The digest keeps an edited JSONL file from resuming into a run of its old problems.
-    digest = hashlib.sha256(
-        json.dumps([(t.problem.id, t.problem.prompt) for t in suite.tasks]).encode()
-    ).hexdigest()[:12]
+    # The digest keeps an edited JSONL file from resuming into a run of its old problems
+    # (a problem's conversation counts; one without has the digest it always had).
+    digest = hashlib.sha256(json.dumps([
+        (t.problem.id, t.problem.prompt, *([list(t.problem.context)] if t.problem.context else []))
+        for t in suite.tasks
+    ]).encode()).hexdigest()[:12]  # fmt: skip
     config = {"suite": suite.spec, "suite_digest": digest, "strategies": specs, "models": names,
               "seed": seed, "budget": asdict(budget) if budget else None,
               "share_samples": share_samples, "prices": prices,

@@ -8,12 +8,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol, TypedDict, overload, runtime_checkable
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, overload, runtime_checkable
 
 
 class Message(TypedDict):
-    role: Literal["system", "user", "assistant"]
+    """A chat message. The tool fields (OpenAI's) appear only in conversations for a
+    model with ``capabilities.tools``: an assistant message's ``tool_calls`` (its
+    ``content`` then "" when it has none), and a ``"tool"`` message's ``tool_call_id``."""
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: NotRequired[list[dict[str, Any]]]
+    tool_call_id: NotRequired[str]
 
 
 #: A prompt is either chat messages (rendered by the model's own template) or raw
@@ -30,7 +36,8 @@ def split_reply(messages: Sequence[Message]) -> tuple[list[Message], str]:
     return list(messages), ""
 
 
-FinishReason = Literal["stop", "length", "budget", "pruned"]
+#: "tool_calls": the model stopped to call tools (`Completion.tool_calls`).
+FinishReason = Literal["stop", "length", "budget", "pruned", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,27 @@ def _logit_bias_pairs(
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call a model asked for (OpenAI's ``tool_calls[i]``)."""
+
+    id: str
+    name: str
+    #: The arguments as the model wrote them: JSON text, not checked against the schema.
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolOffer:
+    """The tools a request offers a model, in OpenAI's forms: ``tools`` (function
+    definitions), ``choice`` (``tool_choice``: "none", "auto", "required" or a named
+    function) and ``parallel`` (``parallel_tool_calls``); None: the endpoint's default."""
+
+    tools: tuple[Mapping[str, Any], ...]
+    choice: str | Mapping[str, Any] | None = None
+    parallel: bool | None = None
+
+
+@dataclass(frozen=True)
 class Completion:
     """One sampled continuation.
 
@@ -149,6 +177,13 @@ class Completion:
     #: Which of the call's backend requests produced it: each request pays its own
     #: prompt (a remote server that ignores ``n`` is sent one request per sample).
     request: int = 0
+    #: The tool calls it asked for (``finish_reason="tool_calls"``), in order.
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: What each token of ``logprobs`` wrote, as bytes (a token may hold part of a
+    #: character): b"" for an end-of-turn token; joined, they begin with ``text``
+    #: (the text stops before a stop string, the tokens may go on). None when the
+    #: backend does not say.
+    token_bytes: tuple[bytes, ...] | None = None
 
     @property
     def completion_tokens(self) -> int:
@@ -166,6 +201,8 @@ class Capabilities:
     #: generate_together(...): workers that share one KV cache (Hogwild!), see
     #: `thinktank.models.torch.TorchModel.generate_together`.
     shared_cache: bool = False
+    #: with_tools(offer) gives the model offering tools to each request (`ToolCallingModel`).
+    tools: bool = False
 
 
 @dataclass(frozen=True)
@@ -362,6 +399,17 @@ class Model(Protocol):
         unfinished completions end with ``finish_reason="budget"``. ``prune``
         stops single samples early (see `PruneRule`).
         """
+        ...
+
+
+@runtime_checkable
+class ToolCallingModel(Model, Protocol):
+    """A model that can be offered tools (``capabilities.tools``)."""
+
+    def with_tools(self, offer: ToolOffer) -> Model:
+        """This model offering ``offer`` to every request: the same model (name,
+        price, connection) whose completions carry the tool calls it asks for, and
+        whose prompts may hold tool messages (see `Message`)."""
         ...
 
 

@@ -38,6 +38,7 @@ class SampleState:
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     text: bytearray = field(default_factory=bytearray)
+    pieces: list[bytes] = field(default_factory=list)  # what each token wrote
     top: list[dict[str, float]] = field(default_factory=list)  # with top_logprobs
     finish: FinishReason | None = None
     stop_at: int | None = None  # character offset where a stop string begins
@@ -73,6 +74,7 @@ class SampleState:
             seed=seed,
             top_logprobs=tuple(self.top) if self.top else None,
             stop_string=self.stop_string,
+            token_bytes=tuple(self.pieces),
         )
 
 
@@ -119,6 +121,7 @@ class CallState:
         if it ends its turn, writes a stop string, reaches ``max_tokens`` or is pruned."""
         seq.tokens.append(token)
         seq.logprobs.append(logprob)
+        seq.pieces.append(b"" if end_of_turn else piece)
         if end_of_turn:
             seq.finish = "stop"
             return

@@ -16,6 +16,11 @@ endpoint never sees one it lacks: OpenAI's by name, vLLM's (``top_k``, ``min_p``
 ``repetition_penalty``) as extra body fields. A 4xx that names one of them, or a
 bare 400 once vLLM's were sent, is an error saying which to leave at its default.
 
+Tools: `OpenAIModel.with_tools` (or ``generate(..., tools=ToolOffer(...))``) sends
+``tools``, ``tool_choice`` and ``parallel_tool_calls`` as they are; the calls the
+model asks for come back as `Completion.tool_calls` with ``finish_reason="tool_calls"``,
+and the conversation may hold the assistant's tool calls and ``"tool"`` results.
+
 Usage is what the server bills: its ``usage`` counts (completion and reasoning
 tokens included; logprobs never replace them), one prompt per request. Budgets
 hold without a tokenizer: `OpenAIModel.count_tokens` is an upper bound, not an
@@ -26,6 +31,7 @@ already sent runs to its end: its tokens are billed either way).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import threading
@@ -40,11 +46,14 @@ from thinktank.models.base import (
     UNPRICED,
     Capabilities,
     Completion,
+    FinishReason,
     Price,
     ProgressCallback,
     Prompt,
     PruneRule,
     Sampling,
+    ToolCall,
+    ToolOffer,
 )
 
 #: vLLM's sampling options that OpenAI's API lacks, sent as extra body fields (vLLM
@@ -60,6 +69,10 @@ _DEFAULTS = Sampling()
 #: bills more raises the latter, so the bound holds from then on.
 _TOKENS_PER_MESSAGE = 8
 _TEMPLATE_TOKENS = 64
+#: What a chat template may add when tools are offered (its instructions for calling
+#: them, markers around each definition), beyond the definitions' JSON text.
+_TOOLS_TEMPLATE_TOKENS = 256
+_TOKENS_PER_TOOL = 16
 
 
 class OpenAIModel:
@@ -80,7 +93,7 @@ class OpenAIModel:
             raise ValueError("concurrency must be >= 1")
         self.model, self.base_url = model, base_url.rstrip("/")
         self.name = f"openai:{model}@{self.base_url}"
-        self.capabilities = Capabilities(chat=True, logprobs=True, batched=False)
+        self.capabilities = Capabilities(chat=True, logprobs=True, batched=False, tools=True)
         self.price = price or UNPRICED  # not in the price book: its cost is unknown
         self._client = openai.AsyncOpenAI(
             api_key=os.environ.get(api_key_env) or "none",
@@ -100,15 +113,26 @@ class OpenAIModel:
     def __repr__(self) -> str:
         return f"OpenAIModel(model={self.model!r}, base_url={self.base_url!r})"
 
-    def count_tokens(self, prompt: Prompt) -> int:
-        """An upper bound on what the server will bill for the prompt, so that a budget
-        holds (the ledger records the server's own count). With no tokenizer here: a
-        token covers at least one byte of text (byte-level BPE, SentencePiece with
-        byte fallback), so the text's UTF-8 bytes plus the template's allowance bound
-        it. A characters-per-token estimate would be closer, and could be under."""
+    def count_tokens(self, prompt: Prompt, tools: ToolOffer | None = None) -> int:
+        """An upper bound on what the server will bill for the prompt (offering
+        ``tools``), so that a budget holds (the ledger records the server's own count).
+        With no tokenizer here: a token covers at least one byte of text (byte-level
+        BPE, SentencePiece with byte fallback), so the text's UTF-8 bytes (tool calls
+        and definitions as JSON) plus the template's allowance bound it. A
+        characters-per-token estimate would be closer, and could be under."""
         messages = _messages(prompt)
-        text_bytes = sum(len(m["content"].encode()) for m in messages)
-        return text_bytes + _TOKENS_PER_MESSAGE * len(messages) + self._template_tokens
+        text_bytes = sum(_message_bytes(m) for m in messages)
+        bound = text_bytes + _TOKENS_PER_MESSAGE * len(messages) + self._template_tokens
+        if tools is not None:
+            definitions = sum(len(json.dumps(tool).encode()) for tool in tools.tools)
+            choice = len(json.dumps(tools.choice).encode())
+            bound += _TOOLS_TEMPLATE_TOKENS + _TOKENS_PER_TOOL * len(tools.tools)
+            bound += definitions + choice
+        return bound
+
+    def with_tools(self, offer: ToolOffer) -> OfferingTools:
+        """This model offering ``offer`` to every request (see `ToolCallingModel`)."""
+        return OfferingTools(self, offer)
 
     def generate(
         self,
@@ -119,13 +143,15 @@ class OpenAIModel:
         deadline: float | None = None,
         progress: ProgressCallback | None = None,
         prune: PruneRule | None = None,
+        tools: ToolOffer | None = None,
     ) -> list[Completion]:
-        """``n`` samples; ``prune`` cannot stop a remote sample early and is ignored."""
+        """``n`` samples, offering ``tools`` if given; ``prune`` cannot stop a remote
+        sample early and is ignored."""
         sampling = sampling or Sampling()
         if n < 1:
             raise ValueError("n must be >= 1")
         future = asyncio.run_coroutine_threadsafe(
-            self._generate(_messages(prompt), n, sampling, deadline), self._loop
+            self._generate(_messages(prompt), n, sampling, deadline, tools), self._loop
         )
         try:
             completions = future.result()
@@ -139,7 +165,12 @@ class OpenAIModel:
         return completions
 
     async def _generate(
-        self, messages: list[Any], n: int, sampling: Sampling, deadline: float | None
+        self,
+        messages: list[Any],
+        n: int,
+        sampling: Sampling,
+        deadline: float | None,
+        tools: ToolOffer | None,
     ) -> list[Completion]:
         """The samples; each request's completions carry its index (each pays its prompt)."""
         if self._limit is None:
@@ -148,7 +179,9 @@ class OpenAIModel:
         errors: list[BaseException] = []
         if n > 1 and self._server_n is not False and not sampling.sample_offset:
             try:
-                completions = await self._request(messages, n, sampling, sampling.seed, 0, deadline)
+                completions = await self._request(
+                    messages, n, sampling, sampling.seed, 0, deadline, tools
+                )
             except openai.BadRequestError as exc:  # taken as "no n here": ask one by one
                 if _named_options(exc, sampling):
                     raise  # an option of ours, not n: one by one would fail alike
@@ -164,7 +197,7 @@ class OpenAIModel:
             ]
             results = await asyncio.gather(
                 *(
-                    self._request(messages, 1, sampling, seed, request, deadline)
+                    self._request(messages, 1, sampling, seed, request, deadline, tools)
                     for request, seed in enumerate(seeds, start=1)
                 ),
                 return_exceptions=True,
@@ -186,6 +219,7 @@ class OpenAIModel:
         seed: int | None,
         request: int,
         deadline: float | None,
+        tools: ToolOffer | None,
     ) -> list[Completion]:
         """One request's completions; empty ones that end with the budget when the
         deadline passes before the request is sent."""
@@ -204,12 +238,14 @@ class OpenAIModel:
         }
         if seed is not None:
             options["seed"] = seed
+        if tools is not None:
+            options |= _tool_options(tools)
         assert self._limit is not None
         async with self._limit:  # a request may wait here past the deadline
             if deadline is not None and time.monotonic() >= deadline:
                 return [_unsent(seed, request)] * n
             response = await self._client.chat.completions.create(**options)
-        bound = self.count_tokens(messages)
+        bound = self.count_tokens(messages, tools)
         if response.usage is None:  # nothing billed is known: count the worst case
             return _completions(response, seed, sampling.stop, request, bound, sampling.max_tokens)
         # A template longer than the allowance: widen it, so the bound holds from now on.
@@ -223,8 +259,79 @@ def _unsent(seed: int | None, request: int) -> Completion:
                       prompt_tokens=0, seed=seed, token_count=0, request=request)  # fmt: skip
 
 
+class OfferingTools:
+    """An `OpenAIModel` offering tools to every request (`OpenAIModel.with_tools`): the
+    same name, price, connection and limits, so its calls are metered as the model's."""
+
+    def __init__(self, model: OpenAIModel, offer: ToolOffer) -> None:
+        self.model, self.offer = model, offer
+        self.name, self.capabilities, self.price = model.name, model.capabilities, model.price
+
+    def __repr__(self) -> str:
+        return f"{self.model!r}.with_tools({len(self.offer.tools)} tools)"
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return self.model.count_tokens(prompt, self.offer)
+
+    def generate(
+        self,
+        prompt: Prompt,
+        n: int = 1,
+        sampling: Sampling | None = None,
+        *,
+        deadline: float | None = None,
+        progress: ProgressCallback | None = None,
+        prune: PruneRule | None = None,
+    ) -> list[Completion]:
+        return self.model.generate(prompt, n, sampling, deadline=deadline, progress=progress,
+                                   prune=prune, tools=self.offer)  # fmt: skip
+
+    def with_tools(self, offer: ToolOffer) -> OfferingTools:
+        return OfferingTools(self.model, offer)
+
+
+def _tool_options(offer: ToolOffer) -> dict[str, Any]:
+    """The request fields that offer the tools: only those the offer sets."""
+    options: dict[str, Any] = {"tools": [dict(tool) for tool in offer.tools]}
+    if offer.choice is not None:
+        options["tool_choice"] = offer.choice
+    if offer.parallel is not None:
+        options["parallel_tool_calls"] = offer.parallel
+    return options
+
+
 def _messages(prompt: Prompt) -> list[Any]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def _message_bytes(message: Any) -> int:
+    """The UTF-8 bytes of a message's text: its content, tool calls (as JSON) and the
+    id of the call a tool message answers."""
+    calls = message.get("tool_calls")
+    return (
+        len((message.get("content") or "").encode())
+        + (len(json.dumps(calls).encode()) if calls else 0)
+        + len((message.get("tool_call_id") or "").encode())
+    )
+
+
+def _tool_calls(message: Any) -> tuple[ToolCall, ...]:
+    """The function calls a response message asks for (other kinds of call have none)."""
+    return tuple(
+        ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
+        for call in getattr(message, "tool_calls", None) or ()
+        if getattr(call, "function", None) is not None
+    )
+
+
+def _finish_reason(choice: Any, tool_calls: Sequence[ToolCall]) -> FinishReason:
+    """A choice's finish reason in thinktank's terms: a cut text is "length"; a model
+    that asked for tools says "tool_calls" (some servers say "stop" then)."""
+    if choice.finish_reason == "length":
+        return "length"
+    if tool_calls or choice.finish_reason == "tool_calls":
+        return "tool_calls"
+    return "stop"
 
 
 def _completions(
@@ -259,13 +366,16 @@ def _completions(
         choices, contents, thinking_shares, visible_shares, strict=True
     ):
         stop_reason = getattr(choice, "stop_reason", None)
+        tool_calls = _tool_calls(choice.message)
         out.append(
             Completion(
                 text=choice.message.content or "",
                 token_ids=(),
                 token_count=hidden + visible,
                 logprobs=tuple(t.logprob for t in content) if content else None,
-                finish_reason="length" if choice.finish_reason == "length" else "stop",
+                token_bytes=tuple(_token_bytes(t) for t in content) if content else None,
+                finish_reason=_finish_reason(choice, tool_calls),
+                tool_calls=tool_calls,
                 prompt_tokens=prompt_tokens,
                 seed=seed,
                 cached_tokens=cached,
@@ -281,6 +391,11 @@ def _completions(
             )
         )  # fmt: skip
     return out
+
+
+def _token_bytes(token: Any) -> bytes:
+    """What a logprobs entry's token wrote: its ``bytes`` where the server gives them."""
+    return bytes(token.bytes) if getattr(token, "bytes", None) is not None else token.token.encode()
 
 
 def _share_out(total: int, weights: Sequence[int]) -> list[int]:

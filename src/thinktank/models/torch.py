@@ -14,8 +14,9 @@ once, one batched forward pass per step, each worker seeing the shared prompt,
 then the blocks of the others, then its own block (Hogwild! Inference; Group
 Think's token-level visibility). As in Hogwild!'s reference engine a token is
 visible to the others in the very pass it is written: every row's cells are
-written before any row attends. Plain sampling is the same machinery with
-workers that see only the prompt and themselves.
+written before any row attends (`Visibility`: ``next-step`` delays it one pass,
+as thinktank did before). Plain sampling is the same machinery with workers
+that see only the prompt and themselves.
 
 Llama-architecture models only (SmolLM2 is one), on the CPU; weights float32
 (exact) or bfloat16 (faster), see `WeightType`.
@@ -72,6 +73,13 @@ Layout = Literal["independent", "token", "step", "combined"]
 WeightType = Literal["float32", "bfloat16"]
 WEIGHT_TYPES: tuple[str, ...] = ("float32", "bfloat16")
 LAYOUTS: tuple[str, ...] = ("independent", "token", "step", "combined")
+#: When a token one worker writes reaches the others. ``same-step``: in the very
+#: forward pass it is fed (Hogwild!'s reference engine: every worker's new cells are
+#: written before anyone attends, so the workers' first headers, fed together, see
+#: each other). ``next-step``: from the next pass on (thinktank's shared cache before
+#: issue 18: a worker's first token follows only the prompt and its own header).
+Visibility = Literal["same-step", "next-step"]
+VISIBILITIES: tuple[str, ...] = ("same-step", "next-step")
 
 #: Independent samples decoded in one batch at most: every sample's block is scored
 #: for every row (masked), so the cost of attention grows with the square.
@@ -417,6 +425,7 @@ class TorchModel:
         layout: Layout = "token",
         step_delimiter: str = "\n",
         team: TeamFormat | None = None,
+        visibility: Visibility = "same-step",
         until: Callable[[Sequence[str]], bool] | None = None,
         deadline: float | None = None,
         progress: ProgressCallback | None = None,
@@ -429,10 +438,12 @@ class TorchModel:
         starts with the worker's header again (and in any layout with the team's check
         when one is due). ``team`` adds the fixed text of a
         collaboration format (`TeamFormat`: step headers, the frame around the
-        others' blocks, the periodic check). The session stops when every worker
-        has ended or ``until(texts)`` is true (texts: what each worker wrote so
-        far); then ``transcript`` is called with what a reader of the whole cache
-        sees after the prompt (`SharedCacheSession.transcript`). One completion per
+        others' blocks, the periodic check). ``visibility``: whether a token reaches
+        the others in the pass it is fed or the next (`Visibility`). The session
+        stops when every worker has ended or ``until(texts)`` is true (texts: what
+        each worker wrote so far); then ``transcript`` is called with what a reader
+        of the whole cache sees after the prompt (`SharedCacheSession.transcript`).
+        One completion per
         worker: its own text, without headers; its ``prompt_tokens`` counts the
         shared prompt and every header, frame and check fed. What is fed besides
         the prompt and the first headers counts against the workers' ``max_tokens``
@@ -445,7 +456,7 @@ class TorchModel:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
         return self._run(prompt, list(workers), sampling or Sampling(), layout, until, deadline,
                          progress, None, None, step_delimiter=step_delimiter, team=team,
-                         transcript=transcript)  # fmt: skip
+                         visibility=visibility, transcript=transcript)  # fmt: skip
 
     def _run(
         self,
@@ -461,6 +472,7 @@ class TorchModel:
         *,
         step_delimiter: str | None = None,
         team: TeamFormat | None = None,
+        visibility: Visibility = "same-step",
         transcript: Callable[[str], None] | None = None,
     ) -> list[Completion]:
         prompt_ids = self.tokenize(self.render(prompt))
@@ -480,7 +492,8 @@ class TorchModel:
         ]
         with self._lock, torch.inference_mode():
             session = SharedCacheSession(self, prompt_ids, header_ids, layout,
-                                         step_delimiter=step_delimiter, team=team)  # fmt: skip
+                                         step_delimiter=step_delimiter, team=team,
+                                         visibility=visibility)  # fmt: skip
             while True:
                 live = [s for s in samples if s.finish is None]
                 if not live:
@@ -515,12 +528,14 @@ class TorchModel:
         *,
         step_delimiter: str = "\n",
         team: TeamFormat | None = None,
+        visibility: Visibility = "same-step",
     ) -> SharedCacheSession:
         """A `SharedCacheSession` you drive token by token (``advance``) — for research
         on what workers see; `generate_together` is the sampling loop over one."""
         header_ids = [self.tokenize(h) for h in workers]
         return SharedCacheSession(self, self.tokenize(self.render(prompt)), header_ids, layout,
-                                  step_delimiter=step_delimiter, team=team)  # fmt: skip
+                                  step_delimiter=step_delimiter, team=team,
+                                  visibility=visibility)  # fmt: skip
 
 
 class SharedCacheSession:
@@ -535,7 +550,8 @@ class SharedCacheSession:
     is visible to the other workers in the very pass it is written, and within one
     pass the workers' new tokens see each other both ways (Hogwild!'s "instant"
     access; its reference engine appends every worker's new keys before combining
-    the views).
+    the views). With ``visibility="next-step"`` a row sees the others' blocks only
+    as they were before the pass (`Visibility`).
     """
 
     def __init__(
@@ -547,13 +563,17 @@ class SharedCacheSession:
         *,
         step_delimiter: str | None = "\n",
         team: TeamFormat | None = None,
+        visibility: Visibility = "same-step",
     ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
+        if visibility not in VISIBILITIES:
+            raise ValueError(f"visibility must be one of {', '.join(VISIBILITIES)}")
         if not prompt_ids:
             raise ValueError("the prompt is empty")
         self.model = model
         self.layout = layout
+        self.visibility = visibility
         self.team = team = team or TeamFormat()
         self.headers = [list(h) for h in headers]
         count = len(self.headers)
@@ -653,8 +673,12 @@ class SharedCacheSession:
         return written + self.refed[worker] + self._frame_share + self._start_bound(worker)
 
     def retire(self, worker: int) -> None:
-        """The worker has ended: its unfinished step joins the history (step layouts)."""
-        if self.history is not None and len(self.workers[worker]):
+        """The worker has ended. In the ``step`` layout its unfinished step joins the
+        history (the others see nothing else); in ``combined`` it stays where it is,
+        among the others' work in progress cut off by the pivot, as in Hogwild!'s
+        reference (its workers' last steps never join the history), so the history
+        holds only finished steps, each ending at the delimiter."""
+        if self.layout == "step" and len(self.workers[worker]):
             self._close_step(worker)
 
     def _ends_step(self, worker: int, token: int) -> bool:
@@ -721,11 +745,12 @@ class SharedCacheSession:
     @torch.inference_mode()
     def _feed(self, pending: Mapping[int, list[int]]) -> None:
         """One forward pass over each worker's pending tokens, each row seeing its view
-        with the other workers' pending tokens in it; the logits after each worker's
-        last one go to ``self.logits``."""
+        with the other workers' pending tokens in it (``same-step`` visibility; not in
+        ``next-step``); the logits after each worker's last one go to ``self.logits``."""
         if not pending:
             return
-        counts = {worker: len(tokens) for worker, tokens in pending.items()}
+        same_step = self.visibility == "same-step"
+        counts = {worker: len(tokens) for worker, tokens in pending.items()} if same_step else {}
         rows, outputs = _Rows(), {}
         for worker, tokens in pending.items():
             own = self.workers[worker]

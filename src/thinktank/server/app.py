@@ -1,11 +1,17 @@
-"""The thinktank server: an OpenAI-compatible chat-completions endpoint.
+"""The thinktank server: OpenAI-compatible chat and legacy completions.
 
 ``POST /v1/chat/completions`` with ``model`` set to a served model name
 (``smollm2``) samples it plainly (``n`` choices); ``STRATEGY/MODEL`` (e.g.
 ``self-consistency:n=8/smollm2``) or ``extra_body={"thinktank": {"strategy":
-...}}`` answers with a strategy: one choice, the text of the winning sample,
-and a ``thinktank`` object (answer, cost, strategy, candidates, votes, run id).
-``usage`` counts every token spent. ``GET /v1/models`` lists the served models.
+...}}`` answers with a strategy: ``n`` independent answers, each the text of its
+winning sample, and a ``thinktank`` object (answer, cost, strategy, candidates,
+votes, the model that answered, run id). The request's sampling fields are the
+strategy's defaults (`thinktank.strategies.with_defaults`): options spelled out
+in its spec win; fields nothing uses are listed in ``thinktank.ignored``; fields
+thinktank cannot honour are a 400 (`thinktank.server.schema.REFUSED`).
+``POST /v1/completions`` continues text prompts on any served model (base models
+too). ``usage`` counts every token spent. ``GET /v1/models`` lists the served
+models and the strategy/model pairs a request may name.
 
 The server is a trust boundary. The operator decides at start-up which models
 (judges and pool members included), process-reward endpoints and strategies
@@ -19,108 +25,36 @@ with a 4xx status: never a 500 for bad input.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import math
 import secrets
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from thinktank.errors import BudgetExhausted, SpecError, ThinktankError
 from thinktank.ledger import Ledger
 from thinktank.meter import Budget, Meter
-from thinktank.models.base import Completion, Model, Sampling, TextCallback
+from thinktank.models.base import Model, Sampling, TextCallback
 from thinktank.problem import Problem
 from thinktank.resolver import ServedResolver
 from thinktank.server.limits import RequestLimits
+from thinktank.server.replies import StrategyAnswer, chat_choice, reply, text_choice
+from thinktank.server.schema import ChatRequest, CompletionRequest, SamplingRequest
+from thinktank.server.streaming import StreamHead, stream_tokens, stream_with_progress
+from thinktank.server.tools import ToolsRefused, offering_tools, tool_offer
 from thinktank.solution import Solution
-from thinktank.strategies import STRATEGIES, Context, Strategy, build_strategy
+from thinktank.strategies import STRATEGIES, Context, Strategy, build_strategy, with_defaults
 
-#: Limits past which a request is refused as absurd (400), whatever the operator's
-#: `RequestLimits`.
-MAX_N = 1024
-MAX_TOKENS = 1 << 20
-MAX_STOPS = 16
 #: How often a request's work checks that its client is still there.
 _DISCONNECT_POLL_SECONDS = 0.25
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-class BudgetRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_tokens: int | None = Field(default=None, gt=0)
-    max_cost_usd: float | None = Field(default=None, gt=0)
-    max_seconds: float | None = Field(default=None, gt=0)
-
-
-class ThinktankOptions(BaseModel):
-    """``extra_body={"thinktank": {...}}``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    strategy: str | None = None
-    budget: BudgetRequest | None = None
-    #: How a strategy extracts and compares answers.
-    kind: Literal["math", "text", "choice", "code"] = "math"
-    #: Sample i of the call is sample offset + i of the seed's stream (see `Sampling`).
-    sample_offset: int = Field(default=0, ge=0)
-
-
-class ChatRequest(BaseModel):
-    """The fields of an OpenAI chat-completions request thinktank uses; others are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str = Field(min_length=1)
-    messages: list[Message] = Field(min_length=1)
-    n: int = Field(default=1, ge=1, le=MAX_N)
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    stream: bool = False
-    thinktank: ThinktankOptions | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _few_stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(stop, list) and len(stop) > MAX_STOPS:
-            raise ValueError(f"at most {MAX_STOPS} stop strings")
-        return stop
-
-    def sampling(self) -> Sampling:
-        stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
-        return Sampling(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_tokens=self.max_completion_tokens or self.max_tokens or 256,
-            stop=tuple(s for s in stops if s),
-            seed=self.seed,
-            top_logprobs=(self.top_logprobs or 0) if self.logprobs else 0,
-            sample_offset=self.thinktank.sample_offset if self.thinktank else 0,
-        )
 
 
 class ApiError(Exception):
@@ -184,17 +118,63 @@ def create_app(
         except SpecError as exc:
             raise ApiError(404, str(exc), param="model", code="model_not_found") from None
 
-    def strategy_named(spec: str) -> Strategy:
+    def strategy_named(
+        spec: str, defaults: Mapping[str, float | int]
+    ) -> tuple[Strategy, dict[str, str]]:
+        """The strategy ``spec`` names, its options unset there taken from ``defaults``
+        (the request's fields), checked; and each default not used, with why."""
+        unused: dict[str, str] = {}
         try:
-            strategy = build_strategy(spec)
+            strategy, unused = with_defaults(spec, **defaults)
             if strategy.name not in allowed:
                 raise SpecError(f"strategy {strategy.name!r} is not served here (served: "
                                 f"{', '.join(sorted(allowed))})")  # fmt: skip
             resolver.check(strategy.references())
             limits.check_strategy(strategy)
         except (SpecError, ValueError) as exc:
-            raise ApiError(400, str(exc), param="model", code="invalid_strategy") from None
-        return strategy
+            # An option over a limit that the request's field set is that field's fault.
+            field = next((name for name in defaults if name not in unused
+                          and str(exc).startswith(f"{name}=")), "model")  # fmt: skip
+            raise ApiError(400, str(exc), param=field, code="invalid_strategy") from None
+        return strategy, unused
+
+    def meter_maker(
+        body: SamplingRequest, label: str, cancel: threading.Event
+    ) -> Callable[[], Meter]:
+        """Makes the request's meter (under its budget, within the limits) once the
+        request has its turn, so that its time budget counts from there."""
+        try:
+            caps = body.thinktank.budget if body.thinktank else None
+            budget = limits.budget(Budget(**caps.model_dump()) if caps else None)
+        except ValueError as exc:
+            raise ApiError(400, str(exc), param="thinktank.budget") from None
+        return partial(Meter, budget, ledger=ledger, run_id=uuid.uuid4().hex[:16], cancel=cancel,
+                       strategy=label)  # fmt: skip
+
+    async def respond(
+        request: Request,
+        body: SamplingRequest,
+        new_meter: Callable[[], Meter],
+        answer: Callable[[Meter], dict[str, Any]],
+        cancel: threading.Event,
+    ) -> JSONResponse:
+        """``answer(new_meter())`` in a worker thread once the request has its turn;
+        stopped if the client goes away meanwhile."""
+
+        def work() -> dict[str, Any] | None:
+            if cancel.is_set():  # gone while it waited for its turn
+                return None
+            try:
+                return answer(new_meter())
+            except KeyboardInterrupt:  # the meter stopped it: the client has gone
+                return None
+
+        result = await _unless_disconnected(request, cancel, partial(
+            anyio.to_thread.run_sync, work, limiter=limit))  # fmt: skip
+        if result is None:
+            raise ApiError(499, "the client closed the request", code="client_closed_request")
+        result["model"] = body.model
+        return JSONResponse(result)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -212,11 +192,19 @@ def create_app(
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail), "invalid_request_error")
 
+    nameable = list(_nameable(allowed, resolver, limits))
+
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
+        """The served models (``owned_by: "thinktank"``), then each strategy that serves
+        with its defaults on each of them (``owned_by: "thinktank-strategy"``)."""
+        names = resolver.model_names
+        listed = [(name, "thinktank") for name in names]
+        listed += [(f"{strategy}/{name}", "thinktank-strategy")
+                   for strategy in nameable for name in names]  # fmt: skip
         return {"object": "list", "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "thinktank"}
-            for name in resolver.model_names
+            {"id": name, "object": "model", "created": 0, "owned_by": owner}
+            for name, owner in listed
         ]}  # fmt: skip
 
     @app.exception_handler(Exception)
@@ -227,55 +215,96 @@ def create_app(
     async def chat_completions(
         chat: ChatRequest, request: Request
     ) -> JSONResponse | StreamingResponse:
+        _refuse_unserved(chat)
         strategy_spec, model_name = _route(chat, resolver.model_names)
         model = model_named(model_name)
-        strategy = None if strategy_spec is None else strategy_named(strategy_spec)
-        if strategy is not None and chat.n != 1:
-            raise ApiError(400, "n must be 1 with a strategy: it answers once", param="n")
-        if strategy is not None and not _question(chat).strip():
-            raise ApiError(400, "a strategy needs a user message to answer", param="messages")
-        if strategy is None:
-            try:
-                prompt_tokens = model.count_tokens([m.model_dump() for m in chat.messages])
-                limits.check_plain(chat.n, chat.sampling().max_tokens, prompt_tokens)
-            except SpecError as exc:
-                raise ApiError(400, str(exc), param="n") from None
+        strategy, unused = None, {}
+        if strategy_spec is not None:
+            strategy, unused = strategy_named(strategy_spec, chat.strategy_options())
         try:
-            caps = chat.thinktank.budget if chat.thinktank else None
-            budget = limits.budget(Budget(**caps.model_dump()) if caps else None)
-        except ValueError as exc:
-            raise ApiError(400, str(exc), param="thinktank.budget") from None
+            offer = tool_offer(chat.tools, chat.tool_choice, chat.parallel_tool_calls)
+            model = offering_tools(model, offer, chat.messages, strategy=strategy is not None)
+        except ToolsRefused as exc:
+            raise ApiError(400, str(exc), param=exc.param) from None
+        if strategy is not None:
+            _problem(chat, "")  # a conversation it cannot answer is refused before any work
+        elif not model.capabilities.chat:
+            raise ApiError(400, f"{model_name} is a base model (it has no chat template): "
+                           "send it text to continue at POST /v1/completions",
+                           param="model", code="model_not_chat")  # fmt: skip
+        try:
+            if strategy is not None:
+                limits.check_answers(chat.n)
+            else:
+                prompt_tokens = model.count_tokens([m.prompt() for m in chat.messages])
+                limits.check_plain(chat.n, chat.plain_sampling().max_tokens, prompt_tokens)
+        except SpecError as exc:
+            raise ApiError(400, str(exc), param="n") from None
         cancel = threading.Event()  # set when the client goes away
+        new_meter = meter_maker(chat, strategy.spec if strategy else "plain", cancel)
 
-        def new_meter() -> Meter:
-            # Made once the request has its turn: its time budget counts from there.
-            return Meter(budget, ledger=ledger, run_id=uuid.uuid4().hex[:16], cancel=cancel,
-                         strategy=strategy.spec if strategy else "plain")  # fmt: skip
+        def answer(meter: Meter) -> dict[str, Any]:
+            if strategy is None:
+                return _plain(chat, model, meter)
+            return _solve(chat, model, strategy, meter, resolver, unused)
 
-        if chat.stream and strategy is None and model.capabilities.streaming:
-            return StreamingResponse(_stream_plain(chat, model, new_meter, cancel, limit),
-                                     media_type="text/event-stream")  # fmt: skip
+        if chat.stream:  # the 200 goes at once; the work follows in the stream
+            head = StreamHead(chat.model, chat.n, include_usage=chat.include_usage())
+            if strategy is None and model.capabilities.streaming:
+                events = stream_tokens(head, new_meter, partial(_plain, chat, model), cancel, limit)
+            else:
+                events = stream_with_progress(head, new_meter, answer, cancel, limit)
+            return StreamingResponse(events, media_type="text/event-stream")
+        return await respond(request, chat, new_meter, answer, cancel)
 
-        def work() -> dict[str, Any] | None:
-            if cancel.is_set():  # gone while it waited for its turn
-                return None
-            try:
-                if strategy is None:
-                    return _plain(chat, model, new_meter())
-                return _solve(chat, model, strategy, new_meter(), resolver)
-            except KeyboardInterrupt:  # the meter stopped it: the client has gone
-                return None
-
-        result = await _unless_disconnected(request, cancel, partial(
-            anyio.to_thread.run_sync, work, limiter=limit))  # fmt: skip
-        if result is None:
-            raise ApiError(499, "the client closed the request", code="client_closed_request")
-        result["model"] = chat.model
-        if chat.stream:  # the answer arrives whole, once the strategy is done
-            return StreamingResponse(_sse(result), media_type="text/event-stream")
-        return JSONResponse(result)
+    @app.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest, request: Request) -> JSONResponse:
+        """Legacy completions: each prompt continued as text, ``n`` samples each."""
+        _refuse_unserved(body)
+        strategy_spec, model_name = _route(body, resolver.model_names)
+        if strategy_spec is not None:
+            raise ApiError(400, "a strategy answers a conversation: send it to POST "
+                           "/v1/chat/completions", param="model",
+                           code="invalid_strategy")  # fmt: skip
+        model = model_named(model_name)
+        prompts = body.prompts()
+        sampling = body.sampling(body.max_tokens or 16, body.logprobs or 0)
+        try:
+            prompt_tokens = sum(model.count_tokens(prompt) for prompt in prompts)
+            limits.check_plain(body.n * len(prompts), sampling.max_tokens, prompt_tokens)
+        except SpecError as exc:
+            raise ApiError(400, str(exc), param="n") from None
+        cancel = threading.Event()
+        new_meter = meter_maker(body, "plain", cancel)
+        complete = partial(_complete, body, model, prompts, sampling)
+        return await respond(request, body, new_meter, complete, cancel)
 
     return app
+
+
+def _refuse_unserved(body: SamplingRequest) -> None:
+    """A 400 naming the first field set that thinktank cannot honour."""
+    if refused := body.refused():
+        name, why = refused
+        raise ApiError(400, f"{name} is not supported: {why}", param=name,
+                       code="unsupported_parameter")  # fmt: skip
+
+
+def _nameable(
+    allowed: Collection[str], resolver: ServedResolver, limits: RequestLimits
+) -> Iterator[str]:
+    """The allowed strategies a request may name as they are (their default options
+    build, name only what is served and are within the limits), in registry order."""
+    for name in STRATEGIES:
+        if name not in allowed:
+            continue
+        try:
+            strategy = build_strategy(name)
+            resolver.check(strategy.references())
+            limits.check_strategy(strategy)
+        except (SpecError, ValueError):
+            continue  # e.g. route: it must be told which runs to learn from
+        yield name
 
 
 async def _unless_disconnected(
@@ -291,28 +320,34 @@ async def _unless_disconnected(
                 return
             await anyio.sleep(_DISCONNECT_POLL_SECONDS)
 
+    # Caught inside the task group but raised outside it: raised inside, they would
+    # reach the handlers wrapped in an ExceptionGroup (a 500).
+    refused: ThinktankError | None = None
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(watch)
         try:
-            return await run()
-        except BudgetExhausted as exc:
-            raise ApiError(400, f"budget: {exc}", param="thinktank.budget") from None
+            result = await run()
         except ThinktankError as exc:
-            raise ApiError(400, str(exc)) from None
+            refused = exc
         finally:
             tasks.cancel_scope.cancel()
+    if isinstance(refused, BudgetExhausted):
+        raise ApiError(400, f"budget: {refused}", param="thinktank.budget")
+    if refused is not None:
+        raise ApiError(400, str(refused))
+    return result
 
 
-def _route(chat: ChatRequest, served: Sequence[str]) -> tuple[str | None, str]:
+def _route(body: SamplingRequest, served: Sequence[str]) -> tuple[str | None, str]:
     """(strategy spec or None, served model name) from ``model`` and ``extra_body``."""
-    name, strategy = chat.model, None
+    name, strategy = body.model, None
     if name not in served:
         for candidate in served:
             if name.endswith("/" + candidate):
                 strategy, name = name[: -len(candidate) - 1], candidate
                 break
-    if chat.thinktank and chat.thinktank.strategy:
-        strategy = chat.thinktank.strategy
+    if body.thinktank and body.thinktank.strategy:
+        strategy = body.thinktank.strategy
     return (None if strategy in (None, "") else strategy), name
 
 
@@ -320,152 +355,65 @@ def _plain(
     chat: ChatRequest, model: Model, meter: Meter, on_text: TextCallback | None = None
 ) -> dict[str, Any]:
     """n plain samples of the conversation (a final assistant message is continued)."""
-    messages = [m.model_dump() for m in chat.messages]
-    completions = meter.generate(model, messages, chat.n, chat.sampling(), on_text=on_text)
-    choices = [_choice(i, c.text, c, chat) for i, c in enumerate(completions)]
-    return _response(choices, meter, extra=None)
+    messages = [m.prompt() for m in chat.messages]
+    completions = meter.generate(model, messages, chat.n, chat.plain_sampling(), on_text=on_text)
+    choices = [chat_choice(i, c, chat.logprobs) for i, c in enumerate(completions)]
+    return reply("chat.completion", choices, meter, {"ignored": chat.ignored()})
 
 
-def _question(chat: ChatRequest) -> str:
-    """The conversation's last user message ("" without one)."""
-    return next((m.content for m in reversed(chat.messages) if m.role == "user"), "")
+def _complete(
+    body: CompletionRequest, model: Model, prompts: list[str], sampling: Sampling, meter: Meter
+) -> dict[str, Any]:
+    """``body.n`` samples of each prompt, continued as text: choice ``i * n + j`` is
+    prompt i's sample j."""
+    choices: list[dict[str, Any]] = []
+    for prompt in prompts:
+        for completion in meter.generate(model, prompt, body.n, sampling):
+            choices.append(text_choice(len(choices), completion, body.logprobs))
+    return reply("text_completion", choices, meter, {"ignored": body.ignored()})
+
+
+def _problem(chat: ChatRequest, problem_id: str) -> Problem:
+    """The problem a strategy answers: the conversation's last user message, with the
+    messages before it (system prompt, earlier turns) as its context. A conversation
+    it cannot answer (e.g. one ending with an assistant message) is a 400 naming
+    ``messages``."""
+    kind = chat.thinktank.kind if chat.thinktank else "math"
+    try:
+        return Problem.from_messages(problem_id, [m.prompt() for m in chat.messages], kind)
+    except ValueError as exc:
+        raise ApiError(400, f"messages: {exc}", param="messages") from None
 
 
 def _solve(
-    chat: ChatRequest, model: Model, strategy: Strategy, meter: Meter, resolver: ServedResolver
-) -> dict[str, Any]:
-    """One answer by ``strategy`` to the conversation's last user message."""
-    kind = chat.thinktank.kind if chat.thinktank else "math"
-    problem = Problem(id=meter.run_id, prompt=_question(chat), kind=kind)
-    ctx = Context(model, meter, seed=chat.seed, resolver=resolver)
-    solution: Solution = strategy.solve(problem, ctx)
-    winner = next((c for c in solution.candidates if c.answer == solution.answer), None)
-    text = winner.text if winner else (solution.answer or "")
-    choice = {"index": 0, "message": {"role": "assistant", "content": text},
-              "finish_reason": "stop", "logprobs": None}  # fmt: skip
-    extra = {
-        "answer": solution.answer,
-        "strategy": strategy.spec,
-        "candidates": len(solution.candidates),
-        "votes": solution.votes,
-        "budget_exhausted": meter.exhausted,
-        "run_id": meter.run_id,
-    }
-    return _response([choice], meter, extra)
-
-
-def _choice(index: int, text: str, completion: Completion, chat: ChatRequest) -> dict[str, Any]:
-    logprobs = None
-    if chat.logprobs and completion.logprobs is not None:
-        tops = completion.top_logprobs or ((),) * len(completion.logprobs)
-        logprobs = {"content": [
-            {"token": next(iter(top), ""), "logprob": lp, "bytes": None,
-             "top_logprobs": [{"token": t, "logprob": v, "bytes": None}
-                              for t, v in dict(top).items()]}
-            for lp, top in zip(completion.logprobs, tops, strict=False)
-        ]}  # fmt: skip
-    return {
-        "index": index,
-        "message": {"role": "assistant", "content": text},
-        "finish_reason": "length" if completion.finish_reason in ("length", "budget") else "stop",
-        "stop_reason": completion.stop_string,  # vLLM's field: which stop string ended it
-        "logprobs": logprobs,
-    }
-
-
-def _response(choices: list[dict], meter: Meter, extra: dict | None) -> dict[str, Any]:
-    usage = meter.usage
-    body: dict[str, Any] = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "choices": choices,
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-            "completion_tokens_details": {"reasoning_tokens": usage.thinking_tokens},
-        },
-    }
-    body["thinktank"] = {**(extra or {}), "cost_usd": usage.cost_usd, "calls": usage.calls,
-                         "seconds": usage.seconds}  # fmt: skip
-    return body
-
-
-def _chunk(result: dict[str, Any], choices: list[dict], **extra: Any) -> str:
-    chunk = {"id": result["id"], "object": "chat.completion.chunk", "created": result["created"],
-             "model": result["model"], "choices": choices, **extra}  # fmt: skip
-    return f"data: {json.dumps(chunk)}\n\n"
-
-
-def _delta(index: int, delta: dict[str, str]) -> dict[str, Any]:
-    return {"index": index, "delta": delta, "finish_reason": None}
-
-
-def _sse_end(result: dict[str, Any]) -> Iterator[str]:
-    """Each choice's finish reason, then usage and the thinktank object, then [DONE]."""
-    for choice in result["choices"]:
-        done = {"index": choice["index"], "delta": {}, "finish_reason": choice["finish_reason"]}
-        yield _chunk(result, [done])
-    yield _chunk(result, [], usage=result["usage"], thinktank=result["thinktank"])
-    yield "data: [DONE]\n\n"
-
-
-def _sse(result: dict[str, Any]) -> Iterator[str]:
-    """A finished response as chat.completion.chunk events (each answer arrives whole)."""
-    for choice in result["choices"]:
-        yield _chunk(result, [_delta(choice["index"], {"role": "assistant", "content": ""})])
-        yield _chunk(result, [_delta(choice["index"], {"content": choice["message"]["content"]})])
-    yield from _sse_end(result)
-
-
-async def _stream_plain(
     chat: ChatRequest,
     model: Model,
-    new_meter: Callable[[], Meter],
-    cancel: threading.Event,
-    limit: anyio.CapacityLimiter,
-) -> AsyncIterator[str]:
-    """Plain samples streamed token by token as the model writes them."""
-    send, receive = anyio.create_memory_object_stream[tuple[str, Any]](max_buffer_size=math.inf)
-    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": chat.model}
-    loop = asyncio.get_running_loop()
+    strategy: Strategy,
+    meter: Meter,
+    resolver: ServedResolver,
+    unused: Mapping[str, str],
+) -> dict[str, Any]:
+    """``chat.n`` answers by ``strategy`` to the conversation's last user message, its
+    prompts keeping the whole conversation. Each answer is independent (answer i
+    seeded ``seed + i``; fresh seeds without a seed), all at once and within the
+    request's one budget; the request's stop strings end every sample. ``unused``:
+    the request's fields the strategy did not take as options, with why."""
+    problem = _problem(chat, meter.run_id)
 
-    def post(kind: str, payload: Any) -> None:
-        # From the model's own thread: hand over without waiting for the event loop.
-        loop.call_soon_threadsafe(send.send_nowait, (kind, payload))
+    def solve(index: int) -> Solution:
+        seed = None if chat.seed is None else chat.seed + index
+        ctx = Context(model, meter, seed=seed, resolver=resolver, stop=chat.stops())
+        return strategy.solve(problem, ctx)
 
-    def stream(index: int, text: str) -> None:
-        post("text", (index, text))
-
-    def work() -> None:
-        if cancel.is_set():  # gone while it waited for its turn
-            return
-        try:
-            post("done", _plain(chat, model, new_meter(), stream))
-        except KeyboardInterrupt:  # the meter stopped it: the client has gone
-            return
-        except Exception as exc:  # reported in the stream: the 200 is already sent
-            post("error", exc)
-
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(partial(anyio.to_thread.run_sync, work, limiter=limit))
-        try:
-            for index in range(chat.n):
-                yield _chunk(head, [_delta(index, {"role": "assistant", "content": ""})])
-            async for kind, payload in receive:
-                if kind == "text":
-                    yield _chunk(head, [_delta(payload[0], {"content": payload[1]})])
-                    continue
-                if kind == "done":
-                    for event in _sse_end({**payload, **head}):
-                        yield event
-                else:
-                    message = (
-                        str(payload) if isinstance(payload, ThinktankError) else "internal error"
-                    )
-                    yield f"data: {json.dumps({'error': {'message': message}})}\n\n"
-                break
-        finally:  # the stream is over, or its client has gone: stop the work at its next token
-            cancel.set()
+    if chat.n == 1:
+        solutions = [solve(0)]
+    else:
+        with ThreadPoolExecutor(max_workers=chat.n) as pool:
+            solutions = list(pool.map(solve, range(chat.n)))
+    called, listed = set(meter.usage_by_model), bool(chat.thinktank and chat.thinktank.candidates)
+    answers = [StrategyAnswer.of(solution, model.name, called, list_candidates=listed,
+                                 exhausted=meter.exhausted) for solution in solutions]  # fmt: skip
+    extra = {**answers[0].details, "strategy": strategy.spec, "budget_exhausted": meter.exhausted,
+             "choices": [answer.details for answer in answers],
+             "ignored": {**chat.ignored(strategy=True), **unused}}  # fmt: skip
+    return reply("chat.completion", [a.choice(i) for i, a in enumerate(answers)], meter, extra)

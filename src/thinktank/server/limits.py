@@ -75,6 +75,11 @@ class RequestLimits:
                 f"({FLAGS['tokens']})"
             )
 
+    def check_answers(self, n: int) -> None:
+        """``n`` strategy answers to one request: each as wide as its strategy, so the
+        count of answers is held to the samples limit too."""
+        self._within("n", n, "samples")
+
     def check_strategy(self, strategy: Strategy) -> None:
         """Every integer option within its kind's limit; rollout counts are samples."""
         for field in dataclasses.fields(strategy):  # type: ignore[arg-type]

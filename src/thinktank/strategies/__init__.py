@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from thinktank.errors import SpecError
 from thinktank.spec import build, parse_spec
 from thinktank.strategies.allocate import BatchAllocation, ComputeOptimal
@@ -61,6 +63,7 @@ __all__ = [
     "TruthInference",
     "WeightedVote",
     "build_strategy",
+    "with_defaults",
 ]
 
 #: Every strategy by name. A new technique is one class and one line here.
@@ -102,6 +105,35 @@ def build_strategy(spec: str | Strategy) -> Strategy:
     if isinstance(spec, Strategy):
         return spec
     name, options = parse_spec(spec)
+    return build(_strategy_class(name), options, what=f"strategy {name}")
+
+
+def with_defaults(spec: str, **defaults: float | int) -> tuple[Strategy, dict[str, str]]:
+    """The strategy ``spec`` names, each option that ``spec`` leaves out taken from
+    ``defaults`` where it has one (a server fills sampling options from a request's
+    fields this way: the options spelled out in ``spec`` win); and each default not
+    used, with why (``spec`` sets it, or the strategy has no such option).
+
+    >>> strategy, unused = with_defaults("self-consistency:n=4,temperature=0.3",
+    ...                                  temperature=1.0, max_tokens=5)
+    >>> strategy.spec, list(unused)
+    ('self-consistency:temperature=0.3,max_tokens=5,n=4', ['temperature'])
+    """
+    name, options = parse_spec(spec)
+    cls = _strategy_class(name)
+    fields = {field.name for field in dataclasses.fields(cls) if field.init}
+    unused: dict[str, str] = {}
+    for option, value in defaults.items():
+        if option in options:
+            unused[option] = f"the strategy's own {option}={options[option]} is used"
+        elif option in fields:
+            options[option] = str(value)
+        else:
+            unused[option] = f"strategy {name} has no option {option}"
+    return build(cls, options, what=f"strategy {name}"), unused
+
+
+def _strategy_class(name: str) -> type[Strategy]:
     if name not in STRATEGIES:
         raise SpecError(f"unknown strategy {name!r} (available: {', '.join(STRATEGIES)})")
-    return build(STRATEGIES[name], options, what=f"strategy {name}")
+    return STRATEGIES[name]

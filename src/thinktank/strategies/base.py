@@ -45,6 +45,9 @@ class Context:
     seed: int | None = None
     progress: ProgressCallback | None = None
     resolver: Resolver = field(default_factory=Resolver)
+    #: Stop strings that end every sample drawn through this context, besides each
+    #: call's own (a server request's ``stop``).
+    stop: tuple[str, ...] = ()
     _calls: itertools.count = field(default_factory=itertools.count, repr=False)
 
     def generate(
@@ -98,6 +101,10 @@ class Context:
         )
 
     def _seeded(self, sampling: Sampling) -> Sampling:
+        """The call's sampling with its seed derived from ``self.seed`` and the
+        context's stop strings added."""
+        if extra := tuple(s for s in self.stop if s not in sampling.stop):
+            sampling = sampling.with_(stop=sampling.stop + extra)
         call = next(self._calls)
         if self.seed is not None and sampling.seed is None:
             return sampling.with_(seed=self.seed * 1_000_003 + call)

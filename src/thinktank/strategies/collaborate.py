@@ -524,13 +524,19 @@ class Hogwild(SamplingOptions, Strategy):
     - ``prompt``: ``paper`` (default: the collaboration prompt,
       `collaboration_rules`, before the problem in the user message, as the
       reference sends it) or ``team`` (this strategy's earlier format: a short
-      team system prompt, "\\nAlice: " headers, no section headers). The earlier
-      behaviour as a whole is ``prompt=team,layout=token,step=line,check_every=0,
-      final_tokens=0`` (but for the one-step delay it had before a token became
-      visible to the others, which was not the paper's).
+      team system prompt, "\\nAlice: " headers, no section headers).
+    - ``visibility``: ``same-step`` (default, the reference engine's: a token
+      reaches the others in the forward pass it is fed, so the first headers, fed
+      together, see each other) or ``next-step`` (thinktank's before issue 18: one
+      pass later, so a worker's first token follows only the prompt and its own
+      header). With the team format this matters: same-step, each worker starts
+      after the others' empty "\\nBob: " lines, and SmolLM2-135M then writes
+      blank lines and names ("\\nEmily:") instead of working.
 
-    The answer is the declared one (a vote among declarers), else the final-answer
-    step's, else the workers' vote.
+    The earlier algorithm as a whole is ``prompt=team,layout=token,step=line,
+    check_every=0,final_tokens=0,visibility=next-step``. The answer is the declared
+    one (a vote among declarers), else the final-answer step's, else the workers'
+    vote.
 
     Deliberate differences: the prompt's rules are restated, and its few-shot
     examples and list of collaboration tips are left out (thousands of tokens, more
@@ -553,6 +559,7 @@ class Hogwild(SamplingOptions, Strategy):
     prompt: str = "paper"
     check_every: int = 256
     final_tokens: int = 16
+    visibility: str = "same-step"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -568,6 +575,8 @@ class Hogwild(SamplingOptions, Strategy):
             raise ValueError("prompt must be paper or team")
         if self.check_every < 0 or self.final_tokens < 0:
             raise ValueError("check_every and final_tokens must be >= 0")
+        if self.visibility not in ("same-step", "next-step"):
+            raise ValueError("visibility must be same-step or next-step")
 
     _TEAM = (
         "You are {names}: {count} assistants solving the same problem at the same time."
@@ -599,6 +608,7 @@ class Hogwild(SamplingOptions, Strategy):
                 layout=self.layout,
                 step_delimiter=_STEP_DELIMITERS[self.step],
                 team=self._format(names),
+                visibility=self.visibility,
                 until=someone_declared if self.until == "first" else None,
                 transcript=transcript.append,
             )
@@ -661,15 +671,14 @@ class Hogwild(SamplingOptions, Strategy):
 
     def _prompt(self, problem: Problem, model: Model, names: Sequence[str]) -> Prompt:
         prompt = build_prompt(problem, model)
-        if self.prompt == "paper":  # the rules go before the problem, in the user message
+        if self.prompt == "paper":  # the rules go before the question, in its user message
             rules = collaboration_rules(names)
             if isinstance(prompt, str):
                 return f"{rules}\n\n{prompt}"
-            return [{**m, "content": f"{rules}\n\n{m['content']}"} if m["role"] == "user" else m
-                    for m in prompt]  # fmt: skip
+            *before, question = prompt
+            return [*before, {**question, "content": f"{rules}\n\n{question['content']}"}]
         team = self._TEAM.format(names=", ".join(names), count=len(names))
         if isinstance(prompt, str):
             return f"{team}\n\n{prompt}"
-        system = next((m["content"] + " " for m in prompt if m["role"] == "system"), "")
-        return [{"role": "system", "content": system + team},
-                *(m for m in prompt if m["role"] != "system")]  # fmt: skip
+        system, *conversation = prompt  # build_prompt's system message comes first
+        return [{"role": "system", "content": f"{system['content']} {team}"}, *conversation]

@@ -83,7 +83,7 @@ class DiversePrompts(ManySamples, Strategy):
         ask = (
             f"List {self.approaches} different approaches to solving the problem below, "
             "one per numbered line. Describe each approach in one sentence; do not solve "
-            f"the problem.\n\nProblem: {problem.prompt}"
+            f"the problem.\n\nProblem: {problem.transcript()}"
         )
         prompt = (
             [{"role": "user", "content": ask}]

@@ -295,19 +295,22 @@ class Route(Strategy):
         from thinktank.strategies import build_strategy
 
         router = self.router(ctx)
-        seen = router.seen(problem.prompt)
+        query = problem.transcript()  # a follow-up question is routed with its conversation
+        seen = router.seen(query)
         if seen:  # its own outcome, which the evaluator saw, must not route it
-            router = router.without(problem.prompt)
-        chances = router.chances([problem.prompt])[0]
-        configuration = router.data.configurations[router.choose([problem.prompt])[0]]
+            router = router.without(query)
+        chances = router.chances([query])[0]
+        configuration = router.data.configurations[router.choose([query])[0]]
         strategy = build_strategy(configuration.strategy)
         ctx.resolver.check(strategy.references())
         model = ctx.resolver.model(configuration.model)
         solution = strategy.solve(problem, replace(ctx, model=model))
+        # Candidates that do not say who drew them were drawn by the routed-to model.
+        candidates = [c if c.worker else replace(c, worker=model.name) for c in solution.candidates]
         routed = {
             "routed_to": configuration.label,
             "chances": {c.label: round(float(p), 4)
                         for c, p in zip(router.data.configurations, chances, strict=True)},
             "left_out_of_training": seen,
         }  # fmt: skip
-        return replace(solution, trace=[routed, *solution.trace])
+        return replace(solution, candidates=candidates, trace=[routed, *solution.trace])

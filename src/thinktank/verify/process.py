@@ -144,9 +144,10 @@ class RemoteProcessReward:
 
         POST {url}/pooling
         {"model": MODEL,
-         "messages": [{"role": "user", "content": QUESTION},
+         "messages": [...CONTEXT, {"role": "user", "content": QUESTION},
                       {"role": "assistant", "content": STEP1 SEP STEP2 SEP ...}]}
 
+    (CONTEXT: the conversation before the question, `Problem.context`),
     where SEP (``separator``, by default Qwen2.5-Math-PRM's ``<extra_0>``) follows
     every step, and reads ``data[0].data``: one row per step, either
     ``[p_bad, p_good]`` (a step classifier) or one score. The partial's value is
@@ -172,10 +173,7 @@ class RemoteProcessReward:
         reply = "".join(step.strip() + self.separator for step in partial.steps)
         body = {
             "model": self._model_name(),
-            "messages": [
-                {"role": "user", "content": problem.prompt},
-                {"role": "assistant", "content": reply},
-            ],
+            "messages": [*problem.messages(), {"role": "assistant", "content": reply}],
         }
         response = self._request("POST", "/pooling", json=body)
         try:

@@ -81,7 +81,7 @@ class Judge:
 
     def _prompt(self, problem: Problem, answer: str, chat: bool) -> Prompt:
         return _ask(
-            f"Question: {problem.prompt}\nProposed answer: {answer}\n{self._QUESTION}", chat
+            f"Question: {problem.transcript()}\nProposed answer: {answer}\n{self._QUESTION}", chat
         )
 
 
@@ -142,7 +142,7 @@ class PairwiseJudge:
     def _prefers_a(self, problem: Problem, a: str, b: str, ctx: Context) -> float:
         judge = self.model or ctx.model
         prompt = _ask(
-            f"Question: {problem.prompt}\nProposed answer A: {a}\nProposed answer B: {b}\n"
+            f"Question: {problem.transcript()}\nProposed answer A: {a}\nProposed answer B: {b}\n"
             f"{self._QUESTION}",
             judge.capabilities.chat,
         )
