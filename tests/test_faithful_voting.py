@@ -15,9 +15,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import thinktank
+from thinktank.aggregate import majority_vote
 from thinktank.errors import SpecError
+from thinktank.meter import Meter, Progress
 from thinktank.models.base import Capabilities, Completion, Price, SampleProgress, Sampling
+from thinktank.problem import Problem
 from thinktank.strategies import build_strategy
+from thinktank.strategies.base import Context
 from thinktank.strategies.sampling import (
     TRACE_CONFIDENCES,
     GroupConfidenceStop,
@@ -404,3 +408,32 @@ def test_adaptive_consistency_draws_one_at_a_time_until_the_beta_rule_decides():
     assert model.calls == [1, 1, 1, 1]
     assert [step["samples"] for step in solution.trace] == [1, 2, 3, 4]
     assert solution.trace[-1]["confidence"] == pytest.approx(1 - 0.5**5)
+
+
+def test_adaptive_consistency_reports_each_rounds_vote_as_soon_as_it_is_counted():
+    # The leader moves: 5 alone, 5 on a 1-1 tie (the first sampled), then 4 ahead.
+    model = ScriptedTraces([Trace(answer, (1.0,)) for answer in ("5", "4", "4", "4")])
+    meter = Meter()
+    reports: list[Progress] = []
+    meter.watch(reports.append, every=3600)  # only call ends and votes
+    problem = Problem("sum", "What is 2 + 2?")
+    strategy = build_strategy("adaptive-consistency:max_n=4")
+    solution = strategy.solve(problem, Context(model, meter, seed=0))
+    # Each round: the call's end (the last vote still standing), then its own vote.
+    assert [(r.calls, r.voters) for r in reports] == [
+        (1, None), (1, 1), (2, 1), (2, 2), (3, 2), (3, 3), (4, 3), (4, 4),
+    ]  # fmt: skip
+    assert [(r.leader, r.leader_share) for r in reports[1::2]] == [
+        ("5", 1.0), ("5", 0.5), ("4", 2 / 3), ("4", 0.75),
+    ]  # fmt: skip
+    assert reports[-1].leader == solution.answer == "4"
+
+
+def test_a_vote_counts_its_voters_and_the_winners_share_of_the_weight():
+    tie = majority_vote(["4", "5", None, "5", "4"], "math")
+    assert (tie.winner, tie.winner_share, tie.voters) == ("4", 0.5, 4)  # the first sampled
+    weighted = majority_vote(["4", "5", "4"], "math", [1.0, 3.0, 0.5])
+    assert (weighted.winner, weighted.winner_share, weighted.voters) == ("5", 3.0 / 4.5, 3)
+    nobody = majority_vote([None, None], "math")
+    assert (nobody.winner, nobody.winner_share, nobody.voters) == (None, None, 0)
+    assert majority_vote(["4"], "math", [0.0]).winner_share is None  # no weight to share

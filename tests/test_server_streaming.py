@@ -73,6 +73,7 @@ def _check_stream(chunks, whole) -> None:
     assert chunks[-1].choices == [] and final["event"] == "result"
     # The last call's end is reported: the last progress is what the request spent.
     assert reports[-1]["calls"] == final["calls"]
+    assert reports[-1]["leader"] == final["answer"]  # its vote, once the samples are in
     assert reports[-1]["completion_tokens"] == usage.completion_tokens
     assert reports[-1]["prompt_tokens"] == usage.prompt_tokens
     expected = whole.model_extra["thinktank"]
@@ -108,6 +109,23 @@ def test_the_async_client_streams_a_strategy_the_same_way(server):
 
     whole, chunks = asyncio.run(ask())
     _check_stream(chunks, whole)
+
+
+def test_a_voting_strategy_streams_who_is_winning_round_by_round(client):
+    # One sample per round until the vote is decided (seed 2: never, six rounds; some
+    # samples give no answer in 32 tokens and do not vote).
+    strategy = "adaptive-consistency:max_n=6,max_tokens=32/smollm2"
+    options = {"model": strategy, "messages": SUM_PROMPT, "seed": 2}
+    chunks = list(client.chat.completions.create(**options, stream=True))
+    reports = [p for c in chunks if (p := _progress(c))]
+    assert reports[0]["leader"] is None and reports[0]["voters"] is None  # nothing counted yet
+    led = [r for r in reports if r["leader"] is not None]
+    assert led and all(0 < r["leader_share"] <= 1 for r in led)
+    voters = [r["voters"] for r in reports if r["voters"] is not None]
+    assert voters == sorted(voters) and voters[-1] > voters[0]
+    final = chunks[-1].model_extra["thinktank"]
+    assert reports[-1]["leader"] == final["answer"] is not None
+    assert reports[-1]["voters"] == sum(final["votes"].values())
 
 
 @pytest.mark.parametrize("model", ["smollm2", SELF_CONSISTENCY])

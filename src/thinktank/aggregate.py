@@ -15,6 +15,16 @@ class Vote:
     winner: str | None
     #: Votes per answer, best first; each answer shown in the form first sampled.
     counts: dict[str, float]
+    #: How many answers were counted (candidates without one abstain).
+    voters: int
+
+    @property
+    def winner_share(self) -> float | None:
+        """The winner's share of the counted weight; None without a winner or weight."""
+        total = sum(self.counts.values())
+        if self.winner is None or total <= 0:
+            return None
+        return self.counts[self.winner] / total
 
 
 def majority_vote(
@@ -37,7 +47,8 @@ def majority_vote(
     # sorted() is stable and dicts keep first-seen order: ties keep sampling order.
     ranked = sorted(totals, key=lambda key: -totals[key])
     counts = {shown[key]: totals[key] for key in ranked}
-    return Vote(winner=shown[ranked[0]] if ranked else None, counts=counts)
+    voters = sum(answer is not None for answer in answers)
+    return Vote(winner=shown[ranked[0]] if ranked else None, counts=counts, voters=voters)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from thinktank.bench.runner import BenchPlan, plan_bench, run_bench
+from thinktank.bench.runner import BenchPlan, Executor, plan_bench, run_bench
 from thinktank.bench.suites import Suite
 from thinktank.bench.summary import ConfigSummary, summarize
 from thinktank.config import home
@@ -23,9 +23,6 @@ from thinktank.resolver import Resolver
 from thinktank.solution import Solution
 from thinktank.strategies import DEFAULT_STRATEGY, Context, Strategy, build_strategy
 from thinktank.verify import answered_in_words
-
-if TYPE_CHECKING:
-    from thinktank.bench.distributed import RayExecutor
 
 
 def new_run_id() -> str:
@@ -139,7 +136,7 @@ def benchmark(
     share_samples: bool = True,
     on_plan: Callable[[BenchPlan], None] | None = None,
     on_result: Callable[[ResultRow], None] | None = None,
-    executor: RayExecutor | None = None,
+    executor: Executor | None = None,
 ) -> BenchOutcome:
     """Run every strategy x model on every problem of ``suite``; resumable.
 

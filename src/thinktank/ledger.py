@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS calls (
     cost_usd REAL NOT NULL,
     created_at REAL NOT NULL,
     cached_tokens INTEGER NOT NULL DEFAULT 0,
-    thinking_tokens INTEGER NOT NULL DEFAULT 0
+    thinking_tokens INTEGER NOT NULL DEFAULT 0,
+    stage TEXT NOT NULL DEFAULT 'sample'
 );
 CREATE INDEX IF NOT EXISTS calls_by_run ON calls(run_id);
 CREATE TABLE IF NOT EXISTS bench_runs (
@@ -93,6 +94,8 @@ class CallRow:
     cost_usd: float
     cached_tokens: int = 0  # the part of prompt_tokens a prefix cache served
     thinking_tokens: int = 0  # the part of completion_tokens that was hidden reasoning
+    #: What the call was for (`thinktank.meter.STAGES`); rows from before stages: sample.
+    stage: str = "sample"
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ class Ledger:
             "calls": {
                 "cached_tokens": "INTEGER NOT NULL DEFAULT 0",
                 "thinking_tokens": "INTEGER NOT NULL DEFAULT 0",
+                "stage": "TEXT NOT NULL DEFAULT 'sample'",
             },
         }
         for table, columns in added.items():
@@ -251,7 +255,7 @@ class Ledger:
         self._db.execute(
             "INSERT INTO calls (run_id, problem_id, strategy, model, n, prompt_tokens,"
             " completion_tokens, seconds, cost_usd, created_at, cached_tokens,"
-            " thinking_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " thinking_tokens, stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.run_id,
                 row.problem_id,
@@ -265,6 +269,7 @@ class Ledger:
                 time.time(),
                 row.cached_tokens,
                 row.thinking_tokens,
+                row.stage,
             ),
         )
 
@@ -272,7 +277,7 @@ class Ledger:
         with self._lock:
             rows = self._db.execute(
                 "SELECT run_id, problem_id, strategy, model, n, prompt_tokens, completion_tokens,"
-                " seconds, cost_usd, cached_tokens, thinking_tokens FROM calls"
+                " seconds, cost_usd, cached_tokens, thinking_tokens, stage FROM calls"
                 " WHERE run_id = ? ORDER BY id",
                 (run_id,),
             ).fetchall()

@@ -13,8 +13,10 @@ call overruns ``max_seconds`` by at most one step (a remote request already
 sent runs to its end).
 
 The meter also keeps each model's share of the usage (`Meter.usage_by_model`,
-the same sums as the ledger's rows per model) and tells a watcher how the run is
-going while it works (`Meter.watch`, `Progress`).
+the same sums as the ledger's rows per model) and each stage's, what the calls
+were for (`Meter.usage_by_stage`, `STAGES`), and tells a watcher how the run is
+going while it works (`Meter.watch`, `Progress`), the strategy's vote included
+(`Meter.report_tally`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,24 @@ from thinktank.models.base import (
     Sampling,
     TextCallback,
 )
+
+#: What a call is for (its ``stage``, in the ledger and `Meter.usage_by_stage`), so a
+#: strategy that calls one model for several things shows what each part cost.
+STAGES: dict[str, str] = {
+    "sample": "the policy's own samples: answers, reasoning steps, agents' replies",
+    "judge": "a model scoring or comparing answers or steps (self-eval, judge@, pairwise)",
+    "reward": "a process reward a model writes: P(Yes) of a partial, rollouts",
+    "aggregate": "one answer written from others' (an aggregator, a final-answer step)",
+    "draft": "a cheaper model's steps that a dearer one checks (speculative reasoning)",
+    "plan": "calls that shape later prompts (approaches to try)",
+    "summary": "progress summaries passed between parallel paths",
+}
+
+
+def check_stage(stage: str) -> None:
+    """Refuse a stage outside `STAGES` (a typo would split a stage's usage in two)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
 
 
 @dataclass(frozen=True)
@@ -91,7 +111,8 @@ class Usage:
 @dataclass(frozen=True)
 class Progress:
     """How a run stands while it works: what finished calls spent, plus the completion
-    tokens that calls still in flight have written so far (`Meter.watch`)."""
+    tokens that calls still in flight have written so far (`Meter.watch`), and how the
+    strategy's own vote stands (`Meter.report_tally`; None until it reports)."""
 
     #: Finished calls (interrupted ones included) and the samples they returned.
     calls: int
@@ -102,8 +123,13 @@ class Progress:
     cost_usd: float
     #: Wall time since the meter was made (the run's start).
     seconds: float
+    #: The answer leading the strategy's latest vote, its share of the vote's weight
+    #: and how many answers were counted.
+    leader: str | None = None
+    leader_share: float | None = None
+    voters: int | None = None
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | str | None]:
         return asdict(self)
 
 
@@ -186,6 +212,11 @@ class _Watch:
 class Meter:
     """Fits calls into a `Budget`, counts their `Usage`, writes one ledger row per call.
 
+    Each call names its ``stage``, one of `STAGES`: ``sample`` (the default),
+    ``judge``, ``reward``, ``aggregate``, ``draft``, ``plan``, ``summary``; the
+    ledger row and `usage_by_stage` keep it, so a model called both as the policy
+    and as its own judge shows what each part cost.
+
     With a `SampleStore`, seeded calls without a prune rule or deadline are
     replayed from it when it holds their samples.
     """
@@ -215,7 +246,11 @@ class Meter:
         self.usage = Usage()
         # Each model's share of the usage; its seconds are its calls' own (as in the ledger).
         self._by_model: dict[str, Usage] = {}
+        # Each stage's share (`STAGES`), its seconds also its calls' own.
+        self._by_stage: dict[str, Usage] = {}
         self._watch: _Watch | None = None
+        # The strategy's latest (leader, leader_share, voters), for `Progress`.
+        self._tally: tuple[str | None, float | None, int | None] = (None, None, None)
         #: True once the budget has cut a call short or refused one.
         self.exhausted = False
         self._started = time.monotonic()
@@ -235,16 +270,31 @@ class Meter:
         with self._lock:
             return {name: replace(usage) for name, usage in self._by_model.items()}
 
+    @property
+    def usage_by_stage(self) -> dict[str, Usage]:
+        """Each stage's usage (a copy), by `STAGES` word, like `usage_by_model`: summing
+        to `usage`, the same sums as the ledger's rows per stage."""
+        with self._lock:
+            return {stage: replace(usage) for stage, usage in self._by_stage.items()}
+
     def watch(self, watcher: ProgressWatcher, every: float = 0.5) -> None:
         """Call ``watcher`` with the run's `Progress` each time a call ends, and at most
         every ``every`` seconds while calls write tokens. It runs on the calling
         thread: a server hands the event over to its event loop."""
         self._watch = _Watch(watcher, every)
 
+    def report_tally(self, leader: str | None, leader_share: float | None, voters: int) -> None:
+        """Note how the strategy's vote stands now (its own vote: nothing here is graded)
+        and tell the watcher at once, so a stream shows the leader as it moves."""
+        with self._lock:
+            self._tally = (leader, leader_share, voters)
+        self._tell_watcher(call_ended=True)  # always told, as a call's end is
+
     def snapshot(self) -> Progress:
         """How the run stands now."""
         with self._lock:
             usage = self.usage
+            leader, leader_share, voters = self._tally
             return Progress(
                 calls=usage.calls,
                 completions=usage.completions,
@@ -253,6 +303,9 @@ class Meter:
                 + sum(hold.written for hold in self._holds),
                 cost_usd=usage.cost_usd,
                 seconds=time.monotonic() - self._started,
+                leader=leader,
+                leader_share=leader_share,
+                voters=voters,
             )
 
     def _tell_watcher(self, *, call_ended: bool) -> None:
@@ -275,13 +328,15 @@ class Meter:
         progress: ProgressCallback | None = None,
         prune: PruneRule | None = None,
         on_text: TextCallback | None = None,
+        stage: str = "sample",
     ) -> list[Completion]:
         """Call ``model.generate`` within the budget; may return fewer or shorter samples.
 
         ``on_text`` streams the text as it is written (backends with
-        ``capabilities.streaming``). Raises `BudgetExhausted` when not even one
-        token fits.
+        ``capabilities.streaming``); ``stage`` says what the call is for (`STAGES`).
+        Raises `BudgetExhausted` when not even one token fits.
         """
+        check_stage(stage)
         self._check_cancel()
         sampling = sampling or Sampling()
         prompt_tokens = model.count_tokens(prompt)
@@ -304,7 +359,7 @@ class Meter:
                                           progress=track, prune=prune, **streaming)  # fmt: skip
 
                 completions, seconds, wall = self._call(
-                    model, prompt_tokens, n, invoke, progress, hold
+                    model, stage, prompt_tokens, n, invoke, progress, hold
                 )
                 return completions, seconds
 
@@ -314,7 +369,7 @@ class Meter:
                 completions, seconds = draw()
             # A replay is charged its share of the original call's seconds.
             wall_seconds = seconds if wall is None else wall
-            self._settle(model, completions, prompt_tokens, seconds, wall_seconds, hold)
+            self._settle(model, stage, completions, prompt_tokens, seconds, wall_seconds, hold)
         return completions
 
     def generate_together(
@@ -325,11 +380,13 @@ class Meter:
         sampling: Sampling | None = None,
         *,
         progress: ProgressCallback | None = None,
+        stage: str = "sample",
         **options: Any,
     ) -> list[Completion]:
         """Workers that share one KV cache (``model.generate_together``, Hogwild!) within
         the budget: it may drop workers, then shorten them, as for ``n`` samples.
         One ledger row for the whole session."""
+        check_stage(stage)
         if not model.capabilities.shared_cache:
             raise ThinktankError(
                 f"{model.name} cannot run workers over one shared KV cache;"
@@ -345,8 +402,10 @@ class Meter:
                 return model.generate_together(prompt, workers[:n], sampling, deadline=deadline,
                                                progress=track, **options)  # fmt: skip
 
-            completions, seconds, wall = self._call(model, prompt_tokens, n, invoke, progress, hold)
-            self._settle(model, completions, prompt_tokens, seconds, wall, hold)
+            completions, seconds, wall = self._call(
+                model, stage, prompt_tokens, n, invoke, progress, hold
+            )
+            self._settle(model, stage, completions, prompt_tokens, seconds, wall, hold)
         return completions
 
     def _check_cancel(self) -> None:
@@ -372,6 +431,7 @@ class Meter:
     def _settle(
         self,
         model: Model,
+        stage: str,
         completions: list[Completion],
         prompt_tokens: int,
         seconds: float,
@@ -387,6 +447,7 @@ class Meter:
             prompt_tokens = sum(group[0].prompt_tokens for group in requests.values())
         self._record(
             model,
+            stage,
             len(completions),
             prompt_tokens,
             sum(c.completion_tokens for c in completions),
@@ -402,6 +463,7 @@ class Meter:
     def _call(
         self,
         model: Model,
+        stage: str,
         prompt_tokens: int,
         n: int,
         invoke: Callable[[float | None, ProgressCallback], list[Completion]],
@@ -431,9 +493,8 @@ class Meter:
             completions = invoke(self.deadline, track)
         except KeyboardInterrupt:
             # Record what the interrupted call had already spent, then let it stop the run.
-            self._record(
-                model, n, prompt_tokens, hold.written, time.monotonic() - started, hold=hold
-            )
+            seconds = time.monotonic() - started
+            self._record(model, stage, n, prompt_tokens, hold.written, seconds, hold=hold)
             raise
         finally:
             ended = time.monotonic()
@@ -445,6 +506,7 @@ class Meter:
     def _record(
         self,
         model: Model,
+        stage: str,
         n: int,
         prompt_tokens: int,
         completion_tokens: int,
@@ -462,9 +524,11 @@ class Meter:
             if hold is not None:
                 self._holds.discard(hold)
             own = self._by_model.setdefault(model.name, Usage())
+            staged = self._by_stage.setdefault(stage, Usage())
             for usage, usage_seconds in (
                 (self.usage, seconds if wall_seconds is None else wall_seconds),
                 (own, seconds),
+                (staged, seconds),
             ):
                 usage.prompt_tokens += prompt_tokens
                 usage.cached_tokens += cached_tokens
@@ -488,6 +552,7 @@ class Meter:
                     thinking_tokens=thinking_tokens,
                     seconds=seconds,
                     cost_usd=cost,
+                    stage=stage,
                 )
             )
         self._tell_watcher(call_ended=True)

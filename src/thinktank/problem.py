@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+
+from thinktank.verify import KINDS, Kind, equivalent
 
 if TYPE_CHECKING:
     from thinktank.models.base import Message
 
-Kind = Literal["math", "text", "choice", "code"]
-KINDS: tuple[Kind, ...] = ("math", "text", "choice", "code")
+__all__ = ["CONVERSATION_ROLES", "KINDS", "Kind", "Problem", "Task", "infer_kind"]
 
 # Lettered options: "(A) ... (B) ..." anywhere, or "A) ..."/"A. ..."/"A: ..." lines.
 _OPTIONS = re.compile(r"\(A\).*?\(B\)|^[ \t]*A[).:][ \t]+\S.*\n[ \t]*B[).:][ \t]+\S", re.S | re.M)
@@ -145,6 +146,4 @@ class Task:
         """1.0 for a correct answer, 0.0 for a wrong one (partial credit if the scorer says so)."""
         if self.scorer is not None:
             return self.scorer(answer, self.reference)
-        from thinktank.verify import equivalent
-
         return float(answer is not None and equivalent(answer, self.reference, self.problem.kind))

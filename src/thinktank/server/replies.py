@@ -166,7 +166,8 @@ def reply(
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     """The response body: ``choices``, ``usage`` (every token the meter counted) and
-    the ``thinktank`` object (``extra``, then cost, calls, seconds, usage by model)."""
+    the ``thinktank`` object (``extra``, then cost, calls, seconds, usage by model and
+    by stage)."""
     usage = meter.usage
     body: dict[str, Any] = {
         "id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex}",
@@ -182,7 +183,8 @@ def reply(
         },
     }
     by_model = {name: own.to_dict() for name, own in meter.usage_by_model.items()}
+    by_stage = {stage: own.to_dict() for stage, own in meter.usage_by_stage.items()}
     body["thinktank"] = {**extra, "run_id": meter.run_id, "cost_usd": usage.cost_usd,
                          "calls": usage.calls, "seconds": usage.seconds,
-                         "usage_by_model": by_model}  # fmt: skip
+                         "usage_by_model": by_model, "usage_by_stage": by_stage}  # fmt: skip
     return body

@@ -141,6 +141,7 @@ class SamplingRequest(BaseModel):
         dict[Annotated[int, Field(ge=0)], Annotated[float, Field(ge=-100, le=100)]] | None
     ) = Field(default=None, max_length=MAX_LOGIT_BIAS)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     thinktank: ThinktankOptions | None = None
 
     @field_validator("stop")
@@ -149,6 +150,16 @@ class SamplingRequest(BaseModel):
         if isinstance(stop, list) and len(stop) > MAX_STOPS:
             raise ValueError(f"at most {MAX_STOPS} stop strings")
         return stop
+
+    @model_validator(mode="after")
+    def _stream_options_need_a_stream(self) -> SamplingRequest:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
+
+    def include_usage(self) -> bool:
+        """Whether a stream ends with a usage chunk."""
+        return self.stream_options is not None and self.stream_options.include_usage
 
     def stops(self) -> tuple[str, ...]:
         """The stop strings (empty ones dropped: they would stop at once)."""
@@ -194,20 +205,9 @@ class ChatRequest(SamplingRequest):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    stream_options: StreamOptions | None = None
     tools: list[ToolDefinition] | None = Field(default=None, max_length=MAX_TOOLS)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
-
-    @model_validator(mode="after")
-    def _stream_options_need_a_stream(self) -> ChatRequest:
-        if self.stream_options is not None and not self.stream:
-            raise ValueError("stream_options is only allowed when stream is true")
-        return self
-
-    def include_usage(self) -> bool:
-        """Whether a stream ends with a usage chunk."""
-        return self.stream_options is not None and self.stream_options.include_usage
 
     def sample_tokens(self) -> int | None:
         """Tokens per sample asked for: ``max_completion_tokens``, else ``max_tokens``."""
@@ -245,13 +245,6 @@ class ChatRequest(SamplingRequest):
         return ignored
 
 
-#: Why a legacy completion request cannot set these fields to true.
-_UNSERVED = {
-    "echo": "only false is served: the reply does not repeat the prompt",
-    "stream": "only false is served on /v1/completions (/v1/chat/completions streams)",
-}
-
-
 class CompletionRequest(SamplingRequest):
     """An OpenAI legacy completions request (``POST /v1/completions``): text prompts
     continued as they are (no chat template), for base and chat models alike."""
@@ -272,12 +265,12 @@ class CompletionRequest(SamplingRequest):
             raise ValueError(f"at most {MAX_PROMPTS} prompts")
         return prompt
 
-    @field_validator("echo", "stream")
+    @field_validator("echo")
     @classmethod
-    def _not_served(cls, value: bool, info: ValidationInfo) -> bool:
-        if value:
-            raise ValueError(_UNSERVED[info.field_name])
-        return value
+    def _no_echo(cls, echo: bool) -> bool:
+        if echo:
+            raise ValueError("only false is served: the reply does not repeat the prompt")
+        return echo
 
     @field_validator("best_of")
     @classmethod

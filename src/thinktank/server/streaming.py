@@ -1,4 +1,4 @@
-"""Server-sent events for ``stream: true`` chat completions.
+"""Server-sent events for ``stream: true`` chat and legacy completions.
 
 A stream is, in order (each event a ``data: {chunk}`` line of a
 ``chat.completion.chunk``):
@@ -7,8 +7,10 @@ A stream is, in order (each event a ``data: {chunk}`` line of a
 2. while the work runs, either the text as the model writes it (a plain request
    to a backend that streams) or progress chunks: ``choices: []`` and a
    ``thinktank`` object ``{"event": "progress", "calls", "completions",
-   "prompt_tokens", "completion_tokens", "cost_usd", "seconds"}`` (see
-   `thinktank.meter.Progress`), sent as each model call ends and at most every
+   "prompt_tokens", "completion_tokens", "cost_usd", "seconds", "leader",
+   "leader_share", "voters"}`` (see `thinktank.meter.Progress`; the last three,
+   how the strategy's own vote stands, are null until it first counts one), sent
+   as each model call ends, as the strategy's vote changes, and at most every
    `PROGRESS_EVERY_SECONDS` while tokens are written. Clients that read only
    ``choices`` skip them, as they skip OpenAI's own usage chunk;
 3. for an answer known only once the work is done (a strategy's), its text, in
@@ -19,6 +21,13 @@ A stream is, in order (each event a ``data: {chunk}`` line of a
    ``stream_options: {"include_usage": true}`` (every other chunk then carries
    ``"usage": null``, as OpenAI's do; without it no chunk has ``usage``);
 6. ``data: [DONE]``.
+
+A legacy completion's stream (`TextStreamHead`) is the same but for its chunks'
+shape, OpenAI's: ``text_completion`` chunks whose choices are ``{"index", "text",
+"logprobs", "finish_reason"}``, no first chunk (1.), and a finish chunk with
+``text: ""``. Its text streams as written unless the model cannot stream it or the
+request asked for ``logprobs``: each choice's text then comes whole (3.), with its
+token logprobs, which the streamed text does not carry.
 
 The 200 is sent before the work starts, so an error met afterwards is one
 OpenAI-style event ``{"error": {"message", "type", "param", "code"}}`` that ends
@@ -38,7 +47,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 
@@ -56,24 +65,67 @@ Post = Callable[[str, Any], None]
 
 @dataclass(frozen=True)
 class StreamHead:
-    """What every chunk of one stream shares: its id, creation time and model, how
-    many choices it streams, and whether the request asked for a usage chunk."""
+    """What every chunk of one chat stream shares: its id, creation time and model, how
+    many choices it streams, and whether the request asked for a usage chunk; and how
+    its chunks' choices are shaped (`TextStreamHead`: a legacy completion's)."""
 
     model: str
     choices: int = 1
     include_usage: bool = False
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
+    #: The chunks' ``object``.
+    object: ClassVar[str] = "chat.completion.chunk"
 
     def chunk(self, choices: list[dict[str, Any]], **fields: Any) -> str:
-        """One ``chat.completion.chunk`` event with these choices and top-level fields."""
-        body: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk",
-                                "created": self.created, "model": self.model,
-                                "choices": choices}  # fmt: skip
+        """One chunk event with these choices and top-level fields."""
+        body: dict[str, Any] = {"id": self.id, "object": self.object, "created": self.created,
+                                "model": self.model, "choices": choices}  # fmt: skip
         if self.include_usage:
             body["usage"] = None  # filled in the last chunk only
         body.update(fields)
         return _event(body)
+
+    def opening(self) -> Iterator[str]:
+        """The chunks sent at once: each choice's role."""
+        for index in range(self.choices):
+            yield self.chunk([_delta(index, {"role": "assistant", "content": ""})])
+
+    def piece(self, index: int, text: str) -> dict[str, Any]:
+        """Choice ``index``'s next text, as the model writes it."""
+        return _delta(index, {"content": text})
+
+    def whole(self, choice: dict[str, Any]) -> dict[str, Any]:
+        """A finished response's choice: its text (and tool calls, logprobs) at once."""
+        message = choice["message"]
+        delta = _delta(choice["index"], {"content": message["content"],
+                                         **tool_call_delta(message)})  # fmt: skip
+        return {**delta, "logprobs": choice.get("logprobs")}
+
+    def finish(self, index: int, reason: str) -> dict[str, Any]:
+        """Choice ``index``'s last chunk: why it ended."""
+        return {"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}
+
+
+@dataclass(frozen=True)
+class TextStreamHead(StreamHead):
+    """A legacy completion's stream (``POST /v1/completions``): ``text_completion``
+    chunks whose choices carry ``text``, as OpenAI's; nothing is sent before the text."""
+
+    id: str = field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
+    object: ClassVar[str] = "text_completion"
+
+    def opening(self) -> Iterator[str]:
+        return iter(())
+
+    def piece(self, index: int, text: str) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
+
+    def whole(self, choice: dict[str, Any]) -> dict[str, Any]:
+        return {**self.piece(choice["index"], choice["text"]), "logprobs": choice["logprobs"]}
+
+    def finish(self, index: int, reason: str) -> dict[str, Any]:
+        return {**self.piece(index, ""), "finish_reason": reason}
 
 
 def stream_tokens(
@@ -144,11 +196,11 @@ async def _stream(
     async with anyio.create_task_group() as tasks, send, receive:
         tasks.start_soon(partial(anyio.to_thread.run_sync, run, limiter=limit))
         try:
-            for index in range(head.choices):
-                yield head.chunk([_delta(index, {"role": "assistant", "content": ""})])
+            for event in head.opening():
+                yield event
             async for kind, payload in receive:
                 if kind == "text":
-                    yield head.chunk([_delta(payload[0], {"content": payload[1]})])
+                    yield head.chunk([head.piece(*payload)])
                 elif kind == "progress":
                     yield head.chunk([], thinktank={"event": "progress", **payload.to_dict()})
                 elif kind == "done":
@@ -167,14 +219,9 @@ def _ending(head: StreamHead, result: dict[str, Any], *, text: bool) -> Iterator
     object (and usage, if asked for), then [DONE]."""
     if text:
         for choice in result["choices"]:
-            message = choice["message"]
-            delta = _delta(choice["index"], {"content": message["content"],
-                                             **tool_call_delta(message)})  # fmt: skip
-            yield head.chunk([{**delta, "logprobs": choice.get("logprobs")}])
+            yield head.chunk([head.whole(choice)])
     for choice in result["choices"]:
-        done = {"index": choice["index"], "delta": {}, "logprobs": None,
-                "finish_reason": choice["finish_reason"]}  # fmt: skip
-        yield head.chunk([done])
+        yield head.chunk([head.finish(choice["index"], choice["finish_reason"])])
     last: dict[str, Any] = {"thinktank": {**result["thinktank"], "event": "result"}}
     if head.include_usage:
         last["usage"] = result["usage"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 from thinktank.errors import SpecError
 from thinktank.spec import build, parse_spec
@@ -63,6 +64,7 @@ __all__ = [
     "TruthInference",
     "WeightedVote",
     "build_strategy",
+    "strategy_class",
     "with_defaults",
 ]
 
@@ -105,7 +107,7 @@ def build_strategy(spec: str | Strategy) -> Strategy:
     if isinstance(spec, Strategy):
         return spec
     name, options = parse_spec(spec)
-    return build(_strategy_class(name), options, what=f"strategy {name}")
+    return build(strategy_class(name), options, what=f"strategy {name}")
 
 
 def with_defaults(spec: str, **defaults: float | int) -> tuple[Strategy, dict[str, str]]:
@@ -120,7 +122,7 @@ def with_defaults(spec: str, **defaults: float | int) -> tuple[Strategy, dict[st
     ('self-consistency:temperature=0.3,max_tokens=5,n=4', ['temperature'])
     """
     name, options = parse_spec(spec)
-    cls = _strategy_class(name)
+    cls = strategy_class(name)
     fields = {field.name for field in dataclasses.fields(cls) if field.init}
     unused: dict[str, str] = {}
     for option, value in defaults.items():
@@ -133,7 +135,10 @@ def with_defaults(spec: str, **defaults: float | int) -> tuple[Strategy, dict[st
     return build(cls, options, what=f"strategy {name}"), unused
 
 
-def _strategy_class(name: str) -> type[Strategy]:
+def strategy_class(name: str) -> type[Strategy]:
+    """The strategy called ``name``; unknown, an error naming the close ones first."""
     if name not in STRATEGIES:
-        raise SpecError(f"unknown strategy {name!r} (available: {', '.join(STRATEGIES)})")
+        close = difflib.get_close_matches(name, STRATEGIES, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise SpecError(f"unknown strategy {name!r} ({hint}available: {', '.join(STRATEGIES)})")
     return STRATEGIES[name]

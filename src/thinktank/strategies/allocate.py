@@ -24,6 +24,7 @@ from thinktank.models.base import Completion
 from thinktank.problem import Problem
 from thinktank.resolver import Reference
 from thinktank.solution import Candidate, Solution
+from thinktank.spec import option
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import (
     BestOfN,
@@ -92,14 +93,20 @@ class ComputeOptimal(SamplingOptions, Strategy):
 
     name: ClassVar[str] = "compute-optimal"
     summary: ClassVar[str] = "a fixed budget; the probe's difficulty picks the method (Snell)"
+    example: ClassVar[str] = "compute-optimal:n=16,probe=4,choices=majority/majority/beam/beam/beam"
 
-    n: int = 16
-    probe: int = 4
-    verifier: str = "self-eval"
-    value: str = "self-eval"
-    expand: int = 4
-    edges: str = "0.2/0.4/0.6/0.8"
-    choices: str = "weighted-best-of-n/weighted-best-of-n/beam/beam/beam"
+    n: int = option(16, "generations per question, the probe's included")
+    probe: int = option(4, "samples that gauge the question's difficulty")
+    verifier: str = option(
+        "self-eval", "verifier that scores the probe and picks best-of-n answers"
+    )
+    value: str = option("self-eval", "process reward that values the beam choice's steps")
+    expand: int = option(4, "next steps each beam writes (the beam choice)")
+    edges: str = option("0.2/0.4/0.6/0.8", "difficulties between the levels, ascending, /-joined")
+    choices: str = option(
+        "weighted-best-of-n/weighted-best-of-n/beam/beam/beam",
+        "each level's method, easiest first: majority, best-of-n, weighted-best-of-n, beam",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -173,11 +180,13 @@ class ComputeOptimal(SamplingOptions, Strategy):
         pool = [Candidate.from_completion(c, problem.kind) for c in drawn + more]
         if choice == "majority":
             vote = majority_vote([c.answer for c in pool], problem.kind)
+            ctx.report_vote(vote)
             return Solution(vote.winner, pool, votes=vote.counts, trace=trace)
         chosen = verified_choice(problem, ctx, pool, self.verifier)
         if choice == "weighted-best-of-n":
             scores = [c.score or 0.0 for c in chosen.candidates]
             vote = majority_vote([c.answer for c in chosen.candidates], problem.kind, scores)
+            ctx.report_vote(vote)
             return Solution(vote.winner, chosen.candidates, votes=vote.counts, trace=trace)
         return replace(chosen, trace=trace)
 
@@ -261,12 +270,13 @@ class BatchAllocation(ManySamples, Strategy):
 
     name: ClassVar[str] = "batch-allocation"
     summary: ClassVar[str] = "a batch's samples go to doubtful probes (was compute-optimal)"
+    example: ClassVar[str] = "batch-allocation:n=4,max_n=16,rule=middle"
     batched: ClassVar[bool] = True
 
-    n: int = 4
-    probe: int = 2
-    max_n: int = 16
-    rule: str = "doubt"
+    n: int = option(4, "samples a problem gets on average over the batch")
+    probe: int = option(2, "samples of every problem that gauge its doubt")
+    max_n: int = option(16, "samples one problem may take at most")
+    rule: str = option("doubt", "what the rest follows: doubt, or middle (doubt x (1 - doubt))")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -303,6 +313,7 @@ class BatchAllocation(ManySamples, Strategy):
                     more = sample_completions(problem, ctx, extras[index], stream)
                 candidates = [Candidate.from_completion(c, problem.kind) for c in drawn + more]
                 vote = majority_vote([c.answer for c in candidates], problem.kind)
+                ctx.report_vote(vote)
                 trace = [{"probe_doubt": round(doubts[index], 4), "extra_samples": len(more)}]
                 return Solution(vote.winner, candidates, votes=vote.counts, trace=trace)
 

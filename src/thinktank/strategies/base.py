@@ -6,11 +6,12 @@ import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from thinktank.aggregate import Vote
 from thinktank.errors import BudgetExhausted
-from thinktank.meter import Meter
+from thinktank.meter import Meter, check_stage
 from thinktank.models.base import (
     CallGroup,
     Completion,
@@ -48,7 +49,18 @@ class Context:
     #: Stop strings that end every sample drawn through this context, besides each
     #: call's own (a server request's ``stop``).
     stop: tuple[str, ...] = ()
+    #: What this context's calls are for, in the ledger and ``usage_by_stage`` (a
+    #: `thinktank.meter.STAGES` word); `at_stage` makes a context for another part.
+    stage: str = "sample"
     _calls: itertools.count = field(default_factory=itertools.count, repr=False)
+
+    def __post_init__(self) -> None:
+        check_stage(self.stage)
+
+    def at_stage(self, stage: str) -> Context:
+        """This context for another part of the strategy (a judge, an aggregator):
+        the same meter and the same seed counter, so seeds do not move."""
+        return replace(self, stage=stage)
 
     def generate(
         self,
@@ -63,7 +75,13 @@ class Context:
         (a judge, a cheaper model). Each call's seed is derived from ``self.seed``."""
         sampling = self._seeded(sampling)
         return self.meter.generate(
-            model or self.model, prompt, n, sampling, progress=self.progress, prune=prune
+            model or self.model,
+            prompt,
+            n,
+            sampling,
+            progress=self.progress,
+            prune=prune,
+            stage=self.stage,
         )
 
     def generate_each(
@@ -82,7 +100,9 @@ class Context:
             prompt, n, sampling = calls[index]
             with calling_in_group(group, index):
                 try:
-                    return self.meter.generate(model or self.model, prompt, n, sampling)
+                    return self.meter.generate(
+                        model or self.model, prompt, n, sampling, stage=self.stage
+                    )
                 except BudgetExhausted:
                     return []
 
@@ -97,8 +117,19 @@ class Context:
         """Workers that write at once into one shared KV cache (Hogwild!), through the
         meter; ``options`` go to the backend's ``generate_together``."""
         return self.meter.generate_together(
-            self.model, prompt, workers, self._seeded(sampling), progress=self.progress, **options
+            self.model,
+            prompt,
+            workers,
+            self._seeded(sampling),
+            progress=self.progress,
+            stage=self.stage,
+            **options,
         )
+
+    def report_vote(self, vote: Vote) -> None:
+        """Tell the meter how the strategy's vote stands (its leader, the leader's share,
+        the answers counted), so a stream shows who is winning while it works."""
+        self.meter.report_tally(vote.winner, vote.winner_share, vote.voters)
 
     def _seeded(self, sampling: Sampling) -> Sampling:
         """The call's sampling with its seed derived from ``self.seed`` and the
@@ -115,11 +146,14 @@ class Strategy(ABC):
     """A way of spending inference compute on a problem.
 
     Subclasses are dataclasses whose fields are the options of their spec string,
-    so ``self-consistency:n=16`` builds ``SelfConsistency(n=16)``.
+    so ``self-consistency:n=16`` builds ``SelfConsistency(n=16)``; each is declared
+    with `thinktank.spec.option`, its default and its meaning for people.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    #: A spec string that builds it, shown by ``thinktank strategies NAME``.
+    example: ClassVar[str]
 
     @abstractmethod
     def solve(self, problem: Problem, ctx: Context) -> Solution:

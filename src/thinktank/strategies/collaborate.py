@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from thinktank.aggregate import majority_vote
+from thinktank.aggregate import Vote, majority_vote
 from thinktank.errors import BudgetExhausted
 from thinktank.models.base import Completion, Model, Prompt, Sampling, TeamFormat
 from thinktank.problem import Kind, Problem
 from thinktank.prompts import build_prompt, stop_strings
 from thinktank.solution import Candidate, Partial, Solution
+from thinktank.spec import option
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import SamplingOptions, sample_completions
 from thinktank.verify import answer_key, declared_answer, extract_answer
@@ -142,11 +143,12 @@ class Debate(SamplingOptions, Strategy):
 
     name: ClassVar[str] = "debate"
     summary: ClassVar[str] = "agents revise their answers reading each other's; confidence vote"
+    example: ClassVar[str] = "debate:agents=3,rounds=2,vote=majority"
 
-    agents: int = 3
-    rounds: int = 3
-    discussion: str = "grouped"
-    vote: str = "recalibrated"
+    agents: int = option(3, "agents (samples of the model) at the table, 2 or more")
+    rounds: int = option(3, "rounds at most, the first answers included")
+    discussion: str = option("grouped", "discussion prompt: grouped (ReConcile's) or follow-up")
+    vote: str = option("recalibrated", "final vote: recalibrated, confidence or majority")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -186,6 +188,7 @@ class Debate(SamplingOptions, Strategy):
             )
         ]
         trace = [self._record(answers, 1)]
+        vote = self._vote(ctx, answers, kind)
         everyone: list[Candidate] = list(answers)
         for round_number in range(2, self.rounds + 1):
             if len(answer_groups(answers, kind)) <= 1:
@@ -197,8 +200,14 @@ class Debate(SamplingOptions, Strategy):
             ]  # an agent the budget silenced keeps its answer
             everyone.extend(answers)
             trace.append(self._record(answers, round_number))
-        vote = majority_vote([a.answer for a in answers], kind, [self.weight(a) for a in answers])
+            vote = self._vote(ctx, answers, kind)
         return Solution(answer=vote.winner, candidates=everyone, votes=vote.counts, trace=trace)
+
+    def _vote(self, ctx: Context, answers: Sequence[Candidate], kind: Kind) -> Vote:
+        """The round's weighted vote (the last round's answers), reported as it stands."""
+        vote = majority_vote([a.answer for a in answers], kind, [self.weight(a) for a in answers])
+        ctx.report_vote(vote)
+        return vote
 
     def weight(self, agent: Candidate) -> float:
         """What ``agent``'s final vote weighs (see ``vote``)."""
@@ -267,9 +276,10 @@ class MixtureOfAgents(SamplingOptions, Strategy):
 
     name: ClassVar[str] = "mixture-of-agents"
     summary: ClassVar[str] = "layers of proposers reading the layer before; an aggregator answers"
+    example: ClassVar[str] = "mixture-of-agents:proposers=3,layers=2"
 
-    proposers: int = 3
-    layers: int = 2
+    proposers: int = option(3, "proposers in each layer")
+    layers: int = option(2, "layers of proposers before the aggregator")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -302,7 +312,7 @@ class MixtureOfAgents(SamplingOptions, Strategy):
         if not layer:
             return Solution(answer=None, candidates=everyone, trace=trace)
         aggregated = sample_completions(
-            problem, ctx, 1, sampling.with_(temperature=0.0),
+            problem, ctx.at_stage("aggregate"), 1, sampling.with_(temperature=0.0),
             prompt=self.references_prompt(problem, ctx.model, layer),
         )  # fmt: skip
         final = [Candidate.from_completion(c, kind, "aggregator") for c in aggregated]
@@ -339,10 +349,11 @@ class LearningFromPeers(SamplingOptions, Strategy):
 
     name: ClassVar[str] = "leap"
     summary: ClassVar[str] = "parallel paths that swap progress summaries every T tokens"
+    example: ClassVar[str] = "leap:paths=4,interval=64"
 
-    paths: int = 4
-    interval: int = 64
-    summary_tokens: int = 32
+    paths: int = option(4, "reasoning paths in parallel, 2 or more")
+    interval: int = option(64, "tokens between summary exchanges")
+    summary_tokens: int = option(32, "tokens a progress summary may take")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -386,6 +397,7 @@ class LearningFromPeers(SamplingOptions, Strategy):
             exchanges += 1
         candidates = [self._path(p, problem) for p in paths if p.steps]
         vote = majority_vote([c.answer for c in candidates], problem.kind)
+        ctx.report_vote(vote)
         trace = [{"exchanges": exchanges, "tokens": written}]
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts, trace=trace)
 
@@ -425,7 +437,9 @@ class LearningFromPeers(SamplingOptions, Strategy):
             temperature=0.0, max_tokens=self.summary_tokens
         )
         summaries = [Partial((p.text + self._SUMMARIZE,)) for p in paths]
-        results = continue_partials(problem, ctx, summaries, [1] * len(paths), greedy)
+        results = continue_partials(
+            problem, ctx.at_stage("summary"), summaries, [1] * len(paths), greedy
+        )
         # Its first line that says something (a model often starts with a line break).
         return [next(iter(r[0].text.strip().splitlines()), "") if r else "" for r in results]
 
@@ -550,16 +564,17 @@ class Hogwild(SamplingOptions, Strategy):
 
     name: ClassVar[str] = "hogwild"
     summary: ClassVar[str] = "workers write at once into one shared KV cache, seeing each other"
+    example: ClassVar[str] = "hogwild:workers=2,until=all"
 
-    workers: int = 2
-    layout: str = "combined"
-    step: str = "paragraph"
-    until: str = "first"
-    cut_impersonation: bool = True
-    prompt: str = "paper"
-    check_every: int = 256
-    final_tokens: int = 16
-    visibility: str = "same-step"
+    workers: int = option(2, "workers writing into the shared KV cache, up to 8")
+    layout: str = option("combined", "what a worker sees: combined, token, step or independent")
+    step: str = option("paragraph", "what ends a step: paragraph, line or sentence")
+    until: str = option("first", "first (end at the first declared answer) or all")
+    cut_impersonation: bool = option(True, "end a worker's step where it starts a teammate's")
+    prompt: str = option("paper", "paper (the collaboration prompt) or team (the earlier format)")
+    check_every: int = option(256, 'tokens between "am I doing redundant work?" checks, 0 never')
+    final_tokens: int = option(16, "tokens of a final answer when none was declared, 0 none")
+    visibility: str = option("same-step", "when the others see a token: same-step or next-step")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -663,7 +678,8 @@ class Hogwild(SamplingOptions, Strategy):
         greedy = self.sampling(ctx.model, problem.kind).with_(
             temperature=0.0, max_tokens=self.final_tokens
         )
-        completions = sample_completions(problem, ctx, 1, greedy, prompt=asked)
+        finishing = ctx.at_stage("aggregate")
+        completions = sample_completions(problem, finishing, 1, greedy, prompt=asked)
         if not completions:
             return None
         candidate = Candidate.from_completion(completions[0], problem.kind, "final")

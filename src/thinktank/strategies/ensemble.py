@@ -19,6 +19,7 @@ from thinktank.models.profiles import sampling_profile
 from thinktank.problem import Problem
 from thinktank.prompts import PROMPT_VARIANTS, build_prompt
 from thinktank.solution import Candidate, Solution
+from thinktank.spec import option
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import ManySamples, sample_candidates, sample_completions
 
@@ -50,9 +51,10 @@ class DiversePrompts(ManySamples, Strategy):
 
     name: ClassVar[str] = "diverse-prompts"
     summary: ClassVar[str] = "the model proposes approaches; one prompt each; votes pooled"
+    example: ClassVar[str] = "diverse-prompts:n=12,approaches=3"
 
-    n: int = 12
-    approaches: int = 3
+    n: int = option(12, "samples in all, shared equally by the approaches")
+    approaches: int = option(3, "approaches the model proposes, one prompt each")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,6 +78,7 @@ class DiversePrompts(ManySamples, Strategy):
                 prompt=build_prompt(problem, ctx.model, approach=approach),
             )
         vote = majority_vote([c.answer for c in candidates], problem.kind)
+        ctx.report_vote(vote)
         trace = [{"approach": a, "proposed_by_model": a in proposed} for a in chosen]
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts, trace=trace)
 
@@ -91,7 +94,8 @@ class DiversePrompts(ManySamples, Strategy):
             else f"{ask}\n\nApproaches:\n1."
         )
         sampling = Sampling(temperature=0.0, max_tokens=48 * self.approaches)
-        [listing] = sample_completions(problem, ctx, 1, sampling, prompt=prompt) or [None]
+        planning = ctx.at_stage("plan")
+        [listing] = sample_completions(problem, planning, 1, sampling, prompt=prompt) or [None]
         if listing is None:
             return []
         text = listing.text if ctx.model.capabilities.chat else "1." + listing.text
@@ -116,13 +120,19 @@ class TruthInference(Strategy):
     summary: ClassVar[str] = (
         "prompt-variant x temperature workers; Dawid-Skene weights over the bench batch"
     )
+    example: ClassVar[str] = "truth-inference:n=12,variants=instruct/plain,temperatures=0.5/1.0"
 
-    n: int = 16
-    variants: str = "instruct/step-by-step"
-    temperatures: str = "0.7/1.0"
-    #: Unset: the model's (its sampling profile), like every other sampling option.
-    top_p: float | None = None
-    max_tokens: int | None = None
+    n: int = option(16, "samples in all, shared equally by the workers")
+    variants: str = option(
+        "instruct/step-by-step", "prompt variants, /-joined: instruct, step-by-step, plain"
+    )
+    temperatures: str = option(
+        "0.7/1.0", "temperatures, /-joined: each variant x temperature is a worker"
+    )
+    top_p: float | None = option(
+        None, "nucleus: keep the likeliest tokens up to this probability (None: the model's)"
+    )
+    max_tokens: int | None = option(None, "tokens a sample may write at most (None: the model's)")
 
     def __post_init__(self) -> None:
         Sampling().with_(**self._options_set)  # checks them
@@ -169,6 +179,7 @@ class TruthInference(Strategy):
                 worker=f"{ctx.model.name}|{variant}|T={temperature:g}",
             )
         vote = majority_vote([c.answer for c in candidates], problem.kind)
+        ctx.report_vote(vote)
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts)
 
     def revise_batch(

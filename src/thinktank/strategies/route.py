@@ -22,6 +22,7 @@ from thinktank.prompts import build_prompt
 from thinktank.resolver import Reference
 from thinktank.router import FEATURES, METHODS, OBJECTIVES, Router
 from thinktank.solution import Candidate, Partial, Solution
+from thinktank.spec import option
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import ManySamples, sample_candidates
 from thinktank.strategies.search import Stepper, ValuedSearch
@@ -51,11 +52,14 @@ class Cascade(ManySamples, Strategy):
 
     name: ClassVar[str] = "cascade"
     summary: ClassVar[str] = "cheap model first; escalate when its vote is not confident"
+    example: ClassVar[str] = "cascade:models=smollm2+gemma3-270m,threshold=0.7"
 
-    models: str = f"smollm2{POOL_SEPARATOR}gemma3-270m"
-    threshold: float = 0.5
-    n: int = 4
-    signal: str = "vote"
+    models: str = option(
+        f"smollm2{POOL_SEPARATOR}gemma3-270m", "model specs, cheapest first, joined by +"
+    )
+    threshold: float = option(0.5, "confidence at which an answer stands (0: never escalate)")
+    n: int = option(4, "samples each model votes with")
+    signal: str = option("vote", "confidence: vote (the winner's smoothed share) or a verifier")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -88,6 +92,7 @@ class Cascade(ManySamples, Strategy):
             )
             candidates += [replace(c, worker=model.name) for c in asked]
             vote = majority_vote([c.answer for c in asked], problem.kind)
+            ctx.report_vote(vote)  # this rung's
             if verifier is None:
                 confidence = vote_confidence(next(iter(vote.counts.values()), 0), len(asked))
             else:  # the verifier's score of a sample that gives the winning answer
@@ -173,10 +178,15 @@ class SpecReason(ValuedSearch, Strategy):
 
     name: ClassVar[str] = "spec-reason"
     summary: ClassVar[str] = "small model writes each step; large one scores it, rewrites weak ones"
+    example: ClassVar[str] = "spec-reason:models=smollm2+gemma3-270m,threshold=6"
 
-    models: str = f"smollm2{POOL_SEPARATOR}gemma3-270m"
-    judge: str = "step-score"
-    threshold: float | None = None
+    models: str = option(
+        f"smollm2{POOL_SEPARATOR}gemma3-270m", "SMALL+LARGE: the drafting and the judging model"
+    )
+    judge: str = option("step-score", "step-score (the large model scores 0-9) or value")
+    threshold: float | None = option(
+        None, "judgement at which a draft stands (None: 7, or 0.5 for value)"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -199,7 +209,9 @@ class SpecReason(ValuedSearch, Strategy):
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         small, large = (replace(ctx, model=ctx.resolver.model(spec)) for spec in _pool(self.models))
-        drafts, rewrites = Stepper(problem, small, self), Stepper(problem, large, self)
+        # The small model's steps are drafts; the large one's rewrites are the answer's own.
+        drafts = Stepper(problem, small.at_stage("draft"), self)
+        rewrites = Stepper(problem, large, self)
         judge = self._judgement(problem, ctx)
         key = "score" if self.judge == "step-score" else "value"
         partial, judged, trace = Partial(), 0.0, []
@@ -229,7 +241,7 @@ class SpecReason(ValuedSearch, Strategy):
 
         def score(drafted: Partial, large: Context) -> float:
             prompt = step_score_prompt(problem, large.model, drafted)
-            replies = large.generate_each([(prompt, 1, greedy)])[0]
+            replies = large.at_stage("judge").generate_each([(prompt, 1, greedy)])[0]
             return step_score(replies[0].text) if replies else 0  # refused: not accepted
 
         return score
@@ -254,13 +266,14 @@ class Route(Strategy):
 
     name: ClassVar[str] = "route"
     summary: ClassVar[str] = "a router learned from bench runs picks strategy and model per query"
+    example: ClassVar[str] = "route:runs=RUN1+RUN2,objective=accuracy"
 
-    runs: str = ""
-    method: str = "clusters"
-    features: str = "tfidf"
-    objective: str = "cost-of-pass"
-    clusters: int = 4
-    ledger: str = ""
+    runs: str = option("", "the bench runs to learn from, ids joined by + (required)")
+    method: str = option("clusters", "the router: clusters or classifier")
+    features: str = option("tfidf", "query features: tfidf or minilm")
+    objective: str = option("cost-of-pass", "what the router minimises: cost-of-pass or accuracy")
+    clusters: int = option(4, "clusters of queries (method=clusters)")
+    ledger: str = option("", "the ledger file holding the runs (empty: the usual one)")
     _router: Router | None = field(default=None, init=False, repr=False, compare=False)
     _training: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
                                       compare=False)  # fmt: skip
@@ -268,11 +281,11 @@ class Route(Strategy):
     def __post_init__(self) -> None:
         if not self.run_ids:
             raise ValueError(f"runs must name bench runs joined by {RUN_SEPARATOR!r}")
-        for option, value, allowed in (("method", self.method, METHODS),
-                                       ("features", self.features, FEATURES),
-                                       ("objective", self.objective, OBJECTIVES)):  # fmt: skip
+        for name, value, allowed in (("method", self.method, METHODS),
+                                     ("features", self.features, FEATURES),
+                                     ("objective", self.objective, OBJECTIVES)):  # fmt: skip
             if value not in allowed:
-                raise ValueError(f"{option} must be one of {', '.join(allowed)}")
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}")
 
     @property
     def run_ids(self) -> list[str]:

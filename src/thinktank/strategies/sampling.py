@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from thinktank.aggregate import majority_vote
+from thinktank.aggregate import Vote, majority_vote
 from thinktank.errors import BudgetExhausted
 from thinktank.models.base import (
     Completion,
@@ -25,10 +25,11 @@ from thinktank.models.base import (
     Sampling,
 )
 from thinktank.models.profiles import sampling_profile
-from thinktank.problem import Problem
+from thinktank.problem import Kind, Problem
 from thinktank.prompts import build_prompt, stop_strings
 from thinktank.resolver import Reference
 from thinktank.solution import Candidate, Solution
+from thinktank.spec import option
 from thinktank.strategies.base import Context, Strategy
 from thinktank.verify import answer_key
 from thinktank.verify.verifiers import parse_verifier
@@ -91,14 +92,24 @@ class SamplingOptions:
     its sampling profile (`thinktank.models.profiles`).
     """
 
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    max_tokens: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    repetition_penalty: float | None = None
+    temperature: float | None = option(None, "sampling temperature, 0 greedy (None: the model's)")
+    top_p: float | None = option(
+        None, "nucleus: keep the likeliest tokens up to this probability (None: the model's)"
+    )
+    top_k: int | None = option(None, "keep the k likeliest tokens, 0 all (None: the model's)")
+    min_p: float | None = option(
+        None, "drop tokens under min_p times the likeliest's probability (None: the model's)"
+    )
+    max_tokens: int | None = option(None, "tokens a sample may write at most (None: the model's)")
+    presence_penalty: float | None = option(
+        None, "subtracted once from each token the sample wrote (None: the model's)"
+    )
+    frequency_penalty: float | None = option(
+        None, "subtracted per time the sample wrote the token (None: the model's)"
+    )
+    repetition_penalty: float | None = option(
+        None, "divides the logits of tokens already seen, 1 off (None: the model's)"
+    )
 
     def __post_init__(self) -> None:
         Sampling().with_(**self.options_set())  # checks them
@@ -117,7 +128,7 @@ class SamplingOptions:
 class ManySamples(SamplingOptions):
     """Sampling options plus ``n``, the number of samples."""
 
-    n: int = 8
+    n: int = option(8, "samples drawn")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -131,6 +142,7 @@ class Single(SamplingOptions, Strategy):
 
     name: ClassVar[str] = "single"
     summary: ClassVar[str] = "one sample, its answer (greedy unless temperature > 0)"
+    example: ClassVar[str] = "single:temperature=0.7"
 
     temperature: float | None = 0.0
 
@@ -146,10 +158,12 @@ class SelfConsistency(ManySamples, Strategy):
 
     name: ClassVar[str] = "self-consistency"
     summary: ClassVar[str] = "n samples in one batch, majority vote over equivalent answers"
+    example: ClassVar[str] = "self-consistency:n=16,temperature=0.9"
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates = sample_candidates(problem, ctx, self.n, self.sampling(ctx.model, problem.kind))
         vote = majority_vote([c.answer for c in candidates], problem.kind)
+        ctx.report_vote(vote)
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts)
 
 
@@ -167,8 +181,11 @@ class WeightedVote(ManySamples, Strategy):
 
     name: ClassVar[str] = "weighted-vote"
     summary: ClassVar[str] = "n samples, votes weighted by sequence or mean token probability"
+    example: ClassVar[str] = "weighted-vote:n=16,weight=sequence-prob"
 
-    weight: str = "mean-logprob"
+    weight: str = option(
+        "mean-logprob", "a vote's weight: mean-logprob (mean token probability) or sequence-prob"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -179,6 +196,7 @@ class WeightedVote(ManySamples, Strategy):
         candidates = sample_candidates(problem, ctx, self.n, self.sampling(ctx.model, problem.kind))
         weights = confidence_weights(candidates, self.weight)
         vote = majority_vote([c.answer for c in candidates], problem.kind, weights)
+        ctx.report_vote(vote)
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts)
 
 
@@ -217,11 +235,15 @@ class ReasoningPrunedConsistency(ManySamples, Strategy):
     summary: ClassVar[str] = (
         "prune low-probability paths (Weibull mixture), then sum p over distinct paths"
     )
+    example: ClassVar[str] = "rpc:n=8,prune=sigma,unique_paths=false"
 
-    prune: str = "weibull"
-    #: With ``prune=sigma``: how many standard deviations below the mean p is cut.
-    prune_sigmas: float = 1.0
-    unique_paths: bool = True
+    prune: str = option("weibull", "pruning before the vote: weibull (mixture fit), sigma or none")
+    prune_sigmas: float = option(
+        1.0, "with prune=sigma: paths this many std devs below the mean p are cut"
+    )
+    unique_paths: bool = option(
+        True, "identical paths count once (false: every sample votes by its p)"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -252,6 +274,7 @@ class ReasoningPrunedConsistency(ManySamples, Strategy):
             voters.append(candidate.answer)
             weights.append(p)
         vote = majority_vote(voters, problem.kind, weights)
+        ctx.report_vote(vote)
         trace = [{"kept": len(voters), "pruned": sum(pruned), "duplicates": duplicates}]
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts, trace=trace)
 
@@ -343,10 +366,11 @@ class AdaptiveConsistency(SamplingOptions, Strategy):
 
     name: ClassVar[str] = "adaptive-consistency"
     summary: ClassVar[str] = "samples one at a time until the vote is decided (Beta rule)"
+    example: ClassVar[str] = "adaptive-consistency:max_n=16,batch=2,confidence=0.8"
 
-    max_n: int = 40
-    batch: int = 1
-    confidence: float = 0.95
+    max_n: int = option(40, "samples at most")
+    batch: int = option(1, "samples drawn per round")
+    confidence: float = option(0.95, "stop once P(the leader stays ahead) reaches this")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -369,6 +393,7 @@ class AdaptiveConsistency(SamplingOptions, Strategy):
             # The next batch continues the same seeded stream (its prompt is cached).
             sampling = continue_stream(sampling, drawn, len(candidates))
             vote = majority_vote([c.answer for c in candidates], problem.kind)
+            ctx.report_vote(vote)
             decided = decision_confidence(list(vote.counts.values()))
             trace.append({"samples": len(candidates), "confidence": decided})
             if decided >= self.confidence:
@@ -398,8 +423,11 @@ class BestOfN(ManySamples, Strategy):
 
     name: ClassVar[str] = "best-of-n"
     summary: ClassVar[str] = "n samples, the one a verifier scores highest (self-eval, ...)"
+    example: ClassVar[str] = "best-of-n:n=8,verifier=self-eval"
 
-    verifier: str = "self-eval"
+    verifier: str = option(
+        "self-eval", "verifier that scores each sample (self-eval, judge@MODEL, ...)"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -426,12 +454,14 @@ class BestOfMajority(ManySamples, Strategy):
 
     name: ClassVar[str] = "best-of-majority"
     summary: ClassVar[str] = "answers with >= min_share of the votes, then the verifier's best"
+    example: ClassVar[str] = "best-of-majority:n=16,min_share=0.125,k=2"
 
     n: int = 16
-    min_share: float = 0.125
-    verifier: str = "self-eval"
-    #: Answers to give (pass@k output): the verifier's k best frequent answers.
-    k: int = 1
+    min_share: float = option(0.125, "share of the votes an answer needs to be a candidate")
+    verifier: str = option(
+        "self-eval", "verifier that ranks the candidates (self-eval, judge@MODEL, ...)"
+    )
+    k: int = option(1, "answers to give: the verifier's k best candidates (pass@k output)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -447,6 +477,7 @@ class BestOfMajority(ManySamples, Strategy):
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates = sample_candidates(problem, ctx, self.n, self.sampling(ctx.model, problem.kind))
         vote = majority_vote([c.answer for c in candidates], problem.kind)
+        ctx.report_vote(vote)  # the frequency vote; the verifier then picks among the frequent
         threshold = self.min_share * len(candidates)
         # The leader always stays in, even when no answer reaches the threshold.
         ranked = list(vote.counts.items())
@@ -539,15 +570,18 @@ class DeepConf(ManySamples, Strategy):
     summary: ClassVar[str] = (
         "top-k token confidence; weak traces dropped (offline) or stopped early (online)"
     )
+    example: ClassVar[str] = "deepconf:n=32,warmup=16,keep=0.9"
 
     n: int = 32
-    warmup: int = 16
-    window: int = 2048
-    keep: float = 0.1
-    mode: str = "online"
-    measure: str = "lowest"
-    top_logprobs: int = 20
-    confidence: str = "top-k"
+    warmup: int = option(16, "online: traces sampled in full to set the confidence bar")
+    window: int = option(2048, "tokens per group whose mean token confidence is taken")
+    keep: float = option(0.1, "share of traces kept: 0.1 DeepConf-low, 0.9 DeepConf-high")
+    mode: str = option("online", "online (weak traces stopped early) or offline (filtered after)")
+    measure: str = option("lowest", "a trace's confidence: lowest group, bottom-10, tail or mean")
+    top_logprobs: int = option(20, "likeliest tokens per position a token's confidence averages")
+    confidence: str = option(
+        "top-k", "token confidence: top-k (mean -logprob of the top k) or sampled-logprob"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -597,6 +631,7 @@ class DeepConf(ManySamples, Strategy):
             candidates = self._scored(warm, problem)
             bar = keep_bar([c.score for c in candidates], self.keep)
             if warm and self.n > self.warmup:
+                ctx.report_vote(self._vote(candidates, bar, problem.kind)[1])  # the warm-up's
                 stop = GroupConfidenceStop(bar, self.window, self.confidences_of)
                 rest = sample_completions(
                     problem,
@@ -606,17 +641,22 @@ class DeepConf(ManySamples, Strategy):
                     prune=stop if math.isfinite(bar) else None,
                 )
                 candidates += self._scored(rest, problem)
-        voters = [c for c in candidates if c.finish_reason != "pruned"
-                  and (c.score is None or c.score >= bar)]  # fmt: skip
-        unweighted = any(c.score is None for c in voters)
-        vote = majority_vote(
-            [c.answer for c in voters],
-            problem.kind,
-            [1.0 if unweighted else self.weight(c.score) for c in voters],
-        )
+        voters, vote = self._vote(candidates, bar, problem.kind)
+        ctx.report_vote(vote)
         pruned = sum(c.finish_reason == "pruned" for c in candidates)
         trace = [{"bar": bar, "voters": len(voters), "pruned": pruned}]
         return Solution(answer=vote.winner, candidates=candidates, votes=vote.counts, trace=trace)
+
+    def _vote(
+        self, candidates: list[Candidate], bar: float, kind: Kind
+    ) -> tuple[list[Candidate], Vote]:
+        """The candidates that vote (not pruned, at or over the bar) and their vote,
+        weighted by confidence (unweighted when any confidence is unknown)."""
+        voters = [c for c in candidates if c.finish_reason != "pruned"
+                  and (c.score is None or c.score >= bar)]  # fmt: skip
+        unweighted = any(c.score is None for c in voters)
+        weights = [1.0 if unweighted else self.weight(c.score) for c in voters]
+        return voters, majority_vote([c.answer for c in voters], kind, weights)
 
     def _scored(self, completions: Sequence[Completion], problem: Problem) -> list[Candidate]:
         """Candidates scored with their trace confidence (None without logprobs)."""

@@ -29,6 +29,7 @@ from thinktank.problem import Problem
 from thinktank.prompts import stop_strings
 from thinktank.resolver import Reference
 from thinktank.solution import Candidate, Partial, Solution
+from thinktank.spec import option
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import SamplingOptions
 from thinktank.verify.process import ProcessReward, continue_partials, parse_process_reward
@@ -60,8 +61,8 @@ class SearchOptions(SamplingOptions):
     finished ones weighted by value.
     """
 
-    split: str = "sentence"
-    answer: str = "best"
+    split: str = option("sentence", "what ends a step: sentence, line, paragraph or re:PATTERN")
+    answer: str = option("best", "best (the highest-valued solution) or vote (value-weighted)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,9 +77,11 @@ class ValuedSearch(SearchOptions):
     most ``max_steps`` steps) guided by a process reward (``value``, see
     `verify.process`)."""
 
-    value: str = "self-eval"
-    step_tokens: int = 48
-    max_steps: int = 12
+    value: str = option(
+        "self-eval", "process reward that values partial solutions (self-eval, ...)"
+    )
+    step_tokens: int = option(48, "tokens a step may write at most")
+    max_steps: int = option(12, "steps a solution may take at most")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -211,6 +214,7 @@ class Stepper:
         kind = self.problem.kind
         if self.options.answer == "vote":
             vote = majority_vote([c.answer for c in candidates], kind, [v for _, v in finished])
+            self.ctx.report_vote(vote)
             return Solution(vote.winner, candidates, votes=vote.counts, trace=trace)
         ranked = sorted((c for c in candidates if c.answer is not None), key=lambda c: -c.score)
         votes: dict[str, float] = {}
@@ -227,9 +231,10 @@ class BeamSearch(ValuedSearch, Strategy):
 
     name: ClassVar[str] = "beam"
     summary: ClassVar[str] = "keep the k best partial solutions by process reward, step by step"
+    example: ClassVar[str] = "beam:beams=4,expand=4,split=line"
 
-    beams: int = 4
-    expand: int = 4
+    beams: int = option(4, "partial solutions kept after each step")
+    expand: int = option(4, "next steps each beam writes")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -300,12 +305,15 @@ class ParticleFilter(ValuedSearch, Strategy):
 
     name: ClassVar[str] = "particle-filter"
     summary: ClassVar[str] = "particles extended step by step, resampled by process reward"
+    example: ClassVar[str] = "particle-filter:particles=8,weight_transform=value"
 
-    particles: int = 8
-    weight_temperature: float = 1.0
-    weight_transform: str = "logit"
-    iterations: int = 1
-    reference: str = "sample"
+    particles: int = option(8, "partial solutions resampled after each step")
+    weight_temperature: float = option(1.0, "softmax temperature of the resampling weights")
+    weight_transform: str = option(
+        "logit", "resampling weight: logit of the reward (the paper's) or value"
+    )
+    iterations: int = option(1, "sweeps; more than 1 is particle Gibbs")
+    reference: str = option("sample", "particle Gibbs' reference: sample (by weight) or best")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -417,6 +425,7 @@ class ParticleGibbs(ParticleFilter):
 
     name: ClassVar[str] = "particle-gibbs"
     summary: ClassVar[str] = "particle filtering sweeps, each keeping a reference drawn by weight"
+    example: ClassVar[str] = "particle-gibbs:particles=4,iterations=3"
 
     iterations: int = 2
 
@@ -430,10 +439,11 @@ class AStarDecoding(ValuedSearch, Strategy):
 
     name: ClassVar[str] = "a-star"
     summary: ClassVar[str] = "best-first search over partials by steps taken + (1 - value)"
+    example: ClassVar[str] = "a-star:expand=4,max_expansions=16"
 
-    expand: int = 4
-    max_expansions: int = 16
-    step_cost: float = 0.02
+    expand: int = option(4, "next steps the best partial writes when expanded")
+    max_expansions: int = option(16, "expansions at most")
+    step_cost: float = option(0.02, "cost of a step written: f = steps x step_cost + 1 - value")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -523,15 +533,20 @@ class TreeSearch(SearchOptions, Strategy):
 
     name: ClassVar[str] = "tree-search"
     summary: ClassVar[str] = "rollouts grow a tree; terminal rewards soft-backed-up; UCT selection"
+    example: ClassVar[str] = "tree-search:rollouts=16,branching=3,reward=self-eval"
 
-    rollouts: int = 16
-    batch: int = 4
-    branching: int = 3
-    exploration: float = 0.5
-    reward: str = "agreement"
-    backup: str = "soft"
-    backup_lambda: float = 1.0
-    expansion: str = "full"
+    rollouts: int = option(16, "rollouts in all")
+    batch: int = option(4, "rollouts selected at once")
+    branching: int = option(3, "children a node takes before the descent picks one by UCT")
+    exploration: float = option(0.5, "UCT's exploration weight")
+    reward: str = option(
+        "agreement", "verifier that rewards finished rollouts (agreement, self-eval)"
+    )
+    backup: str = option("soft", "value backup: soft (soft Bellman) or mean")
+    backup_lambda: float = option(1.0, "lambda of the soft backup: higher leans to the best child")
+    expansion: str = option(
+        "full", "full (up to branching children) or ucb (when it beats the best)"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -27,11 +27,15 @@ import string
 import threading
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import Literal
 
 import sympy
 from math_verify import parse, verify
 
-from thinktank.problem import Kind
+#: What a problem asks for, which decides how its answer is extracted and compared
+#: (above); `thinktank.problem.Problem` holds one.
+Kind = Literal["math", "text", "choice", "code"]
+KINDS: tuple[Kind, ...] = ("math", "text", "choice", "code")
 
 # math-verify's timeouts use SIGALRM, which only works on the main thread: other
 # threads (the server's, thread pools) parse without one, so its warning is muted.

@@ -64,9 +64,8 @@ class SelfEvalReward:
     def values(self, problem: Problem, partials: Sequence[Partial], ctx: Context) -> list[float]:
         judged = [p for p in partials if p.steps]
         greedy = Sampling(temperature=0.0, max_tokens=1, top_logprobs=20)
-        results = iter(
-            ctx.generate_each([(self.prompt(problem, ctx.model, p), 1, greedy) for p in judged])
-        )
+        asked = [(self.prompt(problem, ctx.model, p), 1, greedy) for p in judged]
+        results = iter(ctx.at_stage("reward").generate_each(asked))
         values = []
         for partial in partials:
             if not partial.steps:
@@ -107,10 +106,10 @@ class RolloutReward:
     def values(self, problem: Problem, partials: Sequence[Partial], ctx: Context) -> list[float]:
         open_ = [p for p in partials if not p.finished]
         stops = self.sampling.stop + stop_strings(problem, ctx.model)
+        rolling = ctx.at_stage("reward")
+        counts = [self.n] * len(open_)
         results = iter(
-            continue_partials(
-                problem, ctx, open_, [self.n] * len(open_), self.sampling.with_(stop=stops)
-            )
+            continue_partials(problem, rolling, open_, counts, self.sampling.with_(stop=stops))
         )
         owners: list[int] = []
         rollouts: list[Candidate] = []

@@ -71,7 +71,7 @@ class Judge:
 
     def _judge(self, problem: Problem, answer: str, ctx: Context) -> float:
         judge = self.model or ctx.model
-        [completion] = ctx.generate(
+        [completion] = ctx.at_stage("judge").generate(
             self._prompt(problem, answer, judge.capabilities.chat),
             1,
             Sampling(temperature=0.0, max_tokens=1, top_logprobs=20),
@@ -146,7 +146,7 @@ class PairwiseJudge:
             f"{self._QUESTION}",
             judge.capabilities.chat,
         )
-        [completion] = ctx.generate(
+        [completion] = ctx.at_stage("judge").generate(
             prompt, 1, Sampling(temperature=0.0, max_tokens=1, top_logprobs=20), model=judge
         )
         top = completion.top_logprobs[0] if completion.top_logprobs else {}
