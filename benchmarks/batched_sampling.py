@@ -78,7 +78,7 @@ def main() -> None:
 
     model = load_model("smollm2")
     sampling = Sampling(temperature=0.8, max_tokens=args.max_tokens, seed=0)
-    prompt_ids = list(model._tokenize(model.render(PROMPT)))
+    prompt_ids = list(model.tokenize(model.render(PROMPT)))
     raw = raw_batched_loop(str(model.path), prompt_ids, args.n, args.max_tokens)
     model.generate(PROMPT, args.n, sampling.with_(max_tokens=8))  # warm-up
 

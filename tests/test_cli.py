@@ -101,6 +101,18 @@ def test_bad_input_is_one_clear_line_and_exit_2(isolated_home, args, message):
     assert result.stdout == ""
 
 
+def test_an_option_spelled_by_its_old_name_runs_with_one_warning_line(isolated_home):
+    spec = "tree-search:reward=agreement,rollouts=1,batch=1,max_tokens=16"
+    result = thinktank("solve", "2 + 2 =", "--strategy", spec, "--json", home=isolated_home)
+    assert result.returncode == 0, result.stderr
+    json.loads(result.stdout)  # stdout: one JSON object, the warning is on stderr
+    warned = [line for line in result.stderr.splitlines() if "reward" in line]
+    assert warned == [
+        "warning: strategy tree-search: option 'reward' is now called 'verifier' ('reward'"
+        " stops working next release)"
+    ]
+
+
 def test_listings(isolated_home):
     strategies = json.loads(thinktank("strategies", "--json", home=isolated_home).stdout)
     assert {s["name"] for s in strategies["strategies"]} >= {"single", "self-consistency"}

@@ -10,6 +10,8 @@ also runs its parent packages' ``__init__``; those implicit imports are not coun
 from __future__ import annotations
 
 import ast
+import dataclasses
+import inspect
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -23,10 +25,12 @@ PACKAGE = ROOT / "src" / "thinktank"
 #: Lowest first: a module may import its own layer (no cycles) and the layers below.
 #: A module's exact name wins over a pattern.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "core": ("thinktank.errors", "thinktank.config", "thinktank.spec"),
+    # Plugins: entry points read from the installed metadata (each kind's registry asks).
+    "core": ("thinktank.errors", "thinktank.config", "thinktank.spec", "thinktank.plugins"),
     # The price book (models.prices) prices a model as it loads.
     "models": ("thinktank.models", "thinktank.models.*"),
-    "meter": ("thinktank.ledger", "thinktank.meter"),
+    # Split by part: meter_budget, meter_usage, meter_replay, meter_progress, ledger_schema.
+    "meter": ("thinktank.ledger", "thinktank.ledger_*", "thinktank.meter", "thinktank.meter_*"),
     "answers": (
         "thinktank.problem",
         "thinktank.solution",
@@ -47,6 +51,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "thinktank.__main__",
         "thinktank.api",
         "thinktank.cli",
+        "thinktank.cli.*",
         "thinktank.tune",
         "thinktank.bench",
         "thinktank.bench.*",
@@ -54,16 +59,6 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "thinktank.server.*",
     ),
 }
-
-# issue 20: to be removed. Imports that break the rules today, each (importer,
-# imported); the test fails on any other, and on one of these that is gone.
-KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset({
-    # Context, for type hints: up to strategies, and round through the resolver.
-    ("thinktank.verify.verifiers", "thinktank.strategies.base"),
-    ("thinktank.verify.process", "thinktank.strategies.base"),
-    # build_strategy inside Route.solve: the registry imports route.
-    ("thinktank.strategies.route", "thinktank.strategies"),
-})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -227,15 +222,14 @@ def test_no_module_imports_a_higher_layer():
     upward = [
         f"{found}: {names[layer_of(found.source)]} < {names[layer_of(found.target)]}"
         for found in package_imports()
-        if (found.source, found.target) not in KNOWN_VIOLATIONS and runs_up(found)
+        if runs_up(found)
     ]
     if upward:
         pytest.fail(f"imports must run down ({' < '.join(names)}):{_lines(upward)}")
 
 
 def test_no_import_cycles():
-    imports = [i for i in package_imports() if (i.source, i.target) not in KNOWN_VIOLATIONS]
-    if found := list(cycles(imports)):
+    if found := list(cycles(package_imports())):
         pytest.fail("import cycles, each with the imports that make it:" + "".join(
             f"\n  {' -> '.join([cycle[0].source, *(i.target for i in cycle)])}"
             + _lines(cycle, indent="      ")
@@ -243,18 +237,52 @@ def test_no_import_cycles():
         ))  # fmt: skip
 
 
-def test_known_violations_still_break_the_rules():
-    """The list only shrinks: a fixed violation must leave it."""
-    imports = package_imports()
-    edges = graph(imports)
-    fixed = [
-        f"{source} -> {target}"
-        for source, target in sorted(KNOWN_VIOLATIONS)
-        if target not in edges.get(source, {})
-        or not (runs_up(edges[source][target]) or path_between(edges, target, source))
+#: What strategies ask ``ctx.resolver`` for instead of importing (issue 20): the model
+#: registry and its backends load models, the ledger opens files, and a server's
+#: resolver allows only what its operator configured. ``thinktank.models.base`` (the
+#: types) and ``thinktank.models.profiles`` (sampling defaults) load nothing.
+RESOLVED_ONLY = (
+    "thinktank.models",
+    "thinktank.models.llamacpp*",
+    "thinktank.models.openai*",
+    "thinktank.models.torch*",
+    "thinktank.ledger",
+)
+
+
+def test_strategies_reach_models_and_ledgers_only_through_the_resolver():
+    reached = [
+        found
+        for found in package_imports()
+        if fnmatchcase(found.source, "thinktank.strategies*")
+        and any(fnmatchcase(found.target, pattern) for pattern in RESOLVED_ONLY)
     ]
-    if fixed:
-        pytest.fail(f"fixed, so remove from KNOWN_VIOLATIONS:{_lines(fixed)}")
+    if reached:
+        pytest.fail(f"strategies must ask ctx.resolver for these instead:{_lines(reached)}")
+
+
+def test_a_strategy_context_is_the_scoring_context_verifiers_take():
+    """Verifiers and process rewards take the verify layer's `ScoringContext`, not the
+    strategies' `Context`; every strategy hands them a `Context`, so it must have each
+    member, and each method must accept the protocol's arguments (more only with defaults)."""
+    from thinktank.strategies.base import Context
+    from thinktank.verify.verifiers import ScoringContext
+
+    fields = {field.name: field.type for field in dataclasses.fields(Context)}
+    for name, annotation in ScoringContext.__annotations__.items():
+        assert fields.get(name) == annotation, f"Context.{name} is not a {annotation}"
+    methods = [name for name, member in vars(ScoringContext).items()
+               if inspect.isfunction(member) and not name.startswith("_")]  # fmt: skip
+    assert methods
+    for name in methods:
+        wanted = inspect.signature(getattr(ScoringContext, name))
+        given = inspect.signature(getattr(Context, name))
+        for param in wanted.parameters.values():
+            assert given.parameters.get(param.name) == param, f"Context.{name}: {param}"
+        extra = [p for p in given.parameters.values() if p.name not in wanted.parameters]
+        assert all(p.default is not p.empty for p in extra), f"Context.{name}: {extra}"
+        returned = wanted.return_annotation.replace(ScoringContext.__name__, Context.__name__)
+        assert given.return_annotation == returned, f"Context.{name} returns {returned}"
 
 
 @pytest.mark.parametrize(

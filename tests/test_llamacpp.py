@@ -263,7 +263,7 @@ def test_a_sample_moved_to_a_lower_stream_keeps_its_numbers(smollm2):
         if not held.is_set():
             held.set()
             deadline = time.monotonic() + 30
-            while not model._queue and time.monotonic() < deadline:
+            while not model._scheduler.queued and time.monotonic() < deadline:
                 time.sleep(0.01)
 
     try:
@@ -290,7 +290,7 @@ def test_long_samples_get_fewer_larger_streams_and_sample_the_same(smollm2):
         # of them than the 30 samples, which therefore go in two requests.
         long = model.generate(SUM_PROMPT, 30, sampling.with_(max_tokens=2000),
                               prune=lambda logprobs: len(logprobs) >= 3)  # fmt: skip
-        layout = model._layout
+        layout = model._cells.layout
     finally:
         model.close()
     assert layout.stream_cells == 2048 and layout.batch_slots < 30

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,17 +43,25 @@ class BillingEndpoint:
     """A stand-in OpenAI-compatible server that bills as a real one: the prompt at one
     token per UTF-8 byte plus ``template`` tokens (a tokenizer's worst case), each
     sample writing its ``max_tokens``, ``thinking`` of them hidden reasoning and the rest
-    visible, with logprobs. It honours ``n`` or not, and keeps its own bill."""
+    visible, with logprobs. It honours ``n`` or not, and keeps its own bill: each request
+    stamped by ``clock``, and handed to ``on_bill`` (its number, from 1) before the reply."""
 
     def __init__(
-        self, *, honours_n: bool = True, thinking: int = 0, template: int = 30, delay: float = 0
+        self,
+        *,
+        honours_n: bool = True,
+        thinking: int = 0,
+        template: int = 30,
+        delay: float = 0,
+        clock: Callable[[], float] = time.monotonic,
+        on_bill: Callable[[int], None] | None = None,
     ) -> None:
         #: Per request it answered: (arrived at, prompt, completion, thinking tokens).
         self.bills: list[tuple[float, int, int, int]] = []
         self._lock = threading.Lock()
 
         def respond(method: str, body: dict) -> tuple[int, dict]:
-            arrived = time.monotonic()
+            arrived = clock()
             threading.Event().wait(delay)
             n = body.get("n", 1) if honours_n else 1
             prompt = template + sum(len(m["content"].encode()) for m in body["messages"])
@@ -63,6 +72,9 @@ class BillingEndpoint:
                       "message": {"role": "assistant", "content": "x" * visible}}  # fmt: skip
             with self._lock:
                 self.bills.append((arrived, prompt, n * body["max_tokens"], n * hidden))
+                billed = len(self.bills)
+            if on_bill is not None:
+                on_bill(billed)
             usage = {"prompt_tokens": prompt, "completion_tokens": n * body["max_tokens"],
                      "total_tokens": prompt + n * body["max_tokens"],
                      "completion_tokens_details": {"reasoning_tokens": n * hidden}}  # fmt: skip
@@ -367,14 +379,40 @@ def test_reasoning_tokens_are_billed_when_logprobs_come_back(billing, tmp_path):
     check_rows_add_up(ledger, meter)
 
 
-def test_no_remote_request_is_sent_after_the_deadline(billing):
-    # One request at a time, 0.3 s each: the n request, then three single ones.
-    endpoint = billing(honours_n=False, delay=0.3)
-    meter = Meter(Budget(max_seconds=0.5))
+class FakeClock:
+    """A monotonic clock that moves only when told: it stands in for ``time`` in the
+    modules that read the time budget's clock (the meter's start, its deadline check,
+    the remote backend's check before each request), so a deadline passes exactly
+    when a test says, however loaded the machine is."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, modules: list[str]) -> None:
+        self.now = 1000.0
+        for module in modules:
+            monkeypatch.setattr(f"{module}.time", self)
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_no_remote_request_is_sent_after_the_deadline(billing, monkeypatch):
+    clock = FakeClock(monkeypatch, ["thinktank.meter", "thinktank.meter_budget",
+                                    "thinktank.models.openai"])  # fmt: skip
+    meter = Meter(Budget(max_seconds=10))
+
+    def deadline_passes_during_the_second(request: int) -> None:
+        if request == 2:
+            clock.now = meter.deadline
+
+    # One request at a time: the n request, then three single ones, the first of which
+    # is in flight when the deadline passes; the other two wait for it, then are not sent.
+    endpoint = billing(honours_n=False, clock=clock.monotonic,
+                       on_bill=deadline_passes_during_the_second)  # fmt: skip
     completions = meter.generate(
         endpoint.model(REMOTE_PRICE, concurrency=1), SUM_PROMPT, 4, Sampling(max_tokens=2)
     )
-    assert all(arrived < meter.deadline for arrived, *_ in endpoint.bills)
-    assert len(endpoint.bills) == 2  # at 0 s and at 0.3 s; the rest would start at 0.6 s
+    assert [arrived for arrived, *_ in endpoint.bills] == [1000.0, 1000.0]  # before 1010
     assert [c.finish_reason for c in completions].count("budget") == 2
     assert meter.exhausted and meter.usage.total_tokens == endpoint.billed_tokens
+    with pytest.raises(BudgetExhausted):  # and no call starts after it
+        meter.generate(endpoint.model(REMOTE_PRICE), SUM_PROMPT, 1, Sampling(max_tokens=2))
+    assert len(endpoint.bills) == 2

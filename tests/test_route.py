@@ -187,7 +187,7 @@ def test_spec_reason_rewrites_exactly_the_steps_the_large_model_values_below_thr
 
 
 def test_a_cascade_can_escalate_on_the_models_own_judgement(gemma, ledger):
-    spec = "cascade:signal=self-eval,threshold=0.6,max_tokens=32"
+    spec = "cascade:verifier=self-eval,threshold=0.6,max_tokens=32"
     for question in QUESTIONS:
         solution = thinktank.solve(question, strategy=spec, seed=4, ledger=ledger)
         first = solution.trace[0]
@@ -198,7 +198,7 @@ def test_a_cascade_can_escalate_on_the_models_own_judgement(gemma, ledger):
         assert [(c.model, c.n) for c in calls[:2]] == [("smollm2", 4), ("smollm2", 1)]
         assert calls[1].completion_tokens == 1
     with pytest.raises(SpecError, match="verifier"):
-        thinktank.build_strategy("cascade:signal=gut-feeling")
+        thinktank.build_strategy("cascade:verifier=gut-feeling")
 
 
 def test_router_labels_are_committed_answers_and_unpriced_runs_are_refused(smollm2, tmp_path):

@@ -135,7 +135,7 @@ def test_bad_search_specs_fail_clearly():
         ("beam:value=prm@localhost:8000", "must start with http"),
         ("particle-filter:weight_temperature=0", "weight_temperature"),
         ("a-star:step_cost=-1", "step_cost"),
-        ("tree-search:reward=oracle", "verifier must be one of"),
+        ("tree-search:verifier=oracle", "verifier must be one of"),
         ("tree-search:answer=first", "answer must be one of"),
     ]:
         with pytest.raises(SpecError, match=message):

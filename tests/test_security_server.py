@@ -90,11 +90,13 @@ def smuggling_specs(url: str, module: str, path: str) -> list[tuple[str, str]]:
         (f"best-of-majority:n=2,verifier=judge@{remote}?key_env=TT_SECRET", "not served here"),
         (f"cascade:models=smollm2+{remote}", "not served here"),
         (f"cascade:models=smollm2+{remote}?key_env=TT_SECRET", "not served here"),
-        (f"cascade:models=smollm2+smollm2,signal=judge@{remote}", "not served here"),
+        (f"cascade:models=smollm2+smollm2,verifier=judge@{remote}", "not served here"),
+        (f"cascade:models=smollm2+smollm2,signal=judge@{remote}", "not served here"),  # old name
         (f"spec-reason:models={remote}+smollm2", "not served here"),
         (f"spec-reason:models=smollm2+smollm2,value=prm@{url}", "not configured"),
         (f"beam:value=prm@{url}/v1#m", "not configured"),
-        (f"tree-search:reward=judge@{remote}", "not served here"),
+        (f"tree-search:verifier=judge@{remote}", "not served here"),
+        (f"tree-search:reward=judge@{remote}", "not served here"),  # its old name
         (f"beam:value=rollout2@judge@{remote}", "not served here"),
         (f"best-of-n:verifier=py:{module}:score", "cannot name a py: verifier"),
         ("best-of-n:verifier=py:os:system", "cannot name a py: verifier"),

@@ -14,8 +14,8 @@ from thinktank.ledger import Ledger
 from thinktank.server import create_app
 from thinktank.verify.extract import extract_answer
 
-from .conftest import JsonEndpoint, RunningServer
-from .test_server_tools import ADD, QUESTION, remote_reply
+from .conftest import RunningServer
+from .serverkit import ADD, QUESTION, endpoint_answering, tool_calling_reply
 
 SUM = [{"role": "user", "content": "What is 2 + 3?"}]
 STRATEGY = "self-consistency:n=2,max_tokens=32/smollm2"
@@ -45,11 +45,7 @@ class ResponseRecorder:
         await self.app(scope, receive, keep)
 
 
-@pytest.fixture(scope="module")
-def endpoint():
-    remote = JsonEndpoint(lambda method, body: (200, remote_reply(body)))
-    yield remote
-    remote.close()
+endpoint = endpoint_answering(tool_calling_reply)
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import httpx
 import openai
 import pytest
 
 from thinktank.ledger import Ledger
-from thinktank.server import create_app
 
-from .conftest import JsonEndpoint, RunningServer, serving
-from .test_server_streaming import USAGE_FIELDS, _ledger_usage, _runs
+from .conftest import serving
+from .serverkit import USAGE_FIELDS, endpoint_answering, ledger_usage, stopped_run
 
 PROMPTS = ["2 + 3 =", "The sky is"]
 #: Two prompts, two samples each, cut by max_tokens: four choices that end "length".
@@ -34,11 +32,7 @@ def remote_reply(body: dict) -> dict:
             "choices": [choice], "usage": usage}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def endpoint():
-    remote = JsonEndpoint(lambda method, body: (200, remote_reply(body)))
-    yield remote
-    remote.close()
+endpoint = endpoint_answering(remote_reply)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +89,7 @@ def _check_stream(chunks, whole, ledger: Ledger) -> None:
     assert last.choices == [] and all(c.usage is None for c in chunks[:-1])
     final = last.model_extra["thinktank"]
     assert final["event"] == "result" and final["calls"] == len(PROMPTS)
-    assert _ledger_usage(ledger, final["run_id"]) == {
+    assert ledger_usage(ledger, final["run_id"]) == {
         f: getattr(last.usage, f) for f in USAGE_FIELDS
     }
     assert [getattr(last.usage, f) for f in USAGE_FIELDS] == [
@@ -146,7 +140,7 @@ def test_usage_is_streamed_only_when_asked_for_and_done_ends_the_stream(server):
         if asked:  # null in every chunk but the last, as OpenAI's
             assert [c["usage"] is None for c in chunks] == [True] * (len(chunks) - 1) + [False]
             usage, run_id = chunks[-1]["usage"], chunks[-1]["thinktank"]["run_id"]
-            assert {f: usage[f] for f in USAGE_FIELDS} == _ledger_usage(server.ledger, run_id)
+            assert {f: usage[f] for f in USAGE_FIELDS} == ledger_usage(server.ledger, run_id)
             assert usage["completion_tokens"] > 0
         else:
             assert not any("usage" in c for c in chunks)
@@ -209,7 +203,7 @@ def test_a_model_that_cannot_stream_sends_each_choice_whole_at_the_end(client, s
     assert all(not c.choices for c in chunks[first_text:] if c.model_extra.get("thinktank"))
     last = chunks[-1]
     assert last.usage.completion_tokens == 4  # the remote's one token, four times
-    assert _ledger_usage(server.ledger, last.model_extra["thinktank"]["run_id"]) == {
+    assert ledger_usage(server.ledger, last.model_extra["thinktank"]["run_id"]) == {
         f: getattr(last.usage, f) for f in USAGE_FIELDS
     }
 
@@ -227,25 +221,17 @@ def test_an_error_after_the_stream_started_is_an_error_event(client):
 
 
 def test_a_client_that_leaves_a_completion_stream_cancels_its_work(smollm2, tmp_path):
-    ledger = Ledger(tmp_path / "ledger.db")
-    running = RunningServer(create_app([smollm2], ledger=ledger, max_concurrent=1))
-    client = openai.OpenAI(api_key="none", base_url=running.url, max_retries=0)
-    try:
+    with serving([smollm2], tmp_path, max_concurrent=1) as running:
+        client = running.client()
         # 16 samples of 512 junk tokens (temperature 2: no early end) would take minutes.
         long = {"prompt": "Once upon a time", "n": 16, "max_tokens": 512, "temperature": 2}
         with client.completions.create(model="smollm2", **long, stream=True) as stream:
             for chunk in stream:
                 if chunk.choices and chunk.choices[0].text:
                     break  # leaving the block closes the connection
-        hung_up = time.monotonic()
-        while not (runs := _runs(ledger)):
-            assert time.monotonic() - hung_up < 20, "the work went on after the client left"
-            time.sleep(0.1)
-        [(run_id, tokens)] = runs
+        run_id, tokens = stopped_run(running.ledger)
         assert tokens < 16 * 512 / 2
         # The only slot is free again, and the stopped run spends no more.
         reply = client.completions.create(model="smollm2", prompt="Hi", max_tokens=2)
         assert reply.choices[0].text
-        assert sum(r.completion_tokens for r in ledger.calls(run_id)) == tokens
-    finally:
-        running.close()
+        assert sum(r.completion_tokens for r in running.ledger.calls(run_id)) == tokens

@@ -4,25 +4,22 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import time
 from dataclasses import replace
 
 import httpx
 import openai
 import pytest
 
-from thinktank.ledger import CallRow, Ledger
+from thinktank.ledger import CallRow
 from thinktank.meter import Meter, Progress
 from thinktank.models.base import Sampling
-from thinktank.server import create_app
 
-from .conftest import SUM_PROMPT, RunningServer, serving
+from .conftest import SUM_PROMPT, serving
+from .serverkit import USAGE_FIELDS, ledger_usage, stopped_run
 
 SELF_CONSISTENCY = "self-consistency:n=4,max_tokens=16/smollm2"
 #: Best-of-n whose samples are judged by another served model: two models, two stages.
 JUDGED = "best-of-n:n=2,max_tokens=8,verifier=judge@gemma3-270m/smollm2"
-USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +41,6 @@ def _progress(chunk) -> dict | None:
 
 def _content(chunks) -> str:
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-
-
-def _ledger_usage(ledger: Ledger, run_id: str) -> dict[str, int]:
-    rows = ledger.calls(run_id)
-    prompt = sum(r.prompt_tokens for r in rows)
-    completion = sum(r.completion_tokens for r in rows)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}  # fmt: skip
 
 
 def _check_stream(chunks, whole) -> None:
@@ -93,7 +82,7 @@ def test_a_strategy_streams_progress_then_the_same_answer_as_unstreamed(client, 
     _check_stream(chunks, whole)
     run_id = chunks[-1].model_extra["thinktank"]["run_id"]
     assert run_id != whole.model_extra["thinktank"]["run_id"]
-    assert _ledger_usage(server.ledger, run_id) == {
+    assert ledger_usage(server.ledger, run_id) == {
         field: getattr(chunks[-1].usage, field) for field in USAGE_FIELDS
     }
 
@@ -141,6 +130,26 @@ def test_usage_is_streamed_only_when_asked_for(client, model):
     assert asked[-1].usage.completion_tokens > 0
 
 
+def test_a_plain_stream_with_logprobs_sends_each_choice_whole_with_its_tokens(client):
+    options = {"model": "smollm2", "messages": SUM_PROMPT, "n": 2, "max_tokens": 6, "seed": 4,
+               "logprobs": True, "top_logprobs": 2}  # fmt: skip
+    whole = client.chat.completions.create(**options)
+    chunks = list(client.chat.completions.create(**options, stream=True))
+    texts = [c.choices[0] for c in chunks if c.choices and c.choices[0].delta.content]
+    assert sorted(c.index for c in texts) == [0, 1]  # one content chunk per choice
+    for streamed in texts:
+        expected = whole.choices[streamed.index]
+        assert streamed.delta.content == expected.message.content
+        tokens, wanted = streamed.logprobs.content, expected.logprobs.content
+        assert "".join(t.token for t in tokens) == streamed.delta.content
+        assert [(t.token, t.bytes) for t in tokens] == [(t.token, t.bytes) for t in wanted]
+        assert [t.logprob for t in tokens] == pytest.approx([t.logprob for t in wanted])
+        assert [[a.token for a in t.top_logprobs] for t in tokens] == [
+            [a.token for a in t.top_logprobs] for t in wanted
+        ]
+        assert all(len(t.top_logprobs) == 2 for t in tokens)
+
+
 @pytest.mark.parametrize(
     ("fields", "fragment"),
     [({"stream_options": {"include_usage": True}}, "only allowed when stream is true"),
@@ -184,7 +193,7 @@ def test_usage_counts_the_judges_calls_and_its_breakdown_adds_up(client, server,
     rows = server.ledger.calls(thinktank["run_id"])
     # The two samples in one call, then the verifier's calls (one per distinct answer).
     assert rows[0].n == 2 and len(rows) == thinktank["calls"] > 1
-    assert _ledger_usage(server.ledger, thinktank["run_id"]) == {
+    assert ledger_usage(server.ledger, thinktank["run_id"]) == {
         field: getattr(usage, field) for field in USAGE_FIELDS
     }
     sums = _by_model_sums(thinktank)
@@ -213,37 +222,21 @@ def test_an_error_after_the_stream_started_is_an_error_event(client):
 
 
 def test_a_client_that_leaves_a_strategy_stream_cancels_its_work(smollm2, tmp_path):
-    ledger = Ledger(tmp_path / "ledger.db")
-    running = RunningServer(create_app([smollm2], ledger=ledger, max_concurrent=1))
-    client = openai.OpenAI(api_key="none", base_url=running.url, max_retries=0)
     # 16 samples of 512 junk tokens (temperature 2: no early end) would take minutes.
     long = "self-consistency:n=16,max_tokens=512,temperature=2/smollm2"
     story = [{"role": "user", "content": "Write a long story."}]
-    try:
-        run_id = None
+    with serving([smollm2], tmp_path, max_concurrent=1) as running:
+        client = running.client()
         with client.chat.completions.create(model=long, messages=story, stream=True) as stream:
             for chunk in stream:
                 if (progress := _progress(chunk)) and progress["completion_tokens"] > 0:
                     break  # leaving the block closes the connection
-        hung_up = time.monotonic()
-        while not (runs := _runs(ledger)):
-            assert time.monotonic() - hung_up < 20, "the work went on after the client left"
-            time.sleep(0.1)
-        [(run_id, tokens)] = runs
+        run_id, tokens = stopped_run(running.ledger)
         assert tokens < 16 * 512 / 2
         # The only slot is free again, and the stopped run spends no more.
         reply = client.chat.completions.create(model="smollm2", messages=SUM_PROMPT, max_tokens=4)
         assert reply.choices[0].message.content
-        assert sum(r.completion_tokens for r in ledger.calls(run_id)) == tokens
-    finally:
-        running.close()
-
-
-def _runs(ledger: Ledger) -> list[tuple[str, int]]:
-    """(run id, completion tokens) of every run with a recorded call, from the ledger's file."""
-    with sqlite3.connect(ledger.path) as db:
-        query = "SELECT run_id, SUM(completion_tokens) FROM calls GROUP BY run_id"
-        return [(run_id, tokens) for run_id, tokens in db.execute(query)]
+        assert sum(r.completion_tokens for r in running.ledger.calls(run_id)) == tokens
 
 
 def test_the_meter_reports_progress_as_calls_end_and_while_tokens_flow(smollm2):

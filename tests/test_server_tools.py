@@ -14,50 +14,10 @@ import pytest
 from thinktank.models.base import ToolOffer
 from thinktank.models.openai import OpenAIModel
 
-from .conftest import JsonEndpoint, serving
+from .conftest import serving
+from .serverkit import ADD, BILLED, QUESTION, endpoint_answering, tool_calling_reply
 
-ADD = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "description": "Add two whole numbers.",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-        },
-    },
-}
-QUESTION = [{"role": "user", "content": "What is 2 + 3? Use the add tool."}]
-BILLED = {"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49}
-
-
-def remote_reply(body: dict) -> dict:
-    """The stand-in remote model: offered tools (and not told "none"), it calls the
-    first with a=2, b=3 (saying "stop" for tool_choice "required", as some servers
-    do); given a tool result, it reports it; else it answers "5"."""
-    last = body["messages"][-1]
-    finish = "stop"
-    if last["role"] == "tool":
-        message = {"role": "assistant", "content": f"The sum is {last['content']}."}
-    elif body.get("tools") and body.get("tool_choice") != "none":
-        name = body["tools"][0]["function"]["name"]
-        message = {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": name, "arguments": json.dumps({"a": 2, "b": 3})}}]}  # fmt: skip
-        finish = "stop" if body.get("tool_choice") == "required" else "tool_calls"
-    else:
-        message = {"role": "assistant", "content": "5"}
-    choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
-    return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [choice], "usage": BILLED}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    remote = JsonEndpoint(lambda method, body: (200, remote_reply(body)))
-    yield remote
-    remote.close()
+endpoint = endpoint_answering(tool_calling_reply)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import pytest
 from hypothesis import given
@@ -68,6 +69,19 @@ def test_spec_strings_build_configured_strategies():
 def test_bad_specs_fail_clearly(spec, message):
     with pytest.raises(SpecError, match=message):
         Resolver().check(build_strategy(spec).references())  # what solve and bench do first
+
+
+@pytest.mark.parametrize(("name", "old"), [("cascade", "signal"), ("tree-search", "reward")])
+def test_a_renamed_scorer_option_still_builds_by_its_old_name_and_warns(name, old):
+    with pytest.warns(DeprecationWarning, match=f"option '{old}' is now called 'verifier'"):
+        by_old_name = build_strategy(f"{name}:{old}=self-eval")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new name warns of nothing
+        by_new_name = build_strategy(f"{name}:verifier=self-eval")
+    assert by_old_name == by_new_name and by_new_name.verifier == "self-eval"
+    assert by_old_name.spec == f"{name}:verifier=self-eval"  # recorded by the new name
+    with pytest.raises(SpecError, match=f"give verifier only \\({old} is its old name\\)"):
+        build_strategy(f"{name}:{old}=self-eval,verifier=agreement")
 
 
 def test_registry_lists_every_strategy_once():

@@ -58,12 +58,7 @@ def solve(
     >>> thinktank.solve("What is 7 + 5?", strategy="self-consistency:n=8", seed=0).answer
     '12'
     """
-    if isinstance(question, Problem):
-        problem = question
-    elif isinstance(question, str):
-        problem = Problem("q0", question, kind or infer_kind(question))
-    else:
-        problem = Problem.from_messages("q0", question, kind)
+    problem = _as_problem(question, kind)
     strategy = build_strategy(strategy)
     resolver = Resolver()
     resolver.check(strategy.references())  # every model, verifier... it names, before spending
@@ -93,6 +88,14 @@ def solve(
         message = "no numeric answer found; for a question answered in words use kind='text'"
         warnings.warn(KindWarning(message), stacklevel=2)
     return solution
+
+
+def _as_problem(question: str | Sequence[Message] | Problem, kind: Kind | None) -> Problem:
+    if isinstance(question, Problem):
+        return question
+    if isinstance(question, str):
+        return Problem("q0", question, kind or infer_kind(question))
+    return Problem.from_messages("q0", question, kind)
 
 
 class KindWarning(UserWarning):

@@ -1,4 +1,4 @@
-"""The SQLite ledger: one row per model call, one row per run.
+"""The SQLite ledger: one row per model call, one row per run (its schema: ``ledger_schema``).
 
 Rows are committed as each call returns, so an interrupted run loses nothing it
 already paid for. Default file: ``$THINKTANK_HOME/ledger.db``.
@@ -7,7 +7,6 @@ already paid for. Default file: ``$THINKTANK_HOME/ledger.db``.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -15,70 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thinktank.config import home
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    command TEXT NOT NULL,
-    strategy TEXT,
-    model TEXT,
-    question TEXT,
-    answer TEXT,
-    budget_exhausted INTEGER
-);
-CREATE TABLE IF NOT EXISTS calls (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL,
-    problem_id TEXT,
-    strategy TEXT,
-    model TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    seconds REAL NOT NULL,
-    cost_usd REAL NOT NULL,
-    created_at REAL NOT NULL,
-    cached_tokens INTEGER NOT NULL DEFAULT 0,
-    thinking_tokens INTEGER NOT NULL DEFAULT 0,
-    stage TEXT NOT NULL DEFAULT 'sample'
-);
-CREATE INDEX IF NOT EXISTS calls_by_run ON calls(run_id);
-CREATE TABLE IF NOT EXISTS bench_runs (
-    run_id TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    config TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS results (
-    run_id TEXT NOT NULL,
-    strategy TEXT NOT NULL,
-    model TEXT NOT NULL,
-    problem_id TEXT NOT NULL,
-    answer TEXT,
-    score REAL NOT NULL,
-    sample_keys TEXT NOT NULL,
-    sample_scores TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    seconds REAL NOT NULL,
-    budget_exhausted INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    sample_verifier_scores TEXT,
-    cached_tokens INTEGER NOT NULL DEFAULT 0,
-    sample_workers TEXT,
-    answer_scores TEXT,
-    PRIMARY KEY (run_id, strategy, model, problem_id)
-);
-CREATE TABLE IF NOT EXISTS bench_attempts (
-    run_id TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    wall_seconds REAL NOT NULL,
-    concurrency INTEGER NOT NULL,
-    PRIMARY KEY (run_id, started_at)
-);
-"""
+from thinktank.ledger_schema import connect
 
 
 @dataclass(frozen=True)
@@ -191,31 +127,7 @@ class Ledger:
         self.path = Path(path) if path is not None else home() / "ledger.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        self._add_missing_columns()
-
-    def _add_missing_columns(self) -> None:
-        """Bring a ledger written by an older thinktank up to the current schema."""
-        added = {
-            "results": {
-                "sample_verifier_scores": "TEXT",
-                "cached_tokens": "INTEGER NOT NULL DEFAULT 0",
-                "sample_workers": "TEXT",
-                "answer_scores": "TEXT",
-            },
-            "calls": {
-                "cached_tokens": "INTEGER NOT NULL DEFAULT 0",
-                "thinking_tokens": "INTEGER NOT NULL DEFAULT 0",
-                "stage": "TEXT NOT NULL DEFAULT 'sample'",
-            },
-        }
-        for table, columns in added.items():
-            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            for column, declaration in columns.items():
-                if column not in present:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        self._db = connect(self.path)
 
     def close(self) -> None:
         with self._lock:

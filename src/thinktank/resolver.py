@@ -26,7 +26,8 @@ from typing import Literal, TypeVar
 
 from thinktank.errors import SpecError, ThinktankError
 from thinktank.ledger import Ledger
-from thinktank.models import MODELS, Model, Sampling, load_model
+from thinktank.models import MODELS, Model, Sampling, load_model, plugin_loader
+from thinktank.plugins import Kind, plugin, refuse
 from thinktank.problem import Problem
 from thinktank.router import RoutingData
 from thinktank.solution import Candidate
@@ -89,7 +90,9 @@ class Resolver:
                 raise
             except ThinktankError as exc:
                 raise SpecError(f"verifier {spec!r}: {exc}") from None
-        return VERIFIERS[parsed.name]()
+        if parsed.name in VERIFIERS:
+            return VERIFIERS[parsed.name]()
+        return self._plugin("verifier", parsed.name)()
 
     def process_reward(self, spec: str, sampling: Sampling) -> ProcessReward:
         """``self-eval`` | ``rollout[N][@VERIFIER]`` | ``prm@ENDPOINT[#MODEL]`` -> a process
@@ -100,7 +103,9 @@ class Resolver:
         if parsed.name == "prm":
             url, model = self._endpoint(parsed)
             return RemoteProcessReward(url, model)
-        return SelfEvalReward()
+        if parsed.name == SelfEvalReward.name:
+            return SelfEvalReward()
+        return self._plugin("process-reward", parsed.name)()
 
     def routing_data(self, run_ids: Iterable[str], ledger: str = "") -> RoutingData:
         """The bench runs a router learns from, in ``ledger`` (a path; default the usual);
@@ -132,7 +137,8 @@ class Resolver:
     # -- what the open resolver allows; `ServedResolver` narrows each ---------------
 
     def _check_model(self, spec: str) -> None:
-        if spec.strip() not in MODELS and not spec.strip().startswith(MODEL_PREFIXES):
+        spec = spec.strip()
+        if spec not in MODELS and not spec.startswith(MODEL_PREFIXES) and not plugin_loader(spec):
             known = ", ".join([*MODELS, "gguf:PATH", "torch:PATH", "openai:MODEL@BASE_URL"])
             raise SpecError(f"unknown model {spec!r} (available: {known})")
 
@@ -142,6 +148,8 @@ class Resolver:
             self._function(parsed.argument or "")  # the open resolver imports it: fails early
         elif parsed.argument is not None:
             self._check_model(parsed.argument)
+        elif parsed.name not in VERIFIERS:
+            self._plugin("verifier", parsed.name)  # imported now: a broken one fails early
         return parsed
 
     def _check_process_reward(self, spec: str) -> ProcessRewardSpec:
@@ -150,6 +158,8 @@ class Resolver:
             self._check_verifier(parsed.verifier)
         if parsed.name == "prm":
             self._endpoint(parsed)
+        if parsed.name not in ("rollout", "prm", SelfEvalReward.name):
+            self._plugin("process-reward", parsed.name)
         return parsed
 
     def _check_ledger(self, path: str) -> None:
@@ -157,6 +167,13 @@ class Resolver:
 
     def _function(self, target: str) -> Callable[[Problem, Candidate], float]:
         return _parsed(import_function, target)
+
+    def _plugin(self, kind: Kind, name: str) -> Callable[[], T]:
+        """The class a plugin declares for a verifier or process reward ``name``."""
+        found = plugin(kind, name, _BUILTIN_NAMES[kind])
+        if not callable(found):
+            raise refuse(kind, name, f"{found!r} is not a class")
+        return found
 
     def _endpoint(self, parsed: ProcessRewardSpec) -> tuple[str, str | None]:
         if not parsed.endpoint.startswith(("http://", "https://")):
@@ -180,6 +197,13 @@ def _parsed(parse: Callable[[str], T], spec: str) -> T:
         raise
     except ValueError as exc:
         raise SpecError(str(exc)) from None
+
+
+#: The names a plugin's verifier or process reward may not take.
+_BUILTIN_NAMES: dict[Kind, frozenset[str]] = {
+    "verifier": frozenset([*VERIFIERS, *JUDGES, "py"]),
+    "process-reward": frozenset(["rollout", "prm", SelfEvalReward.name]),
+}
 
 
 class ServedResolver(Resolver):
@@ -234,6 +258,9 @@ class ServedResolver(Resolver):
         raise SpecError(
             "a request cannot name a py: verifier (it would import a module on the server)"
         )
+
+    def _plugin(self, kind: Kind, name: str) -> Callable[[], T]:
+        raise SpecError(f"a request cannot name a plugin's {kind} ({name}): none is served")
 
     def _endpoint(self, parsed: ProcessRewardSpec) -> tuple[str, str | None]:
         if parsed.endpoint not in self._rewards or parsed.model is not None:

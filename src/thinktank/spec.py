@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from typing import Any, TypeVar
 
 from thinktank.errors import SpecError
@@ -37,7 +38,7 @@ def build(cls: type[T], options: dict[str, str], *, what: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    for key, raw in options.items():
+    for key, raw in _renamed(fields, options, what).items():
         if key not in fields:
             known = ", ".join(sorted(fields)) or "none"
             raise SpecError(f"{what} has no option {key!r} (options: {known})")
@@ -48,14 +49,45 @@ def build(cls: type[T], options: dict[str, str], *, what: str) -> T:
         raise SpecError(f"{what}: {exc}") from None
 
 
+class RenamedOptionWarning(DeprecationWarning):
+    """A spec spelled an option by its old name (accepted for one release more)."""
+
+
+def _renamed(
+    fields: dict[str, dataclasses.Field], options: dict[str, str], what: str
+) -> dict[str, str]:
+    """``options`` with each option's old name (its field's `FORMERLY`) replaced by
+    its name, warning of each, so that the specs of earlier runs still build."""
+    new_names = {f.metadata[FORMERLY]: name for name, f in fields.items() if FORMERLY in f.metadata}
+    renamed = {}
+    for key, raw in options.items():
+        if key in fields or key not in new_names:
+            renamed[key] = raw
+            continue
+        name = new_names[key]
+        if name in options:
+            raise SpecError(f"{what}: give {name} only ({key} is its old name)")
+        message = (
+            f"{what}: option {key!r} is now called {name!r} ({key!r} stops working next release)"
+        )
+        warnings.warn(RenamedOptionWarning(message), stacklevel=4)  # build_strategy's caller
+        renamed[name] = raw
+    return renamed
+
+
 #: The key of a spec option's one-line meaning in its dataclass field's metadata.
 MEANING = "meaning"
+#: The key of the name a spec option had before, which specs may still use, with a
+#: `RenamedOptionWarning`.
+FORMERLY = "formerly"
 
 
-def option(default: T, meaning: str) -> T:
+def option(default: T, meaning: str, *, formerly: str = "") -> T:
     """A spec option's dataclass field: its default and what it means in one line, which
-    ``thinktank strategies NAME`` shows (every strategy option must have one)."""
-    return dataclasses.field(default=default, metadata={MEANING: meaning})
+    ``thinktank strategies NAME`` shows (every strategy option must have one), and the
+    name it ``formerly`` had, if it was renamed."""
+    metadata = {MEANING: meaning, FORMERLY: formerly} if formerly else {MEANING: meaning}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)

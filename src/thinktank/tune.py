@@ -24,11 +24,12 @@ import random
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from thinktank.bench.runner import Executor, plan_bench, run_bench
+from thinktank.bench.runner import BenchPlan, Executor, plan_bench, run_bench
 from thinktank.bench.suites import Suite, load_suite
 from thinktank.bench.summary import ConfigSummary, mark_frontiers, summarize
 from thinktank.config import home
@@ -38,7 +39,7 @@ from thinktank.ledger import Ledger, ResultRow
 from thinktank.meter import Budget, SampleStore
 from thinktank.models import DEFAULT_MODEL, load_model, load_models
 from thinktank.models.base import Model
-from thinktank.strategies import Cascade, ComputeOptimal, Strategy, build_strategy
+from thinktank.strategies import ComputeOptimal, Strategy, build_strategy
 from thinktank.strategies.allocate import (
     CHOICES,
     LIST_SEPARATOR,
@@ -84,7 +85,8 @@ def search_space(
     configurations: list[Configuration] = []
     for spec in strategies:
         strategy = build_strategy(spec)
-        on = [strategy.pool[0]] if isinstance(strategy, Cascade) else models
+        # A strategy with its own pool runs once, named after its first model.
+        on = strategy.own_models()[:1] or models
         for model in on:
             configuration = Configuration(strategy.spec, model)
             if configuration not in configurations:  # a default temperature given twice
@@ -395,15 +397,52 @@ def tune(
     if on_start is not None:
         on_start(len(configurations) * len(suite.tasks))
 
-    samples = SampleStore()
-    scored: list[Scored] = []
-    evaluated: list[Evaluated] = []  # each of scored on all problems
-    skipped: list[Configuration] = []
-    run_ids: list[str] = []
+    run = partial(run_bench, ledger=ledger, concurrency=concurrency, samples=SampleStore(),
+                  on_result=on_result, executor=executor)  # fmt: skip
+    runs = _run_configurations(configurations, suite, budget=budget, seed=seed, ledger=ledger,
+                               on_resumed=on_resumed, run=run)  # fmt: skip
+    mark_frontiers([e.summary for e in runs.evaluated])
+    checked_folds = cross_validate(runs.scored, partition, suite.spec,
+                                   max_cost_per_problem=max_cost_per_problem,
+                                   target_accuracy=target_accuracy)  # fmt: skip
+    recommended, reason = choose_by_folds(checked_folds, runs.evaluated)
+    held_out = _held_out(runs.scored, checked_folds, recommended, suite.spec)
+    outcome = TuneOutcome(suite.spec, len(suite.tasks), runs.evaluated, runs.skipped,
+                          checked_folds, recommended, reason, held_out, _spent(runs.evaluated),
+                          run_ids=runs.run_ids)  # fmt: skip
+    _write(outcome, Path(out_dir) if out_dir is not None else home() / "tune" / _tune_id(outcome))
+    return outcome
+
+
+@dataclass
+class _Runs:
+    """What `tune` ran: each configuration scored, and on every problem; those the
+    budget skipped; the bench run ids."""
+
+    scored: list[Scored] = field(default_factory=list)
+    evaluated: list[Evaluated] = field(default_factory=list)
+    skipped: list[Configuration] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+
+
+def _run_configurations(
+    configurations: Sequence[Configuration],
+    suite: Suite,
+    *,
+    budget: Budget | None,
+    seed: int,
+    ledger: Ledger,
+    on_resumed: Callable[[int], None] | None,
+    run: Callable[[BenchPlan], list[ResultRow]],
+) -> _Runs:
+    """Each configuration's bench run (``run(plan)``), in order, while the budget's
+    estimate of it fits what is left."""
+    runs = _Runs()
+    problem_ids = [t.problem.id for t in suite.tasks]
     for configuration in configurations:
-        estimate = _estimate(configuration, evaluated, len(suite.tasks))
-        if not _fits(budget, _spent(evaluated), estimate):
-            skipped.append(configuration)
+        estimate = _estimate(configuration, runs.evaluated, len(suite.tasks))
+        if not _fits(budget, _spent(runs.evaluated), estimate):
+            runs.skipped.append(configuration)
             continue
         plan = plan_bench(suite, [configuration.strategy], [configuration.model], seed=seed,
                           ledger=ledger)  # fmt: skip
@@ -412,31 +451,29 @@ def tune(
                 f"{', '.join(plan.unpriced)} has no price in the price book: "
                 "tune compares costs (add it to $THINKTANK_HOME/prices.toml)"
             )
-        run_ids.append(plan.run_id)
+        runs.run_ids.append(plan.run_id)
         if plan.done and on_resumed is not None:
             on_resumed(plan.done)
-        rows = run_bench(plan, ledger=ledger, concurrency=concurrency, samples=samples,
-                         on_result=on_result, executor=executor)  # fmt: skip
-        scored.append(Scored(configuration, rows, ledger.bench_config(plan.run_id)))
-        evaluated.append(scored[-1].on(problem_ids, suite.spec))
-    mark_frontiers([e.summary for e in evaluated])
-    checked_folds = cross_validate(scored, partition, suite.spec,
-                                   max_cost_per_problem=max_cost_per_problem,
-                                   target_accuracy=target_accuracy)  # fmt: skip
-    recommended, reason = choose_by_folds(checked_folds, evaluated)
-    held_out = None
-    if recommended is not None:
-        chose = [f for f in checked_folds if f.chosen
-                 and f.chosen.configuration == recommended.configuration]  # fmt: skip
-        held_out = _scored(scored, recommended.configuration).on(
-            {pid for f in chose for pid in f.held_out_ids},
-            f"{suite.spec}#held-out(folds {','.join(str(f.number) for f in chose)})",
-        )
-    outcome = TuneOutcome(suite.spec, len(suite.tasks), evaluated, skipped, checked_folds,
-                          recommended, reason, held_out, _spent(evaluated),
-                          run_ids=run_ids)  # fmt: skip
-    _write(outcome, Path(out_dir) if out_dir is not None else home() / "tune" / _tune_id(outcome))
-    return outcome
+        rows = run(plan)
+        runs.scored.append(Scored(configuration, rows, ledger.bench_config(plan.run_id)))
+        runs.evaluated.append(runs.scored[-1].on(problem_ids, suite.spec))
+    return runs
+
+
+def _held_out(
+    scored: Sequence[Scored],
+    folds: Sequence[Fold],
+    recommended: Evaluated | None,
+    suite_spec: str,
+) -> Evaluated | None:
+    """The recommended configuration on the held-out problems of the folds that chose it."""
+    if recommended is None:
+        return None
+    chose = [f for f in folds if f.chosen and f.chosen.configuration == recommended.configuration]
+    return _scored(scored, recommended.configuration).on(
+        {pid for f in chose for pid in f.held_out_ids},
+        f"{suite_spec}#held-out(folds {','.join(str(f.number) for f in chose)})",
+    )
 
 
 @dataclass
@@ -544,16 +581,13 @@ def _output_price(model: str) -> float:
 
 def _models_of(strategy: Strategy, model: str) -> list[str]:
     """The models a configuration samples from, each ``n`` times at most."""
-    return strategy.pool if isinstance(strategy, Cascade) else [model]
-
-
-def _samples(strategy: Strategy) -> int:
-    return int(getattr(strategy, "n", 1))
+    return strategy.own_models() or [model]
 
 
 def _relative_cost(configuration: Configuration) -> float:
     strategy = build_strategy(configuration.strategy)
-    return _samples(strategy) * sum(map(_output_price, _models_of(strategy, configuration.model)))
+    prices = map(_output_price, _models_of(strategy, configuration.model))
+    return strategy.samples_per_problem() * sum(prices)
 
 
 def _spent(evaluated: Sequence[Evaluated]) -> dict[str, float]:
@@ -576,7 +610,7 @@ def _estimate(
             e.summary
             for e in evaluated
             if e.configuration.model == model
-            and not isinstance(build_strategy(e.configuration.strategy), Cascade)
+            and not build_strategy(e.configuration.strategy).own_models()
             and e.summary.samples
         ]
         if not measured:
@@ -584,7 +618,7 @@ def _estimate(
         for key, total in (("tokens", "total_tokens"), ("cost_usd", "cost_usd"),
                            ("seconds", "model_seconds")):  # fmt: skip
             per_sample = max(getattr(s, total) / (s.n_problems * s.samples) for s in measured)
-            estimate[key] += per_sample * _samples(strategy) * problems
+            estimate[key] += per_sample * strategy.samples_per_problem() * problems
     return estimate
 
 

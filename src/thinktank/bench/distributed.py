@@ -30,8 +30,7 @@ from thinktank.config import threads
 from thinktank.errors import ThinktankError
 from thinktank.ledger import CallLog, CallRow, Ledger, ResultRow
 from thinktank.meter import Budget, SampleStore
-from thinktank.models import Model, load_model
-from thinktank.models.openai import parse_spec
+from thinktank.models import Model, credential_variables, load_model
 from thinktank.problem import Task
 from thinktank.strategies import Strategy, build_strategy
 
@@ -165,10 +164,9 @@ class RayExecutor:
         """A worker's environment: its thread count, and a remote model's API key (a
         worker on another node does not have the driver's environment)."""
         env = {"THINKTANK_THREADS": str(self.cpus)}
-        if model_spec.startswith("openai:"):
-            key_env = parse_spec(model_spec)[2]
-            if key_env in os.environ:
-                env[key_env] = os.environ[key_env]
+        for name in credential_variables(model_spec):
+            if name in os.environ:
+                env[name] = os.environ[name]
         return {"env_vars": env}
 
 

@@ -105,6 +105,22 @@ def _markdown(
         f"Suite `{config['suite']}`, seed {config['seed']}, "
         f"budget per problem {config.get('budget') or 'none'}; {wall_time_text(attempts)}.",
         "",
+        *_summary_table(summaries, several),
+        "",
+        *_column_notes(several),
+        *unpriced_lines(summaries),
+        *_price_reversal_lines(summaries),
+        *_evaluation_lines(summaries),
+        "",
+        *[f"![{plot.stem}]({plot.name})" for plot in plots],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _summary_table(summaries: Sequence[ConfigSummary], several: bool) -> list[str]:
+    """One row per configuration; a pass@k column when some strategy gives k answers."""
+    lines = [
         "| strategy | model | problems | accuracy | 95% CI | tokens/problem | $/problem "
         "| cost-of-pass $ | model-seconds | coverage (upper bound) |"
         + (" pass@k output (k answers) |" if several else ""),
@@ -121,8 +137,12 @@ def _markdown(
             f"| {cost_per_problem_text(s)} | {cop} | {s.model_seconds:.1f} | {coverage} |"
             + (f" {pass_at_k_output_text(s)} |" if several else "")
         )
-    lines += [
-        "",
+    return lines
+
+
+def _column_notes(several: bool) -> list[str]:
+    """What each column means, and which ones read the ground truth."""
+    lines = [
         "- *accuracy*: share of problems whose committed answer is right (a pass@k output's "
         "first answer).",
         "- *cost-of-pass*: expected dollars for one correct answer (cost per problem ÷ "
@@ -139,8 +159,13 @@ def _markdown(
             " the grader picks among the guesses, so it is **not** accuracy and feeds neither"
             " cost-of-pass, `tune` nor a router."
         )
-    lines += unpriced_lines(summaries)
-    lines += _price_reversal_lines(summaries)
+    return lines
+
+
+def _evaluation_lines(summaries: Sequence[ConfigSummary]) -> list[str]:
+    """Per configuration, what was measured against the ground truth (evaluation only):
+    its verifier's false positives, its workers' reliability, its coverage fit."""
+    lines: list[str] = []
     for s in summaries:
         if s.verifier_false_positive_rate is not None:
             lines.append(
@@ -163,12 +188,11 @@ def _markdown(
                 ],
                 "",
             ]
-    fits = [s for s in summaries if s.coverage_power_law]
-    for s in fits:
-        a, b = s.coverage_power_law
-        lines.append(f"- coverage fit for {label(s)}: exp({a:.3f} · k^{b:.3f})")
-    lines += ["", *[f"![{plot.stem}]({plot.name})" for plot in plots], ""]
-    return "\n".join(lines)
+    for s in summaries:
+        if s.coverage_power_law:
+            a, b = s.coverage_power_law
+            lines.append(f"- coverage fit for {label(s)}: exp({a:.3f} · k^{b:.3f})")
+    return lines
 
 
 def _style(

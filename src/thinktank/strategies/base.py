@@ -178,6 +178,17 @@ class Strategy(ABC):
         verifiers, process rewards, a ledger), so that they are checked before it runs."""
         return iter(())
 
+    def own_models(self) -> list[str]:
+        """The models it calls whatever model it is run on (a cascade's pool, cheapest
+        first); empty when it samples the model it is given. For estimates made
+        before it runs (`thinktank.tune`)."""
+        return []
+
+    def samples_per_problem(self) -> int:
+        """About how many samples one problem costs it from each model it calls (its
+        ``n`` option where it has one), for estimates made before it runs."""
+        return int(getattr(self, "n", 1))
+
     def revise_batch(
         self, items: Sequence[Sequence[tuple[str, str | None]]]
     ) -> tuple[list[str | None], dict[str, float]] | None:

@@ -24,6 +24,7 @@ from thinktank.router import FEATURES, METHODS, OBJECTIVES, Router
 from thinktank.solution import Candidate, Partial, Solution
 from thinktank.spec import option
 from thinktank.strategies.base import Context, Strategy
+from thinktank.strategies.registry import build_strategy
 from thinktank.strategies.sampling import ManySamples, sample_candidates
 from thinktank.strategies.search import Stepper, ValuedSearch
 from thinktank.verify import answer_key
@@ -44,8 +45,8 @@ class Cascade(ManySamples, Strategy):
     """A cascade over ``models`` (cheapest first, joined by "+"): each in turn answers
     by self-consistency over ``n`` samples; its answer stands when its confidence is
     at least ``threshold``, else the next model is asked. The confidence
-    (``signal``) is ``vote`` (`vote_confidence`) or a verifier spec, e.g.
-    ``self-eval`` (the answering model's P("Yes") that its winning answer is
+    (``verifier``, formerly ``signal``) is ``vote`` (`vote_confidence`) or a verifier
+    spec, e.g. ``self-eval`` (the answering model's P("Yes") that its winning answer is
     correct) or ``judge@MODEL``: the verifier's score of the winning answer. The
     last model's answer stands whatever its confidence. ``threshold=0`` never
     escalates; ``threshold=1`` always goes to the last model."""
@@ -59,7 +60,9 @@ class Cascade(ManySamples, Strategy):
     )
     threshold: float = option(0.5, "confidence at which an answer stands (0: never escalate)")
     n: int = option(4, "samples each model votes with")
-    signal: str = option("vote", "confidence: vote (the winner's smoothed share) or a verifier")
+    verifier: str = option(
+        "vote", "confidence: vote (the winner's smoothed share) or a verifier", formerly="signal"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -67,23 +70,26 @@ class Cascade(ManySamples, Strategy):
             raise ValueError("threshold must be in [0, 1]")
         if not all(self.pool):
             raise ValueError(f"models must be model specs joined by {POOL_SEPARATOR!r}")
-        if self.signal != "vote":
-            parse_verifier(self.signal)
+        if self.verifier != "vote":
+            parse_verifier(self.verifier)
 
     def references(self) -> Iterator[Reference]:
         yield from (("model", spec) for spec in self.pool)
-        if self.signal != "vote":
-            yield "verifier", self.signal
+        if self.verifier != "vote":
+            yield "verifier", self.verifier
 
     @property
     def pool(self) -> list[str]:
         return _pool(self.models)
 
+    def own_models(self) -> list[str]:
+        return self.pool
+
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates: list[Candidate] = []
         trace = []
         # The verifier behind the confidence; None for the vote.
-        verifier = None if self.signal == "vote" else ctx.resolver.verifier(self.signal)
+        verifier = None if self.verifier == "vote" else ctx.resolver.verifier(self.verifier)
         for rank, spec in enumerate(self.pool):
             model = ctx.resolver.model(spec)
             asking = replace(ctx, model=model)
@@ -305,8 +311,6 @@ class Route(Strategy):
             return self._router
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        from thinktank.strategies import build_strategy
-
         router = self.router(ctx)
         query = problem.transcript()  # a follow-up question is routed with its conversation
         seen = router.seen(query)

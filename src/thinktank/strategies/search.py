@@ -504,8 +504,8 @@ class TreeSearch(SearchOptions, Strategy):
     descent moves to the child of highest UCT score v̂(child) + ``exploration``
     · sqrt(log(N(node) + 1) / (N(child) + 1)). From there a rollout completes the
     partial to the end and every step it wrote becomes a node. Its terminal
-    reward r (``reward``: a verifier such as ``agreement`` or ``self-eval``, never
-    the ground truth) is backed up by the soft Bellman equation:
+    reward r (``verifier``, formerly ``reward``: a verifier such as ``agreement`` or
+    ``self-eval``, never the ground truth) is backed up by the soft Bellman equation:
     v̂(leaf) = r, v̂(node) = (1/λ) log mean_children exp(λ v̂(child))
     (``backup=soft``, λ = ``backup_lambda``), the estimate of
     V(x) = (1/λ) log E[exp(λ r) | x] with the children as draws from the model;
@@ -533,14 +533,16 @@ class TreeSearch(SearchOptions, Strategy):
 
     name: ClassVar[str] = "tree-search"
     summary: ClassVar[str] = "rollouts grow a tree; terminal rewards soft-backed-up; UCT selection"
-    example: ClassVar[str] = "tree-search:rollouts=16,branching=3,reward=self-eval"
+    example: ClassVar[str] = "tree-search:rollouts=16,branching=3,verifier=self-eval"
 
     rollouts: int = option(16, "rollouts in all")
     batch: int = option(4, "rollouts selected at once")
     branching: int = option(3, "children a node takes before the descent picks one by UCT")
     exploration: float = option(0.5, "UCT's exploration weight")
-    reward: str = option(
-        "agreement", "verifier that rewards finished rollouts (agreement, self-eval)"
+    verifier: str = option(
+        "agreement",
+        "verifier that rewards finished rollouts (agreement, self-eval)",
+        formerly="reward",
     )
     backup: str = option("soft", "value backup: soft (soft Bellman) or mean")
     backup_lambda: float = option(1.0, "lambda of the soft backup: higher leans to the best child")
@@ -560,10 +562,10 @@ class TreeSearch(SearchOptions, Strategy):
             raise ValueError("backup_lambda must be > 0 (backup=mean is its limit at 0)")
         if self.expansion not in EXPANSION_RULES:
             raise ValueError(f"expansion must be one of {', '.join(EXPANSION_RULES)}")
-        parse_verifier(self.reward)
+        parse_verifier(self.verifier)
 
     def references(self) -> Iterator[Reference]:
-        yield "verifier", self.reward
+        yield "verifier", self.verifier
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         return self.grow(problem, ctx)[0]
@@ -574,7 +576,7 @@ class TreeSearch(SearchOptions, Strategy):
             self.branching, self.exploration,
             backup=self.backup, backup_lambda=self.backup_lambda, expansion=self.expansion,
         )  # fmt: skip
-        stepper, verifier = Stepper(problem, ctx, self), ctx.resolver.verifier(self.reward)
+        stepper, verifier = Stepper(problem, ctx, self), ctx.resolver.verifier(self.verifier)
         ends: list[Partial] = []
         trace: list[dict] = []
         while len(ends) < self.rollouts:
@@ -597,7 +599,7 @@ class TreeSearch(SearchOptions, Strategy):
                 tree.add_rollout(start, end)
                 ends.append(end)
             candidates = [Candidate.from_partial(p, problem.kind) for p in ends]
-            if self.reward == "agreement":  # agreement changes with every rollout: rescore all
+            if self.verifier == "agreement":  # agreement changes with every rollout: rescore all
                 tree.rewards = verifier.score(problem, candidates, ctx)
             else:
                 tree.rewards += verifier.score(problem, candidates[len(tree.rewards) :], ctx)

@@ -25,25 +25,31 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 import httpx
 
 from thinktank.errors import ThinktankError
 from thinktank.models.base import Completion, Model, Prompt, Sampling
+from thinktank.plugins import plugin_names
 from thinktank.problem import Problem
 from thinktank.prompts import build_prompt, continuation_prompt, stop_strings
 from thinktank.solution import Candidate, Partial
-from thinktank.verify.verifiers import Agreement, Verifier, parse_verifier, yes_probability
-
-if TYPE_CHECKING:
-    from thinktank.strategies.base import Context
+from thinktank.verify.verifiers import (
+    Agreement,
+    ScoringContext,
+    Verifier,
+    parse_verifier,
+    yes_probability,
+)
 
 
 class ProcessReward(Protocol):
     name: ClassVar[str]
 
-    def values(self, problem: Problem, partials: Sequence[Partial], ctx: Context) -> list[float]:
+    def values(
+        self, problem: Problem, partials: Sequence[Partial], ctx: ScoringContext
+    ) -> list[float]:
         """One value in [0, 1] per partial; higher means more likely to end right."""
         ...
 
@@ -61,7 +67,9 @@ class SelfEvalReward:
     name: ClassVar[str] = "self-eval"
     QUESTION = "Is your solution correct so far? Reply Yes or No."
 
-    def values(self, problem: Problem, partials: Sequence[Partial], ctx: Context) -> list[float]:
+    def values(
+        self, problem: Problem, partials: Sequence[Partial], ctx: ScoringContext
+    ) -> list[float]:
         judged = [p for p in partials if p.steps]
         greedy = Sampling(temperature=0.0, max_tokens=1, top_logprobs=20)
         asked = [(self.prompt(problem, ctx.model, p), 1, greedy) for p in judged]
@@ -103,7 +111,9 @@ class RolloutReward:
             raise ValueError("rollout count must be >= 1")
         self.sampling, self.n, self.verifier = sampling, n, verifier or Agreement()
 
-    def values(self, problem: Problem, partials: Sequence[Partial], ctx: Context) -> list[float]:
+    def values(
+        self, problem: Problem, partials: Sequence[Partial], ctx: ScoringContext
+    ) -> list[float]:
         open_ = [p for p in partials if not p.finished]
         stops = self.sampling.stop + stop_strings(problem, ctx.model)
         rolling = ctx.at_stage("reward")
@@ -165,7 +175,9 @@ class RemoteProcessReward:
         self.separator = separator
         self._client = httpx.Client(timeout=120)
 
-    def values(self, problem: Problem, partials: Sequence[Partial], ctx: Context) -> list[float]:
+    def values(
+        self, problem: Problem, partials: Sequence[Partial], ctx: ScoringContext
+    ) -> list[float]:
         return [self._value(problem, p) if p.steps else 0.5 for p in partials]
 
     def _value(self, problem: Problem, partial: Partial) -> float:
@@ -209,7 +221,7 @@ class RemoteProcessReward:
 
 def continue_partials(
     problem: Problem,
-    ctx: Context,
+    ctx: ScoringContext,
     partials: Sequence[Partial],
     counts: Sequence[int],
     sampling: Sampling,
@@ -247,8 +259,9 @@ class ProcessRewardSpec:
 
 def parse_process_reward(spec: str) -> ProcessRewardSpec:
     """``self-eval`` | ``rollout[N][@VERIFIER]`` | ``prm@URL[#MODEL]``, checked for shape
-    only: nothing is loaded or contacted (a `Resolver` builds it)."""
-    if spec == SelfEvalReward.name:
+    only: nothing is loaded or contacted (a `Resolver` builds it). A plugin's process
+    reward is named as it declares."""
+    if spec == SelfEvalReward.name or spec in plugin_names("process-reward"):
         return ProcessRewardSpec(spec)
     if match := _ROLLOUT.fullmatch(spec):
         count, verifier = match.groups()

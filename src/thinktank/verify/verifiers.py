@@ -13,12 +13,13 @@ from __future__ import annotations
 import importlib
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from thinktank.errors import BudgetExhausted
-from thinktank.models.base import Model, Prompt, Sampling
+from thinktank.models.base import Completion, Model, Prompt, Sampling
+from thinktank.plugins import plugin_names
 from thinktank.problem import Problem
 from thinktank.verify.extract import answer_key
 from thinktank.verify.harness import candidate_functions, run_tests
@@ -26,13 +27,38 @@ from thinktank.verify.sandbox import Limits
 
 if TYPE_CHECKING:
     from thinktank.solution import Candidate
-    from thinktank.strategies.base import Context
+
+
+class ScoringContext(Protocol):
+    """What verifiers and process rewards use of the context a strategy hands them
+    (a `thinktank.strategies.base.Context` is one): named here, in the layer below
+    strategies, so that scoring never imports the strategies it serves."""
+
+    model: Model
+
+    def at_stage(self, stage: str) -> ScoringContext:
+        """The context for another part (``judge``, ``reward``), on the same meter."""
+        ...
+
+    def generate(
+        self, prompt: Prompt, n: int, sampling: Sampling, *, model: Model | None = None
+    ) -> list[Completion]:
+        """``n`` samples through the meter, from ``self.model`` or ``model``."""
+        ...
+
+    def generate_each(
+        self, calls: Sequence[tuple[Prompt, int, Sampling]], *, model: Model | None = None
+    ) -> list[list[Completion]]:
+        """Several ``(prompt, n, sampling)`` calls at once; a refused one returns none."""
+        ...
 
 
 class Verifier(Protocol):
     name: ClassVar[str]
 
-    def score(self, problem: Problem, candidates: list[Candidate], ctx: Context) -> list[float]:
+    def score(
+        self, problem: Problem, candidates: list[Candidate], ctx: ScoringContext
+    ) -> list[float]:
         """One score in [0, 1] per candidate; higher means more likely correct."""
         ...
 
@@ -53,7 +79,9 @@ class Judge:
     def __init__(self, model: Model | None = None) -> None:
         self.model = model  # None: the model that solves the problem judges it
 
-    def score(self, problem: Problem, candidates: list[Candidate], ctx: Context) -> list[float]:
+    def score(
+        self, problem: Problem, candidates: list[Candidate], ctx: ScoringContext
+    ) -> list[float]:
         by_answer: dict[str, float] = {}
         scores = []
         for candidate in candidates:
@@ -69,7 +97,7 @@ class Judge:
             scores.append(by_answer[key])
         return scores
 
-    def _judge(self, problem: Problem, answer: str, ctx: Context) -> float:
+    def _judge(self, problem: Problem, answer: str, ctx: ScoringContext) -> float:
         judge = self.model or ctx.model
         [completion] = ctx.at_stage("judge").generate(
             self._prompt(problem, answer, judge.capabilities.chat),
@@ -110,7 +138,9 @@ class PairwiseJudge:
     def __init__(self, model: Model | None = None) -> None:
         self.model = model
 
-    def score(self, problem: Problem, candidates: list[Candidate], ctx: Context) -> list[float]:
+    def score(
+        self, problem: Problem, candidates: list[Candidate], ctx: ScoringContext
+    ) -> list[float]:
         counts: dict[str, int] = {}
         shown: dict[str, str] = {}
         for c in candidates:
@@ -139,7 +169,7 @@ class PairwiseJudge:
             for c in candidates
         ]
 
-    def _prefers_a(self, problem: Problem, a: str, b: str, ctx: Context) -> float:
+    def _prefers_a(self, problem: Problem, a: str, b: str, ctx: ScoringContext) -> float:
         judge = self.model or ctx.model
         prompt = _ask(
             f"Question: {problem.transcript()}\nProposed answer A: {a}\nProposed answer B: {b}\n"
@@ -186,7 +216,9 @@ class PublicTests:
 
     name: ClassVar[str] = "public-tests"
 
-    def score(self, problem: Problem, candidates: list[Candidate], ctx: Context) -> list[float]:
+    def score(
+        self, problem: Problem, candidates: list[Candidate], ctx: ScoringContext
+    ) -> list[float]:
         functions = candidate_functions(problem.prompt)
         if not problem.public_tests or not functions:
             return [0.5] * len(candidates)
@@ -206,7 +238,9 @@ class Agreement:
 
     name: ClassVar[str] = "agreement"
 
-    def score(self, problem: Problem, candidates: list[Candidate], ctx: Context) -> list[float]:
+    def score(
+        self, problem: Problem, candidates: list[Candidate], ctx: ScoringContext
+    ) -> list[float]:
         kind = problem.kind
         keys = [None if c.answer is None else answer_key(c.answer, kind) for c in candidates]
         counts = Counter(key for key in keys if key is not None)
@@ -221,7 +255,9 @@ class FunctionVerifier:
     def __init__(self, function: Callable[[Problem, Candidate], float]) -> None:
         self.function = function
 
-    def score(self, problem: Problem, candidates: list[Candidate], ctx: Context) -> list[float]:
+    def score(
+        self, problem: Problem, candidates: list[Candidate], ctx: ScoringContext
+    ) -> list[float]:
         return [float(self.function(problem, c)) for c in candidates]
 
 
@@ -248,8 +284,8 @@ class VerifierSpec:
 def parse_verifier(spec: str) -> VerifierSpec:
     """``self-eval`` | ``pairwise[@MODEL]`` | ``judge@MODEL`` | ``public-tests`` |
     ``agreement`` | ``py:MODULE:FUNCTION``, checked for shape only: nothing is loaded
-    or imported (a `Resolver` does that)."""
-    if spec in VERIFIERS:
+    or imported (a `Resolver` does that). A plugin's verifier is named as it declares."""
+    if spec in VERIFIERS or spec in plugin_names("verifier"):
         return VerifierSpec(spec)
     name, at, model = spec.partition("@")
     if at and name in JUDGES and model.strip():

@@ -1,0 +1,52 @@
+"""The torch backend: a GGUF model's weights, loaded by transformers' GGUF loader,
+run by a short explicit llama forward pass over a KV cache made of *blocks*.
+
+A block is a run of tokens whose keys are rotated (RoPE) at block-local positions
+0, 1, 2, ... So a block can sit at any offset of a reader's view without being
+recomputed: since RoPE scores depend only on the distance between query and key,
+the reader rotates its *query* by (its position - the block's offset) instead of
+rotating every key by the offset (the Hogwild! trick: one rotation per block,
+not per cached token). Keys that must move for good (a finished step going into
+a shared history) are re-rotated once by the distance moved.
+
+On top of blocks, a `SharedCacheSession` runs several workers of one model at
+once, one batched forward pass per step, each worker seeing the shared prompt,
+then the blocks of the others, then its own block (Hogwild! Inference; Group
+Think's token-level visibility). As in Hogwild!'s reference engine a token is
+visible to the others in the very pass it is written: every row's cells are
+written before any row attends (`Visibility`: ``next-step`` delays it one pass,
+as thinktank did before). Plain sampling is the same machinery with workers
+that see only the prompt and themselves.
+
+Llama-architecture models only (SmolLM2 is one), on the CPU; weights float32
+(exact) or bfloat16 (faster), see `WeightType`.
+
+The parts: `network` (the weights, the forward pass, the block KV cache), `vocab`
+(the tokenizer), `session` (`SharedCacheSession`: who sees what) and `model`
+(`TorchModel`, the sampling loops over them).
+"""
+
+from thinktank.models.torch.model import MAX_INDEPENDENT_SAMPLES, TorchModel
+from thinktank.models.torch.network import WEIGHT_TYPES, Block, KVStore, Transformer, WeightType
+from thinktank.models.torch.session import (
+    LAYOUTS,
+    VISIBILITIES,
+    Layout,
+    SharedCacheSession,
+    Visibility,
+)
+
+__all__ = [
+    "LAYOUTS",
+    "MAX_INDEPENDENT_SAMPLES",
+    "VISIBILITIES",
+    "WEIGHT_TYPES",
+    "Block",
+    "KVStore",
+    "Layout",
+    "SharedCacheSession",
+    "TorchModel",
+    "Transformer",
+    "Visibility",
+    "WeightType",
+]
