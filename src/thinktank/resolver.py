@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -55,6 +55,21 @@ Reference = tuple[ReferenceKind, str]
 
 T = TypeVar("T")
 
+
+def named(kind: ReferenceKind, option: str | object) -> Iterator[Reference]:
+    """The reference a strategy's option holds, for `Strategy.references`: none when
+    Python gave it an object (a `Verifier`, a `ProcessReward`): nothing to check by name."""
+    if isinstance(option, str):
+        yield kind, option
+
+
+def check_shape(kind: Literal["verifier", "process-reward"], option: str | object) -> None:
+    """Refuse a malformed verifier or process-reward spec (ValueError) when its strategy
+    is built; an object given from Python has no spec to check."""
+    if isinstance(option, str):
+        (parse_verifier if kind == "verifier" else parse_process_reward)(option)
+
+
 #: Model spec prefixes the open resolver loads (besides the names in `MODELS`).
 MODEL_PREFIXES = ("gguf:", "torch:", "openai:")
 
@@ -77,9 +92,12 @@ class Resolver:
         self._check_model(spec)
         return load_model(spec)
 
-    def verifier(self, spec: str) -> Verifier:
+    def verifier(self, spec: str | Verifier) -> Verifier:
         """``self-eval`` | ``pairwise[@MODEL]`` | ``judge@MODEL`` | ``public-tests`` |
-        ``agreement`` | ``py:MODULE:FUNCTION`` -> a verifier; judges' models resolved here."""
+        ``agreement`` | ``py:MODULE:FUNCTION`` -> a verifier; judges' models resolved here.
+        A verifier object (given from Python) is returned as it is."""
+        if not isinstance(spec, str):
+            return self._given("verifier", spec)
         parsed = self._check_verifier(spec)
         if parsed.name == "py":
             return FunctionVerifier(self._function(parsed.argument or ""))
@@ -94,9 +112,12 @@ class Resolver:
             return VERIFIERS[parsed.name]()
         return self._plugin("verifier", parsed.name)()
 
-    def process_reward(self, spec: str, sampling: Sampling) -> ProcessReward:
+    def process_reward(self, spec: str | ProcessReward, sampling: Sampling) -> ProcessReward:
         """``self-eval`` | ``rollout[N][@VERIFIER]`` | ``prm@ENDPOINT[#MODEL]`` -> a process
-        reward; ``sampling`` is how the search samples (rollouts sample the same way)."""
+        reward; ``sampling`` is how the search samples (rollouts sample the same way).
+        A process-reward object (given from Python) is returned as it is."""
+        if not isinstance(spec, str):
+            return self._given("process-reward", spec)
         parsed = self._check_process_reward(spec)
         if parsed.name == "rollout":
             return RolloutReward(sampling, parsed.count, self.verifier(parsed.verifier))
@@ -164,6 +185,10 @@ class Resolver:
 
     def _check_ledger(self, path: str) -> None:
         """Any path will do: it is the user's own."""
+
+    def _given(self, kind: ReferenceKind, given: T) -> T:
+        """An object in place of a spec: the Python caller's own code, used as it is."""
+        return given
 
     def _function(self, target: str) -> Callable[[Problem, Candidate], float]:
         return _parsed(import_function, target)
@@ -261,6 +286,9 @@ class ServedResolver(Resolver):
 
     def _plugin(self, kind: Kind, name: str) -> Callable[[], T]:
         raise SpecError(f"a request cannot name a plugin's {kind} ({name}): none is served")
+
+    def _given(self, kind: ReferenceKind, given: T) -> T:
+        raise SpecError(f"a request names its {kind} by name, not as an object ({given!r})")
 
     def _endpoint(self, parsed: ProcessRewardSpec) -> tuple[str, str | None]:
         if parsed.endpoint not in self._rewards or parsed.model is not None:

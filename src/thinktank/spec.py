@@ -42,6 +42,11 @@ def build(cls: type[T], options: dict[str, str], *, what: str) -> T:
         if key not in fields:
             known = ", ".join(sorted(fields)) or "none"
             raise SpecError(f"{what} has no option {key!r} (options: {known})")
+        if raw.startswith("<") and raw.endswith(">"):
+            raise SpecError(
+                f"{what} option {key}={raw}: an object option cannot be rebuilt from its spec:"
+                " register it as a plugin (README 'Writing a plugin') to use it by name"
+            )
         kwargs[key] = _convert(raw, hints[key], f"{what} option {key}")
     try:
         return cls(**kwargs)
@@ -143,8 +148,16 @@ def options_string(obj: object, *, only_changed: bool = False) -> str:
     for f in dataclasses.fields(obj):  # type: ignore[arg-type]
         value = getattr(obj, f.name, f.default)
         if f.init and not (only_changed and value == f.default):
-            parts.append(f"{f.name}={value}")
+            parts.append(f"{f.name}={_written(value)}")
     return ",".join(parts)
+
+
+def _written(value: object) -> object:
+    """An option's value as a spec writes it: an object given from Python (a verifier)
+    has no spelling, so it shows as a placeholder, ``<MyVerifier>``, that `build` refuses."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return f"<{type(value).__name__}>"
 
 
 def _convert(raw: str, hint: Any, where: str) -> Any:

@@ -111,6 +111,8 @@ class RayExecutor:
         on_result: Callable[[ResultRow], None] | None = None,
     ) -> None:
         """Solve ``jobs`` on Ray; each result is stored as it arrives."""
+        for strategy, _, _ in jobs:
+            build_strategy(strategy.spec)  # as each worker will: an object option fails here
         ray = _ray()
         if not ray.is_initialized():
             try:

@@ -22,7 +22,7 @@ import numpy as np
 from thinktank.aggregate import majority_vote
 from thinktank.models.base import Completion
 from thinktank.problem import Problem
-from thinktank.resolver import Reference
+from thinktank.resolver import Reference, check_shape, named
 from thinktank.solution import Candidate, Solution
 from thinktank.spec import option
 from thinktank.strategies.base import Context, Strategy
@@ -35,8 +35,8 @@ from thinktank.strategies.sampling import (
     verified_choice,
 )
 from thinktank.strategies.search import BeamSearch
-from thinktank.verify.process import parse_process_reward
-from thinktank.verify.verifiers import parse_verifier
+from thinktank.verify.process import ProcessReward
+from thinktank.verify.verifiers import Verifier
 
 #: What `ComputeOptimal` may spend a question's budget on.
 CHOICES = ("majority", "best-of-n", "weighted-best-of-n", "beam")
@@ -97,10 +97,12 @@ class ComputeOptimal(SamplingOptions, Strategy):
 
     n: int = option(16, "generations per question, the probe's included")
     probe: int = option(4, "samples that gauge the question's difficulty")
-    verifier: str = option(
+    verifier: str | Verifier = option(
         "self-eval", "verifier that scores the probe and picks best-of-n answers"
     )
-    value: str = option("self-eval", "process reward that values the beam choice's steps")
+    value: str | ProcessReward = option(
+        "self-eval", "process reward that values the beam choice's steps"
+    )
     expand: int = option(4, "next steps each beam writes (the beam choice)")
     edges: str = option("0.2/0.4/0.6/0.8", "difficulties between the levels, ascending, /-joined")
     choices: str = option(
@@ -120,8 +122,8 @@ class ComputeOptimal(SamplingOptions, Strategy):
                 f"choices must name one choice per level: {len(edges) + 1} for "
                 f"{len(edges)} edges, got {len(choices)}"
             )
-        parse_verifier(self.verifier)
-        parse_process_reward(self.value)
+        check_shape("verifier", self.verifier)
+        check_shape("process-reward", self.value)
 
     @property
     def level_edges(self) -> list[float]:
@@ -145,9 +147,9 @@ class ComputeOptimal(SamplingOptions, Strategy):
         return choices
 
     def references(self) -> Iterator[Reference]:
-        yield "verifier", self.verifier
+        yield from named("verifier", self.verifier)
         if "beam" in self.level_choices:
-            yield "process-reward", self.value
+            yield from named("process-reward", self.value)
 
     def probe_strategy(self) -> Strategy:
         """best-of-n over the probe's samples: the very calls the probe makes, so a bench

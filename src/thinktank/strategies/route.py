@@ -19,7 +19,7 @@ from thinktank.aggregate import majority_vote
 from thinktank.models.base import Model, Prompt, Sampling
 from thinktank.problem import Problem
 from thinktank.prompts import build_prompt
-from thinktank.resolver import Reference
+from thinktank.resolver import Reference, check_shape, named
 from thinktank.router import FEATURES, METHODS, OBJECTIVES, Router
 from thinktank.solution import Candidate, Partial, Solution
 from thinktank.spec import option
@@ -28,7 +28,7 @@ from thinktank.strategies.registry import build_strategy
 from thinktank.strategies.sampling import ManySamples, sample_candidates
 from thinktank.strategies.search import Stepper, ValuedSearch
 from thinktank.verify import answer_key
-from thinktank.verify.verifiers import parse_verifier
+from thinktank.verify.verifiers import Verifier
 
 #: Separates the model specs of a pool in a spec string (specs may hold "/" and ":").
 POOL_SEPARATOR = "+"
@@ -60,7 +60,7 @@ class Cascade(ManySamples, Strategy):
     )
     threshold: float = option(0.5, "confidence at which an answer stands (0: never escalate)")
     n: int = option(4, "samples each model votes with")
-    verifier: str = option(
+    verifier: str | Verifier = option(
         "vote", "confidence: vote (the winner's smoothed share) or a verifier", formerly="signal"
     )
 
@@ -71,12 +71,12 @@ class Cascade(ManySamples, Strategy):
         if not all(self.pool):
             raise ValueError(f"models must be model specs joined by {POOL_SEPARATOR!r}")
         if self.verifier != "vote":
-            parse_verifier(self.verifier)
+            check_shape("verifier", self.verifier)
 
     def references(self) -> Iterator[Reference]:
         yield from (("model", spec) for spec in self.pool)
         if self.verifier != "vote":
-            yield "verifier", self.verifier
+            yield from named("verifier", self.verifier)
 
     @property
     def pool(self) -> list[str]:

@@ -27,12 +27,12 @@ from thinktank.models.base import (
 from thinktank.models.profiles import sampling_profile
 from thinktank.problem import Kind, Problem
 from thinktank.prompts import build_prompt, stop_strings
-from thinktank.resolver import Reference
+from thinktank.resolver import Reference, check_shape, named
 from thinktank.solution import Candidate, Solution
 from thinktank.spec import option
 from thinktank.strategies.base import Context, Strategy
 from thinktank.verify import answer_key
-from thinktank.verify.verifiers import parse_verifier
+from thinktank.verify.verifiers import Verifier
 
 
 def sample_completions(
@@ -425,16 +425,16 @@ class BestOfN(ManySamples, Strategy):
     summary: ClassVar[str] = "n samples, the one a verifier scores highest (self-eval, ...)"
     example: ClassVar[str] = "best-of-n:n=8,verifier=self-eval"
 
-    verifier: str = option(
+    verifier: str | Verifier = option(
         "self-eval", "verifier that scores each sample (self-eval, judge@MODEL, ...)"
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        parse_verifier(self.verifier)  # a malformed spec fails when the strategy is built
+        check_shape("verifier", self.verifier)  # a malformed spec fails when it is built
 
     def references(self) -> Iterator[Reference]:
-        yield "verifier", self.verifier
+        yield from named("verifier", self.verifier)
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates = sample_candidates(problem, ctx, self.n, self.sampling(ctx.model, problem.kind))
@@ -458,7 +458,7 @@ class BestOfMajority(ManySamples, Strategy):
 
     n: int = 16
     min_share: float = option(0.125, "share of the votes an answer needs to be a candidate")
-    verifier: str = option(
+    verifier: str | Verifier = option(
         "self-eval", "verifier that ranks the candidates (self-eval, judge@MODEL, ...)"
     )
     k: int = option(1, "answers to give: the verifier's k best candidates (pass@k output)")
@@ -469,10 +469,10 @@ class BestOfMajority(ManySamples, Strategy):
             raise ValueError("min_share must be in (0, 1]")
         if self.k < 1:
             raise ValueError("k must be >= 1")
-        parse_verifier(self.verifier)
+        check_shape("verifier", self.verifier)
 
     def references(self) -> Iterator[Reference]:
-        yield "verifier", self.verifier
+        yield from named("verifier", self.verifier)
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         candidates = sample_candidates(problem, ctx, self.n, self.sampling(ctx.model, problem.kind))
@@ -498,7 +498,7 @@ def verified_choice(
     problem: Problem,
     ctx: Context,
     candidates: list[Candidate],
-    verifier: str,
+    verifier: str | Verifier,
     eligible: Callable[[Candidate], bool] = lambda c: True,
 ) -> Solution:
     """Score the eligible answered candidates and answer with the best (first of ties).

@@ -27,13 +27,13 @@ from thinktank.aggregate import majority_vote
 from thinktank.models.base import Completion
 from thinktank.problem import Problem
 from thinktank.prompts import stop_strings
-from thinktank.resolver import Reference
+from thinktank.resolver import Reference, check_shape, named
 from thinktank.solution import Candidate, Partial, Solution
 from thinktank.spec import option
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import SamplingOptions
-from thinktank.verify.process import ProcessReward, continue_partials, parse_process_reward
-from thinktank.verify.verifiers import parse_verifier
+from thinktank.verify.process import ProcessReward, continue_partials
+from thinktank.verify.verifiers import Verifier
 
 #: Named step delimiters: the stop strings that end a step.
 SPLITS: dict[str, tuple[str, ...]] = {
@@ -77,7 +77,7 @@ class ValuedSearch(SearchOptions):
     most ``max_steps`` steps) guided by a process reward (``value``, see
     `verify.process`)."""
 
-    value: str = option(
+    value: str | ProcessReward = option(
         "self-eval", "process reward that values partial solutions (self-eval, ...)"
     )
     step_tokens: int = option(48, "tokens a step may write at most")
@@ -87,10 +87,10 @@ class ValuedSearch(SearchOptions):
         super().__post_init__()
         if self.step_tokens < 1 or self.max_steps < 1:
             raise ValueError("step_tokens and max_steps must be >= 1")
-        parse_process_reward(self.value)
+        check_shape("process-reward", self.value)
 
     def references(self) -> Iterator[Reference]:
-        yield "process-reward", self.value
+        yield from named("process-reward", self.value)
 
     def process_reward(self, problem: Problem, ctx: Context) -> ProcessReward:
         return ctx.resolver.process_reward(self.value, self.sampling(ctx.model, problem.kind))
@@ -539,7 +539,7 @@ class TreeSearch(SearchOptions, Strategy):
     batch: int = option(4, "rollouts selected at once")
     branching: int = option(3, "children a node takes before the descent picks one by UCT")
     exploration: float = option(0.5, "UCT's exploration weight")
-    verifier: str = option(
+    verifier: str | Verifier = option(
         "agreement",
         "verifier that rewards finished rollouts (agreement, self-eval)",
         formerly="reward",
@@ -562,10 +562,10 @@ class TreeSearch(SearchOptions, Strategy):
             raise ValueError("backup_lambda must be > 0 (backup=mean is its limit at 0)")
         if self.expansion not in EXPANSION_RULES:
             raise ValueError(f"expansion must be one of {', '.join(EXPANSION_RULES)}")
-        parse_verifier(self.verifier)
+        check_shape("verifier", self.verifier)
 
     def references(self) -> Iterator[Reference]:
-        yield "verifier", self.verifier
+        yield from named("verifier", self.verifier)
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
         return self.grow(problem, ctx)[0]
