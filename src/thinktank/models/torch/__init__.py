@@ -1,13 +1,7 @@
 """The torch backend: a GGUF model's weights, loaded by transformers' GGUF loader,
 run by a short explicit llama forward pass over a KV cache made of *blocks*.
 
-A block is a run of tokens whose keys are rotated (RoPE) at block-local positions
-0, 1, 2, ... So a block can sit at any offset of a reader's view without being
-recomputed: since RoPE scores depend only on the distance between query and key,
-the reader rotates its *query* by (its position - the block's offset) instead of
-rotating every key by the offset (the Hogwild! trick: one rotation per block,
-not per cached token). Keys that must move for good (a finished step going into
-a shared history) are re-rotated once by the distance moved.
+(Blocks and why they make the cache shareable: `thinktank.models.torch.network`.)
 
 On top of blocks, a `SharedCacheSession` runs several workers of one model at
 once, one batched forward pass per step, each worker seeing the shared prompt,
