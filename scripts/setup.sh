@@ -2,26 +2,37 @@
 # Idempotent set-up of .venv: builds llama-cpp-python with the flags that work on
 # these machines (a native build segfaults in llama_decode), then installs
 # thinktank editable with its test extras, and installs Debian's bubblewrap (the
-# sandbox for model-written code) when it is missing. Re-running it is a no-op
-# until pyproject.toml or this script changes.
+# sandbox for model-written code) and chromium with chromium-driver (the headless
+# browser the view's end-to-end tests drive) when they are missing. Re-running it
+# is a no-op until pyproject.toml or this script changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Installs Debian packages when COMMAND is missing: `need COMMAND WHY PACKAGE...`.
+# Quiet, as root or through sudo -n, with an apt-get update when the lists are
+# stale; when that is impossible it says what to install and goes on.
+need() {
+  local command=$1 why=$2
+  shift 2
+  command -v "$command" >/dev/null 2>&1 && return 0
+  if command -v apt-get >/dev/null 2>&1; then
+    local as_root=""
+    [ "$(id -u)" = 0 ] || as_root="sudo -n"
+    echo "setup: installing $* ($why)..." >&2
+    $as_root apt-get install -y -q "$@" >/dev/null 2>&1 \
+      || { $as_root apt-get update -q >/dev/null && $as_root apt-get install -y -q "$@" >/dev/null; } \
+      || echo "setup: could not install $*; install it (apt-get install $*) for $why" >&2
+  else
+    echo "setup: $command is missing; install $* for $why" >&2
+  fi
+}
+
 # The sandbox (src/thinktank/verify/sandbox.py) runs model-written code only under
 # bubblewrap; without it, grading code fails with a message saying so.
-if ! command -v bwrap >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1; then
-    as_root=""
-    [ "$(id -u)" = 0 ] || as_root="sudo -n"
-    echo "setup: installing bubblewrap (the sandbox for model-written code)..." >&2
-    $as_root apt-get install -y -q bubblewrap >/dev/null 2>&1 \
-      || { $as_root apt-get update -q >/dev/null && $as_root apt-get install -y -q bubblewrap >/dev/null; } \
-      || echo "setup: could not install bubblewrap; install it (apt-get install bubblewrap)" \
-              "to grade code" >&2
-  else
-    echo "setup: bubblewrap is missing; install it to grade model-written code" >&2
-  fi
-fi
+need bwrap "the sandbox for model-written code" bubblewrap
+# tests/test_view_browser.py drives `thinktank view` in headless chromium through
+# chromedriver; without them it skips, naming this script.
+need chromedriver "the view's browser tests" chromium chromium-driver
 
 PYTHON=${PYTHON:-python3}
 LLAMA_VERSION=0.3.36

@@ -122,8 +122,9 @@ def test_listings(isolated_home):
 
 
 def test_hogwild_from_the_command_line(isolated_home):
-    """On the torch backend it answers with one candidate per worker; on llama.cpp it
-    says which backend to use, in one line, exit 2."""
+    """On the torch backend it answers with one candidate per worker; on llama.cpp,
+    named, it says which backend to use, in one line, exit 2 (unnamed, the torch one is
+    chosen: tests/test_first_hour.py)."""
     result = thinktank("solve", "What is 2 + 3?", "--model", "torch:smollm2", "--strategy",
                        "hogwild:workers=2,max_tokens=16,final_tokens=0", "--seed", "1", "--json",
                        home=isolated_home)  # fmt: skip
@@ -131,7 +132,8 @@ def test_hogwild_from_the_command_line(isolated_home):
     payload = json.loads(result.stdout)
     assert [c["worker"] for c in payload["candidates"]] == ["Alice", "Bob"]
     assert payload["usage"]["calls"] == 1 and payload["usage"]["completions"] == 2
-    refused = thinktank("solve", "What is 2 + 3?", "--strategy", "hogwild", home=isolated_home)
+    refused = thinktank("solve", "What is 2 + 3?", "--model", "smollm2", "--strategy", "hogwild",
+                        home=isolated_home)  # fmt: skip
     assert refused.returncode == 2
     assert "torch:smollm2" in refused.stderr and "Traceback" not in refused.stderr
 

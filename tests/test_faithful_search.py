@@ -26,7 +26,7 @@ from thinktank.strategies.search import (
     resampling_weights,
 )
 
-from .test_search import PROBLEM, scripted, scripted_context
+from .test_search import PROBLEM, scripted, scripted_context, search_steps
 
 
 def odds_weights(values: list[float]) -> list[float]:
@@ -59,8 +59,8 @@ def test_rewards_resample_by_the_softmax_of_their_logits():
 def test_the_particle_filter_resamples_by_its_weight_transform(transform):
     strategy = scripted(ParticleFilter(particles=5, weight_transform=transform))
     solution = strategy.solve(PROBLEM, scripted_context(seed=4))
-    assert solution.trace
-    for step in solution.trace:
+    assert search_steps(solution)
+    for step in search_steps(solution):
         values = step["values"]
         if transform == "logit":
             expected = odds_weights(values)
@@ -182,8 +182,8 @@ REAL = Problem(id="r", prompt="What is 4 + 4?", kind="math")
 def test_particle_filter_on_the_real_model_weights_by_the_logit(smollm2):
     strategy = build_strategy("particle-filter:particles=2,max_steps=2,step_tokens=8,max_tokens=16")
     solution = strategy.solve(REAL, Context(smollm2, Meter(), seed=1))
-    assert solution.trace
-    for step in solution.trace:
+    assert search_steps(solution)
+    for step in search_steps(solution):
         clipped = [min(max(v, 1e-7), 1 - 1e-7) for v in step["values"]]
         assert step["weights"] == pytest.approx(odds_weights(clipped), abs=1e-6)
 
@@ -217,4 +217,4 @@ def test_tree_search_on_the_real_model_backs_up_soft_values(smollm2):
             assert node.value == pytest.approx(math.log(mean_exp) / 2.0)
 
     check(tree.root)
-    assert solution.trace[-1]["root_value"] == pytest.approx(tree.root.value, abs=1e-4)
+    assert search_steps(solution)[-1]["root_value"] == pytest.approx(tree.root.value, abs=1e-4)

@@ -57,6 +57,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "thinktank.bench.*",
         "thinktank.server",
         "thinktank.server.*",
+        "thinktank.view",
+        "thinktank.view.*",
     ),
 }
 

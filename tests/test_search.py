@@ -112,6 +112,13 @@ def scripted_context(seed=1, budget=None):
     return Context(ScriptedModel(), Meter(budget), seed=seed)
 
 
+def search_steps(solution):
+    """The search's own trace entries: all but the last, its whole tree."""
+    *steps, tree = solution.trace
+    assert set(tree) == {"tree"}
+    return steps
+
+
 # -- step generation --------------------------------------------------------------
 
 
@@ -181,8 +188,8 @@ def test_stop_string_is_reported_on_the_completion(smollm2):
 
 def test_beam_keeps_exactly_k_partials_and_the_best_of_them():
     solution = scripted(BeamSearch(beams=3, expand=2)).solve(PROBLEM, scripted_context())
-    assert solution.trace and solution.answer in {"1", "2", "3"}
-    for step in solution.trace:
+    assert search_steps(solution) and solution.answer in {"1", "2", "3"}
+    for step in search_steps(solution):
         assert step["kept"] == 3 <= step["pool"]
         assert step["values"] == sorted(step["values"], reverse=True)
     reward = ScriptedReward()
@@ -196,12 +203,12 @@ def test_beam_keeps_exactly_k_partials_and_the_best_of_them():
 
 def test_particle_weights_are_normalised_and_resampling_keeps_the_count():
     solution = scripted(ParticleFilter(particles=6)).solve(PROBLEM, scripted_context())
-    assert solution.trace
-    for step in solution.trace:
+    assert search_steps(solution)
+    for step in search_steps(solution):
         assert sum(step["weights"]) == pytest.approx(1.0)
         assert all(w >= 0 for w in step["weights"]) and len(step["weights"]) == 6
         assert step["resampled"] == 6
-    assert solution.trace[-1]["finished"] == 6
+    assert search_steps(solution)[-1]["finished"] == 6
 
 
 def test_particle_filter_is_seeded():
@@ -215,7 +222,7 @@ def test_particle_gibbs_keeps_the_reference_particle():
     solution = strategy.solve(PROBLEM, scripted_context(seed=5))
     first_sweep = solution.candidates[:4]
     reference = max(first_sweep, key=lambda c: c.score)
-    assert {step["sweep"] for step in solution.trace} == {0, 1}
+    assert {step["sweep"] for step in search_steps(solution)} == {0, 1}
     # The first sweep's best survives every resampling of the second sweep.
     assert reference.text in [c.text for c in solution.candidates[4:]]
 
@@ -226,7 +233,7 @@ def test_a_star_expands_in_priority_order():
     )
     frontier: dict[int, float] = {}
     pops = 0
-    for event in solution.trace:
+    for event in search_steps(solution):
         if "push" in event:
             frontier[event["push"]] = event["f"]
         else:
@@ -267,8 +274,9 @@ def test_tree_search_is_anytime():
     small = TreeSearch(rollouts=4, batch=2).solve(PROBLEM, scripted_context(seed=8))
     large = TreeSearch(rollouts=12, batch=2).solve(PROBLEM, scripted_context(seed=8))
     # The larger run went through the smaller one's states first (same seed, same order).
-    assert large.trace[: len(small.trace)] == small.trace
-    assert large.trace[-1]["rollouts"] == 12
+    small_steps, large_steps = search_steps(small), search_steps(large)
+    assert large_steps[: len(small_steps)] == small_steps
+    assert large_steps[-1]["rollouts"] == 12
 
 
 # -- the real model ---------------------------------------------------------------------

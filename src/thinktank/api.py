@@ -15,8 +15,9 @@ from thinktank.bench.summary import ConfigSummary, summarize
 from thinktank.config import home
 from thinktank.errors import ThinktankError
 from thinktank.ledger import BenchAttempt, Ledger, ResultRow
+from thinktank.ledger_texts import Transcript
 from thinktank.meter import Budget, Meter
-from thinktank.models import DEFAULT_MODEL, Model, load_model
+from thinktank.models import DEFAULT_MODEL, Model, default_model_for, load_model
 from thinktank.models.base import Message, ProgressCallback
 from thinktank.problem import Kind, Problem, infer_kind
 from thinktank.resolver import Resolver
@@ -32,7 +33,7 @@ def new_run_id() -> str:
 def solve(
     question: str | Sequence[Message] | Problem,
     *,
-    model: str | Model = DEFAULT_MODEL,
+    model: str | Model | None = None,
     strategy: str | Strategy = DEFAULT_STRATEGY,
     budget: Budget | None = None,
     seed: int | None = None,
@@ -46,6 +47,10 @@ def solve(
     messages (system, user, assistant) ending with the user message to answer,
     which the strategy's prompts keep whole (see `Problem.from_messages`; a
     ValueError says what is wrong with one). The ledger's run records the question.
+
+    ``model`` defaults to `DEFAULT_MODEL`, or to the embedded model that can do what
+    the strategy needs when that one cannot (hogwild: ``torch:smollm2``; see
+    `thinktank.models.default_model_for`).
 
     Every model call is recorded in ``ledger`` (default: ``$THINKTANK_HOME/ledger.db``)
     under a new run id, which the returned `Solution` carries.
@@ -62,7 +67,7 @@ def solve(
     strategy = build_strategy(strategy)
     resolver = Resolver()
     resolver.check(strategy.references())  # every model, verifier... it names, before spending
-    model = load_model(model)
+    model = load_model(model if model is not None else default_model_for(strategy.needs))
     ledger = ledger if ledger is not None else Ledger()
     run_id = new_run_id()
     ledger.start_run(
@@ -83,6 +88,8 @@ def solve(
         run_id=run_id,
     )
     ledger.finish_run(run_id, answer=solution.answer, budget_exhausted=solution.budget_exhausted)
+    ledger.record_transcript(run_id, strategy.spec, model.name, problem.id,
+                             Transcript(problem.prompt, None, solution.to_dict()))  # fmt: skip
     texts = [candidate.text for candidate in solution.candidates]
     if problem.kind == "math" and solution.answer is None and answered_in_words(texts):
         message = "no numeric answer found; for a question answered in words use kind='text'"
@@ -171,8 +178,10 @@ def benchmark(
 
 
 def load_bench(run_id: str, ledger: Ledger | None = None) -> BenchOutcome:
-    """A bench run as stored in the ledger (finished or not)."""
+    """A bench run as stored in the ledger (finished or not): ``run_id`` is its id, a
+    unique prefix of it, or ``last`` (`Ledger.find_run`)."""
     ledger = ledger if ledger is not None else Ledger()
+    run_id = ledger.find_run(run_id, command="bench")
     config = ledger.bench_config(run_id)
     if config is None:
         raise ThinktankError(f"no bench run {run_id!r} in {ledger.path}")
@@ -181,9 +190,10 @@ def load_bench(run_id: str, ledger: Ledger | None = None) -> BenchOutcome:
 
 
 def report(run_id: str, out_dir: str | Path | None = None, ledger: Ledger | None = None) -> Path:
-    """Write the Markdown report and plots of a bench run; returns the report's path."""
+    """Write the Markdown report and plots of a bench run (its id, a unique prefix, or
+    ``last``); returns the report's path."""
     from thinktank.bench.report import write_report  # matplotlib loads only when needed
 
     outcome = load_bench(run_id, ledger)
-    target = Path(out_dir) if out_dir is not None else home() / "reports" / run_id
-    return write_report(run_id, outcome.config, outcome.summaries, target, outcome.attempts)
+    target = Path(out_dir) if out_dir is not None else home() / "reports" / outcome.run_id
+    return write_report(outcome.run_id, outcome.config, outcome.summaries, target, outcome.attempts)

@@ -1,4 +1,6 @@
-"""The SQLite ledger: one row per model call, one row per run (its schema: ``ledger_schema``).
+"""The SQLite ledger: one row per model call, one row per run (its schema: ``ledger_schema``),
+and what the models wrote (``ledger_texts``): each call's prompt and completions, each
+result's question, reference and solution.
 
 Rows are committed as each call returns, so an interrupted run loses nothing it
 already paid for. Default file: ``$THINKTANK_HOME/ledger.db``.
@@ -9,12 +11,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from thinktank.config import home
+from thinktank.config import log_texts as log_texts_default
+from thinktank.ledger_runs import RunQueries
 from thinktank.ledger_schema import connect
+from thinktank.ledger_texts import TextQueries, TextStore, Transcript, WrittenText
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,10 @@ class CallRow:
     thinking_tokens: int = 0  # the part of completion_tokens that was hidden reasoning
     #: What the call was for (`thinktank.meter.STAGES`); rows from before stages: sample.
     stage: str = "sample"
+    #: The prompt as JSON (a string or chat messages) and what the call wrote: kept
+    #: when the ledger logs texts. None: not given (an interrupted call keeps its prompt).
+    prompt: str | None = field(default=None, compare=False)
+    outputs: tuple[WrittenText, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,9 @@ class ResultRow:
     #: For a pass@k output (several answers): each answer's score, the committed one
     #: first; empty for one answer. Never part of ``score``.
     answer_scores: list[float] = field(default_factory=list)
+    #: The problem's and the solution's texts, stored beside the result (never read
+    #: back into a row: see `Ledger.transcripts`).
+    transcript: Transcript | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -72,24 +85,6 @@ class BenchAttempt:
     started_at: float
     wall_seconds: float
     concurrency: int
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    run_id: str
-    started_at: float
-    command: str
-    strategy: str | None
-    model: str | None
-    question: str | None
-    answer: str | None
-    finished: bool
-    calls: int
-    completions: int
-    prompt_tokens: int
-    completion_tokens: int
-    seconds: float
-    cost_usd: float
 
 
 class CallRecorder:
@@ -120,14 +115,32 @@ class CallLog:
             self.rows.append(row)
 
 
-class Ledger:
-    """A thread-safe handle on the ledger database."""
+class Ledger(RunQueries, TextQueries):
+    """A thread-safe handle on the ledger database; finding runs (`RunQueries`) and
+    reading texts (`TextQueries`) are parts of it, in modules of their own.
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    ``log_texts`` (default: `thinktank.config.log_texts`, yes unless
+    ``$THINKTANK_LOG_TEXTS=0``) keeps what the models wrote beside the usage.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, log_texts: bool | None = None) -> None:
         self.path = Path(path) if path is not None else home() / "ledger.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_texts = log_texts_default() if log_texts is None else log_texts
         self._lock = threading.Lock()
         self._db = connect(self.path)
+        self._texts = TextStore(self._db)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction (the lock held): all of it is stored, or none."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -141,14 +154,15 @@ class Ledger:
         strategy: str | None = None,
         model: str | None = None,
         question: str | None = None,
+        client: str | None = None,
     ) -> None:
         with self._lock:
             # OR IGNORE: a resumed bench run keeps its original row.
             self._db.execute(
                 "INSERT OR IGNORE INTO runs"
-                " (run_id, started_at, command, strategy, model, question)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, time.time(), command, strategy, model, question),
+                " (run_id, started_at, command, strategy, model, question, client)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, time.time(), command, strategy, model, question, client),
             )
 
     def finish_run(self, run_id: str, *, answer: str | None, budget_exhausted: bool) -> None:
@@ -160,14 +174,16 @@ class Ledger:
             )
 
     def record_call(self, row: CallRow) -> None:
-        with self._lock:
+        with self._lock, self._transaction():
             self._insert_call(row)
 
     def _insert_call(self, row: CallRow) -> None:
-        self._db.execute(
+        keep = self.log_texts and row.prompt is not None
+        cursor = self._db.execute(
             "INSERT INTO calls (run_id, problem_id, strategy, model, n, prompt_tokens,"
             " completion_tokens, seconds, cost_usd, created_at, cached_tokens,"
-            " thinking_tokens, stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " thinking_tokens, stage, prompt_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.run_id,
                 row.problem_id,
@@ -182,8 +198,11 @@ class Ledger:
                 row.cached_tokens,
                 row.thinking_tokens,
                 row.stage,
+                self._texts.put(row.prompt) if keep else None,
             ),
         )
+        if keep:
+            self._texts.write_completions(cursor.lastrowid, row.outputs)
 
     def calls(self, run_id: str) -> list[CallRow]:
         with self._lock:
@@ -211,24 +230,18 @@ class Ledger:
 
     def record_result(self, row: ResultRow) -> bool:
         """Store a result; False if this run already has one for the problem (kept as is)."""
-        with self._lock:
+        with self._lock, self._transaction():
             return self._insert_result(row)
 
     def record_outcome(self, result: ResultRow, calls: list[CallRow]) -> bool:
         """Store a result and the calls that paid for it in one transaction, the calls
         only if the result is new: a problem solved twice (a retried remote worker,
         say) is never counted twice."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                stored = self._insert_result(result)
-                if stored:
-                    for call in calls:
-                        self._insert_call(call)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, self._transaction():
+            stored = self._insert_result(result)
+            if stored:
+                for call in calls:
+                    self._insert_call(call)
         return stored
 
     def _insert_result(self, row: ResultRow) -> bool:
@@ -259,7 +272,11 @@ class Ledger:
                 json.dumps(row.answer_scores),
             ),
         )
-        return cursor.rowcount == 1
+        stored = cursor.rowcount == 1
+        if stored and self.log_texts and row.transcript is not None:
+            self._texts.write_transcript(row.run_id, row.strategy, row.model, row.problem_id,
+                                         row.transcript, time.time())  # fmt: skip
+        return stored
 
     def revise_result(
         self, run_id: str, strategy: str, model: str, problem_id: str, answer: str | None,
@@ -317,20 +334,3 @@ class Ledger:
                 (run_id,),
             ).fetchall()
         return [BenchAttempt(*row) for row in rows]
-
-    def recent_runs(self, limit: int = 20) -> list[RunSummary]:
-        """The most recent runs, newest first, with their calls summed."""
-        with self._lock:
-            rows = self._db.execute(
-                """
-                SELECT r.run_id, r.started_at, r.command, r.strategy, r.model, r.question,
-                       r.answer, r.finished_at IS NOT NULL,
-                       COUNT(c.id), COALESCE(SUM(c.n), 0),
-                       COALESCE(SUM(c.prompt_tokens), 0), COALESCE(SUM(c.completion_tokens), 0),
-                       COALESCE(SUM(c.seconds), 0.0), COALESCE(SUM(c.cost_usd), 0.0)
-                FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id
-                GROUP BY r.run_id ORDER BY r.started_at DESC LIMIT ?
-                """,
-                (limit,),
-            ).fetchall()
-        return [RunSummary(*row[:7], bool(row[7]), *row[8:]) for row in rows]

@@ -1,5 +1,10 @@
 """The ledger's schema, and bringing a ledger written by an older thinktank up to it.
 
+Usage lives in ``runs``, ``calls``, ``bench_runs``, ``results`` and
+``bench_attempts``; what the models wrote in ``texts`` (each body once, compressed),
+``completions`` (a call's outputs) and ``transcripts`` (a result's question,
+reference and solution), see ``ledger_texts``.
+
 The tables are created as written here and columns added later are added to an
 older file in place (`connect`), so every thinktank reads every ledger.
 """
@@ -19,7 +24,8 @@ CREATE TABLE IF NOT EXISTS runs (
     model TEXT,
     question TEXT,
     answer TEXT,
-    budget_exhausted INTEGER
+    budget_exhausted INTEGER,
+    client TEXT
 );
 CREATE TABLE IF NOT EXISTS calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -35,9 +41,35 @@ CREATE TABLE IF NOT EXISTS calls (
     created_at REAL NOT NULL,
     cached_tokens INTEGER NOT NULL DEFAULT 0,
     thinking_tokens INTEGER NOT NULL DEFAULT 0,
-    stage TEXT NOT NULL DEFAULT 'sample'
+    stage TEXT NOT NULL DEFAULT 'sample',
+    prompt_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS calls_by_run ON calls(run_id);
+CREATE TABLE IF NOT EXISTS texts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    digest BLOB NOT NULL UNIQUE,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS completions (
+    call_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    text_id INTEGER NOT NULL,
+    finish_reason TEXT NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    worker TEXT,
+    PRIMARY KEY (call_id, idx)
+);
+CREATE TABLE IF NOT EXISTS transcripts (
+    run_id TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    model TEXT NOT NULL,
+    problem_id TEXT NOT NULL,
+    question_id INTEGER NOT NULL,
+    reference TEXT,
+    solution_id INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, strategy, model, problem_id)
+);
 CREATE TABLE IF NOT EXISTS bench_runs (
     run_id TEXT PRIMARY KEY,
     created_at REAL NOT NULL,
@@ -85,7 +117,9 @@ _ADDED_COLUMNS: dict[str, dict[str, str]] = {
         "cached_tokens": "INTEGER NOT NULL DEFAULT 0",
         "thinking_tokens": "INTEGER NOT NULL DEFAULT 0",
         "stage": "TEXT NOT NULL DEFAULT 'sample'",
+        "prompt_id": "INTEGER",
     },
+    "runs": {"client": "TEXT"},
 }
 
 

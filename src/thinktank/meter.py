@@ -9,6 +9,9 @@ on each backend request paying its own prompt (n prompts for a backend that is n
 backend checks it between decoding steps, so a call overruns ``max_seconds`` by at
 most one step (a remote request already sent runs to its end).
 
+Each call's ledger row carries its prompt and what it wrote (``CallRow.prompt``,
+``CallRow.outputs``), which the ledger keeps unless it keeps usage only.
+
 The meter also keeps each model's share of the usage (`Meter.usage_by_model`,
 the same sums as the ledger's rows per model) and each stage's, what the calls
 were for (`Meter.usage_by_stage`, `STAGES`), and tells a watcher how the run is
@@ -20,13 +23,16 @@ gate), ``meter_usage`` (usage sums, the overlap clock), ``meter_replay``
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from thinktank.errors import ThinktankError
 from thinktank.ledger import CallLog, CallRecorder, CallRow, Ledger
+from thinktank.ledger_texts import WrittenText
 from thinktank.meter_budget import Budget, BudgetGate, Hold
 from thinktank.meter_progress import Progress, ProgressBoard, ProgressWatcher
 from thinktank.meter_replay import SampleStore
@@ -202,7 +208,7 @@ class Meter:
                                           progress=track, prune=prune, **streaming)  # fmt: skip
 
                 completions, seconds, wall = self._call(
-                    model, stage, prompt_tokens, n, invoke, progress, hold
+                    model, stage, prompt_tokens, n, invoke, progress, hold, prompt
                 )
                 return completions, seconds
 
@@ -213,7 +219,7 @@ class Meter:
             # A replay is charged its share of the original call's seconds.
             wall_seconds = seconds if wall is None else wall
             call = billed(completions, prompt_tokens, seconds)
-            self._record(model, stage, call, wall_seconds, hold)
+            self._record(model, stage, call, wall_seconds, hold, _Texts(prompt, completions))
             self._gate.note_cut_short(completions)
         return completions
 
@@ -249,9 +255,10 @@ class Meter:
                                                progress=track, **options)  # fmt: skip
 
             completions, seconds, wall = self._call(
-                model, stage, prompt_tokens, n, invoke, progress, hold
+                model, stage, prompt_tokens, n, invoke, progress, hold, prompt
             )
-            self._record(model, stage, billed(completions, prompt_tokens, seconds), wall, hold)
+            call = billed(completions, prompt_tokens, seconds)
+            self._record(model, stage, call, wall, hold, _Texts(prompt, completions, workers))
             self._gate.note_cut_short(completions)
         return completions
 
@@ -268,6 +275,7 @@ class Meter:
         invoke: Callable[[float | None, ProgressCallback], list[Completion]],
         progress: ProgressCallback | None,
         hold: Hold,
+        prompt: Prompt,
     ) -> tuple[list[Completion], float, float]:
         """The model call itself (``invoke(deadline, progress)``), its seconds, and the
         wall time it adds to usage (0 while an overlapping call is still running); an
@@ -291,7 +299,7 @@ class Meter:
             seconds = time.monotonic() - started
             spent = Usage(prompt_tokens=prompt_tokens, completion_tokens=hold.written,
                           seconds=seconds, calls=1, completions=n)  # fmt: skip
-            self._record(model, stage, spent, seconds, hold)
+            self._record(model, stage, spent, seconds, hold, _Texts(prompt, []))
             raise
         finally:
             ended = time.monotonic()
@@ -299,8 +307,9 @@ class Meter:
         return completions, ended - started, wall
 
     def _record(
-        self, model: Model, stage: str, call: Usage, wall_seconds: float, hold: Hold
-    ) -> None:
+        self, model: Model, stage: str, call: Usage, wall_seconds: float, hold: Hold,
+        texts: _Texts,
+    ) -> None:  # fmt: skip
         """Count ``call`` (priced here; its ``seconds`` its own) in place of its ``hold``,
         in one locked step, and write its ledger row; the run's usage counts
         ``wall_seconds``: 0 for a call that overlapped one still running."""
@@ -311,12 +320,29 @@ class Meter:
             self._gate.release(hold)
             self._book.add(model.name, stage, call, wall_seconds)
         if self._calls is not None:
-            self._calls.record_call(_ledger_row(self, model.name, stage, call))
+            self._calls.record_call(_ledger_row(self, model.name, stage, call, texts))
         self._board.tell(self.snapshot, call_ended=True)
 
 
-def _ledger_row(meter: Meter, model: str, stage: str, call: Usage) -> CallRow:
+@dataclass(frozen=True)
+class _Texts:
+    """What a call was sent and wrote, for its ledger row."""
+
+    prompt: Prompt
+    completions: Sequence[Completion]
+    workers: Sequence[str] = ()
+
+    def outputs(self) -> tuple[WrittenText, ...]:
+        workers = list(self.workers) + [None] * (len(self.completions) - len(self.workers))
+        return tuple(
+            WrittenText(c.text, c.finish_reason, c.completion_tokens, worker)
+            for c, worker in zip(self.completions, workers, strict=False)
+        )
+
+
+def _ledger_row(meter: Meter, model: str, stage: str, call: Usage, texts: _Texts) -> CallRow:
     """The ledger's row for one of ``meter``'s calls."""
+    prompt = texts.prompt if isinstance(texts.prompt, str) else list(texts.prompt)
     return CallRow(
         run_id=meter.run_id,
         problem_id=meter.problem_id,
@@ -330,4 +356,6 @@ def _ledger_row(meter: Meter, model: str, stage: str, call: Usage) -> CallRow:
         seconds=call.seconds,
         cost_usd=call.cost_usd,
         stage=stage,
+        prompt=json.dumps(prompt, default=str),
+        outputs=texts.outputs(),
     )

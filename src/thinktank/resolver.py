@@ -26,7 +26,7 @@ from typing import Literal, TypeVar
 
 from thinktank.errors import SpecError, ThinktankError
 from thinktank.ledger import Ledger
-from thinktank.models import MODELS, Model, Sampling, load_model, plugin_loader
+from thinktank.models import Model, Sampling, check_model_spec, load_model
 from thinktank.plugins import Kind, plugin, refuse
 from thinktank.problem import Problem
 from thinktank.router import RoutingData
@@ -68,10 +68,6 @@ def check_shape(kind: Literal["verifier", "process-reward"], option: str | objec
     is built; an object given from Python has no spec to check."""
     if isinstance(option, str):
         (parse_verifier if kind == "verifier" else parse_process_reward)(option)
-
-
-#: Model spec prefixes the open resolver loads (besides the names in `MODELS`).
-MODEL_PREFIXES = ("gguf:", "torch:", "openai:")
 
 
 class Resolver:
@@ -131,14 +127,15 @@ class Resolver:
     def routing_data(self, run_ids: Iterable[str], ledger: str = "") -> RoutingData:
         """The bench runs a router learns from, in ``ledger`` (a path; default the usual);
         never a sealed one."""
-        run_ids = list(run_ids)
-        if sealed := self.sealed_runs.intersection(run_ids):
-            raise SpecError(
-                f"run {', '.join(sorted(sealed))} is the run in progress: a strategy cannot"
-                " learn from the scores of the problems it is solving"
-            )
         opened = self._ledger(ledger)
         try:
+            # Each id in full first (a prefix, `last`): the seal is on the full id.
+            run_ids = [opened.find_run(run_id, command="bench") for run_id in run_ids]
+            if sealed := self.sealed_runs.intersection(run_ids):
+                raise SpecError(
+                    f"run {', '.join(sorted(sealed))} is the run in progress: a strategy cannot"
+                    " learn from the scores of the problems it is solving"
+                )
             return RoutingData.from_ledger(opened, run_ids)
         finally:
             if opened is not self._own_ledger():
@@ -158,10 +155,7 @@ class Resolver:
     # -- what the open resolver allows; `ServedResolver` narrows each ---------------
 
     def _check_model(self, spec: str) -> None:
-        spec = spec.strip()
-        if spec not in MODELS and not spec.startswith(MODEL_PREFIXES) and not plugin_loader(spec):
-            known = ", ".join([*MODELS, "gguf:PATH", "torch:PATH", "openai:MODEL@BASE_URL"])
-            raise SpecError(f"unknown model {spec!r} (available: {known})")
+        check_model_spec(spec)
 
     def _check_verifier(self, spec: str) -> VerifierSpec:
         parsed = _parsed(parse_verifier, spec)

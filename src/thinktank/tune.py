@@ -383,6 +383,13 @@ def tune(
     """
     if max_cost_per_problem is not None and target_accuracy is not None:
         raise ThinktankError("give a cost per problem or a target accuracy, not both")
+    if target_accuracy is not None and not 0 < target_accuracy <= 1:
+        raise ThinktankError(
+            f"a target accuracy is a share of problems solved, above 0 and at most 1"
+            f" (0.8 for 80%), not {target_accuracy:g}"
+        )
+    if max_cost_per_problem is not None and not max_cost_per_problem > 0:
+        raise ThinktankError(f"a cost per problem is above 0 USD, not {max_cost_per_problem:g}")
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     if len(suite.tasks) < 2:
         raise ThinktankError(f"suite {suite.spec} has {len(suite.tasks)} problem(s): need 2+")

@@ -77,18 +77,25 @@ def write_report(
     """Write ``report.md`` and its plots into ``out_dir``; returns the report's path.
     ``attempts``: the run's, for its wall time."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = [
-        _plot_accuracy_vs_tokens(summaries, out_dir / "accuracy_vs_tokens.png"),
-        _plot_cost_of_pass(summaries, out_dir / "cost_of_pass.png"),
-        plot_pareto([(label(s), s) for s in summaries], out_dir / "pareto.png"),
-    ]
-    if any(s.samples > 1 for s in summaries):
-        plots.insert(1, _plot_scaling(summaries, out_dir / "pass_and_majority_at_k.png"))
-    if any(s.best_of_k for s in summaries):
-        plots.insert(2, _plot_verifier(summaries, out_dir / "verifier_scaling.png"))
+    plots = [_save(figure, out_dir / f"{name}.png") for name, figure in report_figures(summaries)]
     path = out_dir / "report.md"
     path.write_text(_markdown(run_id, config, summaries, plots, attempts))
     return path
+
+
+def report_figures(summaries: list[ConfigSummary]) -> list[tuple[str, plt.Figure]]:
+    """The report's plots, each with its name, in the order the report shows them
+    (the caller saves or renders each, which closes it: see `_save`)."""
+    figures = [
+        ("accuracy_vs_tokens", _plot_accuracy_vs_tokens(summaries)),
+        ("cost_of_pass", _plot_cost_of_pass(summaries)),
+        ("pareto", pareto_figure([(label(s), s) for s in summaries])),
+    ]
+    if any(s.samples > 1 for s in summaries):
+        figures.insert(1, ("pass_and_majority_at_k", _plot_scaling(summaries)))
+    if any(s.best_of_k for s in summaries):
+        figures.insert(2, ("verifier_scaling", _plot_verifier(summaries)))
+    return figures
 
 
 def _markdown(
@@ -289,7 +296,7 @@ def _price_reversal_lines(summaries: list[ConfigSummary]) -> list[str]:
     return lines
 
 
-def _plot_accuracy_vs_tokens(summaries: list[ConfigSummary], path: Path) -> Path:
+def _plot_accuracy_vs_tokens(summaries: list[ConfigSummary]) -> plt.Figure:
     figure, axes = _figure(7, 4.5)
     for s in summaries:
         errors = [[max(0.0, s.accuracy - s.ci95[0])], [max(0.0, s.ci95[1] - s.accuracy)]]
@@ -304,10 +311,10 @@ def _plot_accuracy_vs_tokens(summaries: list[ConfigSummary], path: Path) -> Path
                       color=line[0].get_color())  # fmt: skip
     _style(axes, "Accuracy vs tokens (lines: majority@k of the same samples)",
            "tokens computed per problem (cached prompt tokens not counted; log)")  # fmt: skip
-    return _save(figure, path)
+    return figure
 
 
-def _plot_scaling(summaries: list[ConfigSummary], path: Path) -> Path:
+def _plot_scaling(summaries: list[ConfigSummary]) -> plt.Figure:
     figure, axes = _figure(7, 4.5)
     for s in (s for s in summaries if s.samples > 1):
         ks = list(range(1, s.samples + 1))
@@ -321,10 +328,10 @@ def _plot_scaling(summaries: list[ConfigSummary], path: Path) -> Path:
                       alpha=0.7)  # fmt: skip
     _style(axes, "pass@k (dashed, ground-truth upper bound) and majority@k (solid)",
            "k samples (log)", ylabel="fraction of problems", log_base=2, legend_size=7)  # fmt: skip
-    return _save(figure, path)
+    return figure
 
 
-def _plot_verifier(summaries: list[ConfigSummary], path: Path) -> Path:
+def _plot_verifier(summaries: list[ConfigSummary]) -> plt.Figure:
     figure, axes = _figure(7, 4.5)
     for s in (s for s in summaries if s.best_of_k):
         ks = list(range(1, s.samples + 1))
@@ -335,14 +342,14 @@ def _plot_verifier(summaries: list[ConfigSummary], path: Path) -> Path:
                   label=f"pass@k (upper bound), {label(s)}")  # fmt: skip
     _style(axes, "Verifier scaling: accuracy of the best-scored of k samples",
            "k samples (log)", log_base=2, legend_size=7)  # fmt: skip
-    return _save(figure, path)
+    return figure
 
 
 def _power_law(k: float, a: float, b: float) -> float:
     return math.exp(a * k**b)
 
 
-def _plot_cost_of_pass(summaries: list[ConfigSummary], path: Path) -> Path:
+def _plot_cost_of_pass(summaries: list[ConfigSummary]) -> plt.Figure:
     figure, axes = plt.subplots(figsize=(7, 0.6 * len(summaries) + 1.5))
     names = [label(s) for s in summaries]
     values = [s.cost_of_pass_usd or 0.0 for s in summaries]
@@ -357,7 +364,7 @@ def _plot_cost_of_pass(summaries: list[ConfigSummary], path: Path) -> Path:
     axes.set_xlabel("cost-of-pass: $ per correct answer (green: frontier)")
     axes.set_title("Cost-of-pass")
     axes.margins(x=0.3)
-    return _save(figure, path)
+    return figure
 
 
 def plot_pareto(
@@ -368,6 +375,18 @@ def plot_pareto(
     recommended: ConfigSummary | None = None,
     held_out: ConfigSummary | None = None,
 ) -> Path:
+    """`pareto_figure` saved to ``path``."""
+    return _save(pareto_figure(points, title=title, recommended=recommended,
+                               held_out=held_out), path)  # fmt: skip
+
+
+def pareto_figure(
+    points: list[tuple[str, ConfigSummary]],
+    *,
+    title: str = "Accuracy-cost Pareto front (stars)",
+    recommended: ConfigSummary | None = None,
+    held_out: ConfigSummary | None = None,
+) -> plt.Figure:
     """Accuracy against cost per problem, stars on the Pareto front; for `thinktank
     tune`, also the recommendation and where it landed on the held-out split. A
     configuration of unknown cost has no place on it."""
@@ -388,4 +407,4 @@ def plot_pareto(
         axes.plot([recommended.cost_per_problem, held_out.cost_per_problem],
                   [recommended.accuracy, held_out.accuracy], "r--", alpha=0.6)  # fmt: skip
     _style(axes, title, "$ per problem (log)")
-    return _save(figure, path)
+    return figure

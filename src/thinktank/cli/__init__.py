@@ -16,13 +16,24 @@ from collections.abc import Iterator, Sequence
 
 from rich.markup import escape
 
-from thinktank.cli import bench, ledger, models, report, serve, solve, strategies, tune
+from thinktank.cli import (
+    bench,
+    ledger,
+    logs,
+    models,
+    report,
+    serve,
+    solve,
+    strategies,
+    tune,
+    view,
+)
 from thinktank.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, stderr
 from thinktank.errors import ThinktankError
 from thinktank.spec import RenamedOptionWarning
 
 #: In the order ``thinktank --help`` lists them.
-COMMANDS = (solve, bench, tune, report, models, strategies, serve, ledger)
+COMMANDS = (solve, bench, tune, report, view, models, strategies, serve, ledger, logs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

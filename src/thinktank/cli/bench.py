@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from thinktank.cli.common import (
     add_budget_arguments,
     add_executor_arguments,
     add_json_argument,
+    add_log_texts_argument,
     bench_progress,
     budget,
+    chosen_model,
     executor,
     positive,
     print_json,
@@ -69,6 +72,7 @@ def add_parser(commands: Any) -> None:
     add_executor_arguments(bench)
     bench.add_argument("--out", help="also write the report and results.json into this folder")
     add_json_argument(bench)
+    add_log_texts_argument(bench)
     bench.set_defaults(handler=run)
 
 
@@ -76,14 +80,19 @@ def run(args: argparse.Namespace) -> int:
     from thinktank.api import benchmark, report
     from thinktank.strategies import build_strategy
 
-    for spec in args.strategy:
-        build_strategy(spec)  # bad specs fail before anything loads
+    built = [build_strategy(spec) for spec in args.strategy]  # bad specs fail before loading
+    models = args.model or [chosen_model(*built)]
     progress = bench_progress()
     solved: list[bool] = []
     task_id = progress.add_task("loading", total=None, accuracy="")
 
     def on_plan(plan: Any) -> None:
         resumed = f" (resuming: {plan.done} done)" if plan.done else ""
+        if plan.done:
+            left = plan.total - plan.done
+            stderr.print(f"resuming run {plan.run_id}: {plan.done} of {plan.total} results are"
+                         f" in the ledger already and are not redone; {left} to go",
+                         soft_wrap=True)  # fmt: skip
         progress.update(task_id, description=f"{plan.run_id}{resumed}", total=plan.total,
                         completed=plan.done)  # fmt: skip
         if plan.unpriced:
@@ -100,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         outcome = benchmark(
             args.suite,
             args.strategy,
-            args.model or ["smollm2"],
+            models,
             seed=args.seed,
             budget=budget(args),
             concurrency=args.concurrency,
@@ -122,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_summaries(outcome: BenchOutcome) -> None:
-    """One row per strategy and model on stdout, the run's wall time on stderr."""
+    """One numbered row per strategy and model on stdout, each configuration's whole
+    spec below the table (numbers stay in 80 columns, specs can be pasted back), and
+    on stderr what the columns mean and where the report is."""
     from thinktank.bench.report import (
         cost_of_pass_text,
         cost_per_problem_text,
@@ -131,24 +142,35 @@ def _print_summaries(outcome: BenchOutcome) -> None:
     )
 
     several = any(s.pass_at_k_output is not None for s in outcome.summaries)
-    table = Table("strategy", "model", "n", "accuracy (95% CI)", "tokens/problem", "$/problem",
-                  "cost-of-pass $", "model-s", *(["pass@k output (k answers)"] if several else []),
-                  box=box.SIMPLE_HEAD)  # fmt: skip
-    for s in outcome.summaries:
+    table = Table("#", "problems", "accuracy", "95% CI", "tokens\n/problem", "$\n/problem",
+                  "cost-of-\npass $", "model\nseconds", *(["pass@k output\n(k answers)"]
+                                                          if several else []),
+                  box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
+    for number, s in enumerate(outcome.summaries, start=1):
         cop = cost_of_pass_text(s)
         table.add_row(
-            s.strategy,
-            s.model,
+            str(number),
             str(s.n_problems),
-            f"{s.accuracy:.2f} ({s.ci95[0]:.2f}-{s.ci95[1]:.2f})",
+            f"{s.accuracy:.2f}",
+            f"{s.ci95[0]:.2f}-{s.ci95[1]:.2f}",
             f"{s.tokens_per_problem:.0f}",
             cost_per_problem_text(s),
             f"[green]{cop}" if s.on_frontier else cop,
             f"{s.model_seconds:.0f}",
             *([pass_at_k_output_text(s)] if several else []),
         )
-    table_console().print(table)
-    stderr.print(f"run {outcome.run_id}: {wall_time_text(outcome.attempts)}; model-s sums each "
-                 "problem's time in model calls (concurrent problems overlap)"
-                 + ("; a pass@k output's any-of-k figure is not its accuracy" if several else "")
-                 + f"; `thinktank report {outcome.run_id}` draws the plots")  # fmt: skip
+    console = table_console()
+    console.print(table)
+    for number, s in enumerate(outcome.summaries, start=1):
+        console.print(f"{number:>2}  {escape(s.strategy)} on {escape(s.model)}", soft_wrap=True)
+    stderr.print(
+        f"run {outcome.run_id}: {wall_time_text(outcome.attempts)}. accuracy: the share of"
+        " problems whose committed answer the grader scored right (95% CI: Wilson);"
+        " tokens: prompt + completion, every call; cost-of-pass: $ per problem /"
+        " accuracy (green: on the accuracy-cost Pareto front); model seconds: time in"
+        " model calls, summed over problems (concurrent problems overlap)"
+        + ("; a pass@k output's any-of-k figure is not its accuracy" if several else "")
+        + f". Plots and the whole report: thinktank report {outcome.run_id} (or bench --out"
+        f" DIR); every answer: thinktank view",
+        soft_wrap=True,
+    )

@@ -29,5 +29,5 @@ def run(args: argparse.Namespace) -> int:
     if saved.is_file():  # a folder written by `bench --out`
         run_id = json.loads(saved.read_text())["run_id"]
         out = out or args.run
-    stdout.print(str(report(run_id, out)))
+    stdout.print(str(report(run_id, out)), soft_wrap=True)  # a path to paste: never folded
     return 0

@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from thinktank.cli.common import positive, stderr
+from thinktank.cli.common import add_log_texts_argument, check_bindable, port, positive, stderr
 from thinktank.errors import ThinktankError
 from thinktank.server.limits import FLAGS as LIMIT_FLAGS
 from thinktank.server.limits import RequestLimits
@@ -36,7 +36,7 @@ def add_parser(commands: Any) -> None:
         "--model qwen=openai:Qwen/Qwen3-8B@http://gpu:8000/v1 --api-key secret",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    serve.add_argument("--port", type=_port, default=8000, help="port (8000)")
+    serve.add_argument("--port", type=port, default=8000, help="port (8000)")
     serve.add_argument("--model", "-m", action="append", metavar="[NAME=]SPEC",
                        help="model to serve, under NAME or its spec (repeatable; default: "
                        "smollm2)")  # fmt: skip
@@ -58,6 +58,7 @@ def add_parser(commands: Any) -> None:
         serve.add_argument(LIMIT_FLAGS[field], dest=f"limit_{field}", type=positive(type(default)),
                            default=default, metavar="N" if isinstance(default, int) else "S",
                            help=f"{what} ({default:g})")  # fmt: skip
+    add_log_texts_argument(serve)
     serve.set_defaults(handler=run)
 
 
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(loaded, api_key=args.api_key, max_concurrent=args.max_concurrent,
                      ledger=Ledger(), limits=limits, process_rewards=rewards,
                      strategies=args.strategy)  # fmt: skip
+    check_bindable(args.host, args.port)
     stderr.print(f"serving {', '.join(loaded)} on http://{args.host}:{args.port}/v1")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
@@ -89,14 +91,3 @@ def _named(entry: str, flag: str, *, need_name: bool = False) -> tuple[str, str]
     if need_name:
         raise ThinktankError(f"{flag} {entry!r}: expected NAME=VALUE")
     return entry.strip(), entry.strip()
-
-
-def _port(text: str) -> int:
-    """An argparse type: a TCP port number."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is between 1 and 65535, got {port}")
-    return port

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 from thinktank.cli.common import (
     add_budget_arguments,
     add_json_argument,
+    add_log_texts_argument,
     budget,
+    chosen_model,
     print_json,
     stderr,
     stdout,
@@ -50,7 +52,10 @@ def add_parser(commands: Any) -> None:
         " assistant) ending with the user message to answer; - reads stdin",
     )
     solve.add_argument(
-        "--model", "-m", default="smollm2", help="model spec (default: smollm2; see `models`)"
+        "--model",
+        "-m",
+        help="model spec (default: smollm2, or torch:smollm2 for a strategy"
+        " that needs it, hogwild; see `models`)",
     )
     solve.add_argument(
         "--strategy",
@@ -69,6 +74,7 @@ def add_parser(commands: Any) -> None:
     add_budget_arguments(solve, "")
     solve.add_argument("--seed", type=int, help="random seed: the same seed gives the same run")
     add_json_argument(solve)
+    add_log_texts_argument(solve)
     solve.set_defaults(handler=run)
 
 
@@ -80,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
     problem = _conversation(args)
     strategy = build_strategy(args.strategy)  # bad specs fail before the model loads
     cap = budget(args)
-    with thinking(f"loading {args.model}"):
-        model = load_model(args.model)
+    spec = args.model or chosen_model(strategy)
+    with thinking(f"loading {spec}"):
+        model = load_model(spec)
     kind = problem.kind
     if args.kind is None:
         stderr.print(f"kind   {kind} (inferred from the question; --kind to choose)")

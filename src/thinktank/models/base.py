@@ -205,6 +205,16 @@ class Capabilities:
     tools: bool = False
 
 
+#: Each `Capabilities` field in words, for messages.
+CAPABILITY_WORDS: dict[str, str] = {
+    "chat": "a chat template",
+    "logprobs": "logprobs",
+    "batched": "samples decoded as one batch",
+    "streaming": "streamed text",
+    "shared_cache": "workers that share one KV cache",
+    "tools": "tool calls",
+}
+
 #: What each backend can do, known before a model loads (``thinktank models``): a
 #: loaded model's capabilities are its backend's, with ``chat`` its own.
 BACKEND_CAPABILITIES: dict[str, Capabilities] = {

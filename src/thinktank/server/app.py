@@ -11,7 +11,8 @@ in its spec win; fields nothing uses are listed in ``thinktank.ignored``; fields
 thinktank cannot honour are a 400 (`thinktank.server.schema.REFUSED`).
 ``POST /v1/completions`` continues text prompts on any served model (base models
 too). ``usage`` counts every token spent. ``GET /v1/models`` lists the served
-models and the strategy/model pairs a request may name.
+models and the strategy/model pairs a request may name. Each request is a run of
+the ledger (`thinktank.server.runs`): its calls, question, answer and client.
 
 The server is a trust boundary. The operator decides at start-up which models
 (judges and pool members included), process-reward endpoints and strategies
@@ -28,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -43,11 +43,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from thinktank.errors import BudgetExhausted, SpecError, ThinktankError
 from thinktank.ledger import Ledger
 from thinktank.meter import Budget, Meter
-from thinktank.models.base import Model, Sampling, TextCallback
+from thinktank.models.base import Completion, Model, Sampling, TextCallback
 from thinktank.problem import Problem
 from thinktank.resolver import ServedResolver
 from thinktank.server.limits import RequestLimits
 from thinktank.server.replies import StrategyAnswer, chat_choice, reply, text_choice
+from thinktank.server.runs import Answered, RequestRun, chat_question, client_of, sampled
 from thinktank.server.schema import ChatRequest, CompletionRequest, SamplingRequest
 from thinktank.server.streaming import (
     StreamHead,
@@ -206,7 +207,7 @@ class Service:
         if strategy_spec is None:
             model = _offering_tools(chat, model, strategy=False)
             self.check_plain_chat(chat, model, model_name)
-            work: Callable[..., dict[str, Any]] = partial(_plain, chat, model)
+            work: Callable[..., Answered] = partial(_plain, chat, model)
             # Token logprobs come with the whole text: what streams is text only.
             streams_text, label = model.capabilities.streaming and not chat.logprobs, "plain"
         else:
@@ -218,7 +219,9 @@ class Service:
             work = partial(_solve, chat, model, strategy, self.resolver, unused)
             streams_text, label = False, strategy.spec
         head = StreamHead(chat.model, chat.n, include_usage=chat.include_usage())
-        return await self.answer(request, chat, work, label, head, streams_text=streams_text)
+        run = RequestRun(self.ledger, label, model_name, chat_question(chat.messages),
+                         client_of(chat, request))  # fmt: skip
+        return await self.answer(request, chat, work, run, head, streams_text=streams_text)
 
     async def completions(
         self, body: CompletionRequest, request: Request
@@ -240,7 +243,9 @@ class Service:
         head = TextStreamHead(body.model, include_usage=body.include_usage())
         # Token logprobs come with the whole text: what streams is text only.
         streams_text = model.capabilities.streaming and body.logprobs is None
-        return await self.answer(request, body, work, "plain", head, streams_text=streams_text)
+        run = RequestRun(self.ledger, "plain", model_name, "\n\n".join(prompts),
+                         client_of(body, request))  # fmt: skip
+        return await self.answer(request, body, work, run, head, streams_text=streams_text)
 
     def model_named(self, name: str) -> Model:
         try:
@@ -283,7 +288,7 @@ class Service:
             self.limits.check_plain(chat.n, chat.plain_sampling().max_tokens, prompt_tokens)
 
     def meter_maker(
-        self, body: SamplingRequest, label: str, cancel: threading.Event
+        self, body: SamplingRequest, run: RequestRun, cancel: threading.Event
     ) -> Callable[[], Meter]:
         """Makes the request's meter (under its budget, within the limits) once the
         request has its turn, so that its time budget counts from there."""
@@ -292,31 +297,31 @@ class Service:
             budget = self.limits.budget(Budget(**caps.model_dump()) if caps else None)
         except ValueError as exc:
             raise ApiError(400, str(exc), param="thinktank.budget") from None
-        return partial(Meter, budget, ledger=self.ledger, run_id=uuid.uuid4().hex[:16],
-                       cancel=cancel, strategy=label)  # fmt: skip
+        return partial(Meter, budget, ledger=self.ledger, run_id=run.run_id,
+                       problem_id=run.run_id, cancel=cancel, strategy=run.strategy)  # fmt: skip
 
     async def answer(
         self,
         request: Request,
         body: SamplingRequest,
-        work: Callable[..., dict[str, Any]],
-        label: str,
+        work: Callable[..., Answered],
+        run: RequestRun,
         head: StreamHead,
         *,
         streams_text: bool,
     ) -> JSONResponse | StreamingResponse:
-        """The reply ``work(meter)`` builds, its meter's runs labelled ``label``. With
-        ``stream`` the 200 goes at once and the work follows in the stream: its text as
-        written (``streams_text``: ``work(meter, on_text)``) or progress, then each
-        choice whole."""
+        """The reply ``work(meter)`` builds, as the ledger's ``run``. With ``stream``
+        the 200 goes at once and the work follows in the stream: its text as written
+        (``streams_text``: ``work(meter, on_text)``) or progress, then each choice whole."""
         cancel = threading.Event()  # set when the client goes away
-        new_meter = self.meter_maker(body, label, cancel)
+        new_meter = self.meter_maker(body, run, cancel)
+        replying = run.doing(work)
         if not body.stream:
-            return await self.respond(request, body, new_meter, work, cancel)
+            return await self.respond(request, body, new_meter, replying, cancel)
         if streams_text:
-            events = stream_tokens(head, new_meter, work, cancel, self.limiter)
+            events = stream_tokens(head, new_meter, replying, cancel, self.limiter)
         else:
-            events = stream_with_progress(head, new_meter, work, cancel, self.limiter)
+            events = stream_with_progress(head, new_meter, replying, cancel, self.limiter)
         return StreamingResponse(events, media_type="text/event-stream")
 
     async def respond(
@@ -436,12 +441,13 @@ def _route(body: SamplingRequest, served: Sequence[str]) -> tuple[str | None, st
 
 def _plain(
     chat: ChatRequest, model: Model, meter: Meter, on_text: TextCallback | None = None
-) -> dict[str, Any]:
+) -> Answered:
     """n plain samples of the conversation (a final assistant message is continued)."""
     messages = [m.prompt() for m in chat.messages]
     completions = meter.generate(model, messages, chat.n, chat.plain_sampling(), on_text=on_text)
     choices = [chat_choice(i, c, chat.logprobs) for i, c in enumerate(completions)]
-    return reply("chat.completion", choices, meter, {"ignored": chat.ignored()})
+    return Answered(reply("chat.completion", choices, meter, {"ignored": chat.ignored()}),
+                    [sampled(completions)])  # fmt: skip
 
 
 def _complete(
@@ -451,10 +457,11 @@ def _complete(
     sampling: Sampling,
     meter: Meter,
     on_text: TextCallback | None = None,
-) -> dict[str, Any]:
+) -> Answered:
     """``body.n`` samples of each prompt, continued as text: choice ``i * n + j`` is
     prompt i's sample j (``on_text`` is told each choice's text by that index)."""
     choices: list[dict[str, Any]] = []
+    completions: list[Completion] = []
     for prompt in prompts:
         first = len(choices)
         streamed = (
@@ -462,7 +469,9 @@ def _complete(
         )
         for completion in meter.generate(model, prompt, body.n, sampling, on_text=streamed):
             choices.append(text_choice(len(choices), completion, body.logprobs))
-    return reply("text_completion", choices, meter, {"ignored": body.ignored()})
+            completions.append(completion)
+    return Answered(reply("text_completion", choices, meter, {"ignored": body.ignored()}),
+                    [sampled(completions)])  # fmt: skip
 
 
 def _problem(chat: ChatRequest, problem_id: str) -> Problem:
@@ -484,7 +493,7 @@ def _solve(
     resolver: ServedResolver,
     unused: Mapping[str, str],
     meter: Meter,
-) -> dict[str, Any]:
+) -> Answered:
     """``chat.n`` answers by ``strategy`` to the conversation's last user message, its
     prompts keeping the whole conversation. Each answer is independent (answer i
     seeded ``seed + i``; fresh seeds without a seed), all at once and within the
@@ -508,4 +517,5 @@ def _solve(
     extra = {**answers[0].details, "strategy": strategy.spec, "budget_exhausted": meter.exhausted,
              "choices": [answer.details for answer in answers],
              "ignored": {**chat.ignored(strategy=True), **unused}}  # fmt: skip
-    return reply("chat.completion", [a.choice(i) for i, a in enumerate(answers)], meter, extra)
+    choices = [answer.choice(i) for i, answer in enumerate(answers)]
+    return Answered(reply("chat.completion", choices, meter, extra), solutions)

@@ -172,6 +172,9 @@ class Strategy(ABC):
 
     #: True for strategies whose `solve_batch` needs the whole batch at once.
     batched: ClassVar[bool] = False
+    #: What the strategy needs its model to do (`Capabilities` field names): without a
+    #: model named, `thinktank.models.default_model_for` picks one that can.
+    needs: ClassVar[frozenset[str]] = frozenset()
 
     def references(self) -> Iterator[Reference]:
         """The names this strategy's options hold that ``ctx.resolver`` resolves (models,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -256,7 +256,9 @@ class Debate(SamplingOptions, Strategy):
         return head + "".join(f"\nOne agent solution {_solution(agent)}" for agent in group)
 
     def _record(self, answers: list[Candidate], round_number: int) -> dict:
-        return {"round": round_number, "answers": [a.answer for a in answers],
+        # "agents": whose answer each is; the round's candidates follow the last round's.
+        return {"round": round_number, "agents": [a.worker for a in answers],
+                "answers": [a.answer for a in answers],
                 "confidences": [stated_confidence(a.text) for a in answers],
                 "weights": [round(self.weight(a), 3) for a in answers]}  # fmt: skip
 
@@ -461,6 +463,61 @@ _FINISH = (
 )
 
 
+def written_steps(
+    transcript: str, step_header: re.Pattern[str], written: Mapping[str, str]
+) -> list[dict[str, str]]:
+    """The workers' steps in the order they were written into the shared cache, as
+    ``{"worker", "text"}``: a Hogwild! transcript holds the history of finished steps
+    in the order they ended, then each worker's step in progress. ``step_header``
+    starts a step and captures the worker's name; the text is what follows it, up to
+    the next step, without the frame around the others' steps. A worker's last step
+    ends as its completion (``written[worker]``) does: the cache lacks the last token
+    it wrote (never fed) and may hold what a stop string cut off."""
+    marks = list(step_header.finditer(transcript))
+    ends = [mark.start() for mark in marks[1:]] + [len(transcript)]
+    steps = []
+    for mark, end in zip(marks, ends, strict=False):  # no marks: no steps
+        text = transcript[mark.end() : end]
+        text = text.removesuffix(_PIVOT).removesuffix(_OTHERS)
+        steps.append({"worker": mark.group(1), "text": text})
+    last = {step["worker"]: step for step in steps}
+    for worker, step in last.items():
+        cached = "".join(s["text"] for s in steps if s["worker"] == worker)
+        step["text"] = _ending_as(cached, step["text"], written.get(worker, ""))
+    return steps
+
+
+#: How far a worker's last step in the cache and its completion may differ at the end:
+#: what a stop string cut off (fed, not in the completion), the last token (not fed).
+_CUT_CHARS, _UNFED_CHARS = 32, 48
+
+
+def _ending_as(cached: str, last: str, completion: str) -> str:
+    """A worker's ``last`` step, its end trimmed and extended to the end of its
+    ``completion``: the cut (from ``last``) and the addition, each short, that leave
+    the longest common ending of everything it had in the cache (``cached``, ``last``
+    at its end) and ``completion`` (unchanged where none is long enough to trust)."""
+    best = (0, 0, 0)  # common ending, chars cut from last, chars added from completion
+    for cut in range(min(len(last), _CUT_CHARS) + 1):
+        kept = cached[: len(cached) - cut]
+        for added in range(min(len(completion), _UNFED_CHARS) + 1):
+            common = _common_ending(kept, completion[: len(completion) - added])
+            if common > best[0]:
+                best = (common, cut, added)
+    common, cut, added = best
+    if not common or common < min(8, len(completion)):
+        return last
+    return last[: len(last) - cut] + completion[len(completion) - added :]
+
+
+def _common_ending(a: str, b: str) -> int:
+    """How many characters ``a`` and ``b`` end with in common."""
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
 def _together(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
@@ -562,6 +619,7 @@ class Hogwild(SamplingOptions, Strategy):
     other's step is cut off by "<...>". Needs a backend with a shared KV cache
     (``--model torch:smollm2``)."""
 
+    needs: ClassVar[frozenset[str]] = frozenset({"shared_cache"})
     name: ClassVar[str] = "hogwild"
     summary: ClassVar[str] = "workers write at once into one shared KV cache, seeing each other"
     example: ClassVar[str] = "hogwild:workers=2,until=all"
@@ -649,7 +707,18 @@ class Hogwild(SamplingOptions, Strategy):
                 candidates.append(final)
                 answer = final.answer if final.answer is not None else answer
             trace["final"] = final.answer if final else None
+        if transcript:  # the order the steps were written in, for `thinktank view`
+            texts = {c.worker: c.text for c in candidates if c.worker}
+            trace["steps"] = written_steps(transcript[0], self._step_header(names), texts)
         return Solution(answer=answer, candidates=candidates, votes=vote.counts, trace=[trace])
+
+    def _step_header(self, names: Sequence[str]) -> re.Pattern[str]:
+        """What starts a step in the shared cache (`_headers`, `_format`), capturing
+        the worker's name."""
+        who = "|".join(map(re.escape, names))
+        if self.prompt == "team":
+            return re.compile(rf"\n({who}): ")
+        return re.compile(rf"\*\*({who}) \[\d+\]:\*\* ")
 
     def _headers(self, names: Sequence[str]) -> list[str]:
         """What starts each worker's first step: the paper's openers, or its name."""

@@ -469,6 +469,14 @@ class BestOfMajority(ManySamples, Strategy):
             raise ValueError("min_share must be in (0, 1]")
         if self.k < 1:
             raise ValueError("k must be >= 1")
+        if self.k > self.n:
+            raise ValueError(f"k={self.k} answers cannot come from n={self.n} samples: k <= n")
+        if self.k * self.min_share > 1 + 1e-9:
+            raise ValueError(
+                f"at most {int(1 / self.min_share)} answers can each hold min_share="
+                f"{self.min_share:g} of the votes, so k={self.k} is impossible:"
+                " lower k or min_share"
+            )
         check_shape("verifier", self.verifier)
 
     def references(self) -> Iterator[Reference]:

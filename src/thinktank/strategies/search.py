@@ -17,21 +17,22 @@ from __future__ import annotations
 import heapq
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from thinktank.aggregate import majority_vote
 from thinktank.models.base import Completion
-from thinktank.problem import Problem
+from thinktank.problem import Kind, Problem
 from thinktank.prompts import stop_strings
 from thinktank.resolver import Reference, check_shape, named
 from thinktank.solution import Candidate, Partial, Solution
 from thinktank.spec import option
 from thinktank.strategies.base import Context, Strategy
 from thinktank.strategies.sampling import SamplingOptions
+from thinktank.verify import answer_key
 from thinktank.verify.process import ProcessReward, continue_partials
 from thinktank.verify.verifiers import Verifier
 
@@ -129,15 +130,29 @@ def split_steps(text: str, pattern: re.Pattern[str]) -> list[str]:
 
 
 class Stepper:
-    """Writes steps of partial solutions for one problem, many partials per batch."""
+    """Writes steps of partial solutions for one problem, many partials per batch.
 
-    def __init__(self, problem: Problem, ctx: Context, options: SearchOptions) -> None:
+    With ``keep_tree`` it keeps every partial it writes and the values given to them
+    (`values`), and `answer` adds the whole tree to the trace (`SearchRecord`).
+    """
+
+    def __init__(
+        self, problem: Problem, ctx: Context, options: SearchOptions, *, keep_tree: bool = False
+    ) -> None:
         self.problem, self.ctx, self.options = problem, ctx, options
         self.sampling = options.sampling(ctx.model, problem.kind)
         self.pattern = split_pattern(options.split)
         # A base model's own stop strings end the whole answer, never just a step.
         ends = stop_strings(problem, ctx.model)
         self.delimiters = tuple(d for d in SPLITS.get(options.split, ()) if d not in ends)
+        self.record = SearchRecord() if keep_tree else None
+
+    def values(self, reward: ProcessReward, partials: Sequence[Partial]) -> list[float]:
+        """The process reward's values of ``partials`` (kept for the tree)."""
+        values = reward.values(self.problem, partials, self.ctx)
+        if self.record is not None:
+            self.record.valued(partials, values)
+        return values
 
     def extend(
         self,
@@ -155,18 +170,26 @@ class Stepper:
         written = continue_partials(
             self.problem, self.ctx, partials, counts, sampling, step_tokens=step_tokens
         )
-        return [
+        children = [
             [self._child(p, c, max_steps) for c in done]
             for p, done in zip(partials, written, strict=True)
         ]
+        self._keep(c for group in children for c in group)
+        return children
 
     def complete(self, partials: Sequence[Partial], counts: Sequence[int]) -> list[list[Partial]]:
         """``counts[i]`` rollouts of ``partials[i]`` to the end, each cut into its steps."""
         sampling = self.sampling.with_(stop=stop_strings(self.problem, self.ctx.model))
         written = continue_partials(self.problem, self.ctx, partials, counts, sampling)
-        return [
+        ends = [
             [self._chain(p, c) for c in done] for p, done in zip(partials, written, strict=True)
         ]
+        self._keep(node for group in ends for end in group for node in _lineage(end))
+        return ends
+
+    def _keep(self, partials: Iterator[Partial]) -> None:
+        if self.record is not None:
+            self.record.wrote(partials)
 
     def _child(self, parent: Partial, completion: Completion, max_steps: int) -> Partial:
         text, finished = completion.text, completion.finish_reason != "length"
@@ -201,10 +224,18 @@ class Stepper:
             )
         return node
 
-    def answer(self, scored: Sequence[tuple[Partial, float]], trace: list[dict]) -> Solution:
+    def answer(
+        self,
+        scored: Sequence[tuple[Partial, float]],
+        trace: list[dict],
+        *,
+        values: Mapping[int, float] | None = None,
+    ) -> Solution:
         """The solution from valued partials: best or value-weighted vote over the
         finished ones. With none finished, the best partial is completed first
-        (if the budget allows)."""
+        (if the budget allows). With ``keep_tree`` the trace ends with the tree;
+        ``values`` (by ``id`` of a partial) are the search's own values of its nodes,
+        where it has them."""
         finished = [(p, v) for p, v in scored if p.finished]
         if not finished and scored:
             best, value = max(scored, key=lambda item: item[1])
@@ -215,13 +246,87 @@ class Stepper:
         if self.options.answer == "vote":
             vote = majority_vote([c.answer for c in candidates], kind, [v for _, v in finished])
             self.ctx.report_vote(vote)
-            return Solution(vote.winner, candidates, votes=vote.counts, trace=trace)
-        ranked = sorted((c for c in candidates if c.answer is not None), key=lambda c: -c.score)
-        votes: dict[str, float] = {}
-        for c in ranked:
-            votes.setdefault(c.answer, c.score)
-        answer = ranked[0].answer if ranked else None
+            answer, votes = vote.winner, vote.counts
+        else:
+            ranked = sorted((c for c in candidates if c.answer is not None), key=lambda c: -c.score)
+            votes = {}
+            for c in ranked:
+                votes.setdefault(c.answer, c.score)
+            answer = ranked[0].answer if ranked else None
+        if self.record is not None:
+            self.record.valued([p for p, _ in finished], [v for _, v in finished])
+            chosen = _committed(finished, candidates, answer, kind)
+            trace.append({"tree": self.record.nodes(chosen, values or {})})
         return Solution(answer, candidates, votes=votes, trace=trace)
+
+
+def _committed(
+    finished: Sequence[tuple[Partial, float]],
+    candidates: Sequence[Candidate],
+    answer: str | None,
+    kind: Kind,
+) -> Partial | None:
+    """The finished partial the answer stands on: the highest-valued one with that
+    answer (with no answer, the highest-valued one: the search's best attempt)."""
+    key = None if answer is None else answer_key(answer, kind)
+    backing = [
+        (value, i)
+        for i, ((_, value), c) in enumerate(zip(finished, candidates, strict=True))
+        if key is None or (c.answer is not None and answer_key(c.answer, kind) == key)
+    ]
+    return finished[max(backing, key=lambda item: item[0])[1]][0] if backing else None
+
+
+class SearchRecord:
+    """Every partial a search wrote and the values it gave them, drawn as the trace's
+    ``tree`` entry: one node per partial, the root (the empty reply) first."""
+
+    def __init__(self) -> None:
+        self._written: list[Partial] = []
+        self._seen: set[int] = set()  # ids of the partials written (kept alive by _written)
+        self._values: dict[int, float] = {}
+
+    def wrote(self, partials: Iterator[Partial]) -> None:
+        """The partials a step or rollout wrote (ones already kept are skipped)."""
+        for partial in partials:
+            if id(partial) not in self._seen:
+                self._seen.add(id(partial))
+                self._written.append(partial)
+
+    def valued(self, partials: Sequence[Partial], values: Sequence[float]) -> None:
+        """Values the search gave ``partials`` (a later one replaces an earlier)."""
+        for partial, value in zip(partials, values, strict=True):
+            self._values[id(partial)] = float(value)
+
+    def nodes(self, chosen: Partial | None, values: Mapping[int, float]) -> list[dict[str, Any]]:
+        """The tree, parents before children: ``{"id", "parent", "step", "finished",
+        "tokens"`` (the step's own), ``"value"`` (``values``, else the last value the
+        search gave it, else None), ``"chosen"`` (on the path to ``chosen``)``}``."""
+        path = {id(p) for p in _lineage(chosen)} if chosen is not None else set()
+        root = {"id": 0, "parent": None, "step": "", "finished": False, "tokens": 0,
+                "value": None, "chosen": chosen is not None}  # fmt: skip
+        ids: dict[int, int] = {}
+        tree = [root]
+        for written in self._written:
+            # Ancestors the search made itself (not through this stepper) join first.
+            for partial in _lineage(written):
+                if id(partial) in ids:
+                    continue
+                parent = partial.parent
+                if parent is not None and not parent.steps and id(parent) in values:
+                    root["value"] = round(float(values[id(parent)]), 4)  # tree search's root
+                ids[id(partial)] = len(tree)
+                value = values.get(id(partial), self._values.get(id(partial)))
+                tree.append({
+                    "id": len(tree),
+                    "parent": ids.get(id(parent), 0) if parent is not None else 0,
+                    "step": partial.steps[-1],
+                    "finished": partial.finished,
+                    "tokens": partial.tokens - (parent.tokens if parent is not None else 0),
+                    "value": None if value is None else round(float(value), 4),
+                    "chosen": id(partial) in path,
+                })  # fmt: skip
+        return tree
 
 
 @dataclass
@@ -242,7 +347,8 @@ class BeamSearch(ValuedSearch, Strategy):
             raise ValueError("beams and expand must be >= 1")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        stepper, reward = Stepper(problem, ctx, self), self.process_reward(problem, ctx)
+        stepper = Stepper(problem, ctx, self, keep_tree=True)
+        reward = self.process_reward(problem, ctx)
         kept: list[tuple[Partial, float]] = [(Partial(), 0.0)]
         trace: list[dict] = []
         for step in range(self.max_steps):
@@ -256,7 +362,7 @@ class BeamSearch(ValuedSearch, Strategy):
             ]
             if not children:
                 break  # the budget is spent
-            values = reward.values(problem, children, ctx)
+            values = stepper.values(reward, children)
             pool = [(p, v) for p, v in kept if p.finished] + list(
                 zip(children, values, strict=True)
             )
@@ -331,7 +437,8 @@ class ParticleFilter(ValuedSearch, Strategy):
         return resampling_weights(values, self.weight_transform, self.weight_temperature)
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        stepper, reward = Stepper(problem, ctx, self), self.process_reward(problem, ctx)
+        stepper = Stepper(problem, ctx, self, keep_tree=True)
+        reward = self.process_reward(problem, ctx)
         rng = np.random.default_rng(ctx.seed)
         trace: list[dict] = []
         reference: Partial | None = None
@@ -402,7 +509,7 @@ class ParticleFilter(ValuedSearch, Strategy):
             if lineage and not particles[0].finished:
                 particles[0] = lineage[min(step, len(lineage) - 1)]  # the reference's next step
                 changed.append(0)
-            new_values = reward.values(problem, [particles[i] for i in changed], ctx)
+            new_values = stepper.values(reward, [particles[i] for i in changed])
             for i, value in zip(changed, new_values, strict=True):
                 values[i] = value
             weighed, weights = values, self.weights(values)
@@ -453,7 +560,8 @@ class AStarDecoding(ValuedSearch, Strategy):
             raise ValueError("step_cost must be >= 0")
 
     def solve(self, problem: Problem, ctx: Context) -> Solution:
-        stepper, reward = Stepper(problem, ctx, self), self.process_reward(problem, ctx)
+        stepper = Stepper(problem, ctx, self, keep_tree=True)
+        reward = self.process_reward(problem, ctx)
         root = Partial()
         frontier: list[tuple[float, int, Partial, float]] = [(1.0, 0, root, 0.0)]
         trace: list[dict] = [{"push": 0, "f": 1.0}]
@@ -468,7 +576,7 @@ class AStarDecoding(ValuedSearch, Strategy):
             [children] = self.step(stepper, [node], [self.expand])
             if not children:
                 break  # the budget is spent
-            for child, child_value in zip(children, reward.values(problem, children, ctx),
+            for child, child_value in zip(children, stepper.values(reward, children),
                                           strict=True):  # fmt: skip
                 child_id = len(seen) + 1
                 child_f = self.step_cost * len(child.steps) + 1.0 - child_value
@@ -576,7 +684,8 @@ class TreeSearch(SearchOptions, Strategy):
             self.branching, self.exploration,
             backup=self.backup, backup_lambda=self.backup_lambda, expansion=self.expansion,
         )  # fmt: skip
-        stepper, verifier = Stepper(problem, ctx, self), ctx.resolver.verifier(self.verifier)
+        stepper = Stepper(problem, ctx, self, keep_tree=True)
+        verifier = ctx.resolver.verifier(self.verifier)
         ends: list[Partial] = []
         trace: list[dict] = []
         while len(ends) < self.rollouts:
@@ -608,7 +717,8 @@ class TreeSearch(SearchOptions, Strategy):
             trace.append({"rollouts": len(ends), "nodes": tree.size,
                           "root_value": round(tree.root.value, 4),
                           "best_answer": candidates[best].answer})  # fmt: skip
-        solution = stepper.answer(list(zip(ends, tree.rewards, strict=True)), trace)
+        values = {id(node.partial): node.value for node in tree.nodes()}
+        solution = stepper.answer(list(zip(ends, tree.rewards, strict=True)), trace, values=values)
         return solution, tree
 
 
@@ -659,13 +769,17 @@ class SearchTree:
             node.rollouts.append(rollout)
             node = node.parent
 
-    def back_up(self) -> None:
-        """Every node's value from ``rewards``: see `TreeSearch` (``backup``)."""
+    def nodes(self) -> list[TreeNode]:
+        """Every node, each after its parent."""
         stack, order = [self.root], []
-        while stack:  # children after parents; walked backwards, children come first
+        while stack:
             order.append(stack.pop())
             stack.extend(order[-1].children)
-        for node in reversed(order):
+        return order
+
+    def back_up(self) -> None:
+        """Every node's value from ``rewards``: see `TreeSearch` (``backup``)."""
+        for node in reversed(self.nodes()):  # children before their parents
             if not node.rollouts:
                 node.value = 0.0
             elif self.backup == "mean":

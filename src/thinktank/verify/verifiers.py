@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
+import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from thinktank.errors import BudgetExhausted
+from thinktank.errors import BudgetExhausted, ThinktankError
 from thinktank.models.base import Completion, Model, Prompt, Sampling
 from thinktank.plugins import plugin_names
 from thinktank.problem import Problem
@@ -258,7 +262,22 @@ class FunctionVerifier:
     def score(
         self, problem: Problem, candidates: list[Candidate], ctx: ScoringContext
     ) -> list[float]:
-        return [float(self.function(problem, c)) for c in candidates]
+        return [self._score_one(problem, c) for c in candidates]
+
+    def _score_one(self, problem: Problem, candidate: Candidate) -> float:
+        """The function's score, or a `ThinktankError` saying where it failed: the
+        user's code, not thinktank's, so where in it matters more than our stack."""
+        name = f"py:{self.function.__module__}:{getattr(self.function, '__qualname__', '?')}"
+        try:
+            score = self.function(problem, candidate)
+            return float(score)
+        except Exception as exc:
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            raise ThinktankError(
+                f"verifier {name} failed on problem {problem.id}: {type(exc).__name__}: {exc}"
+                f" (at {frame.filename}:{frame.lineno}); it must return a number for"
+                " (problem, candidate)"
+            ) from None
 
 
 #: Verifiers by name, for spec strings such as ``best-of-n:verifier=self-eval``.
@@ -304,9 +323,29 @@ def import_function(target: str) -> Callable[[Problem, Candidate], float]:
     """The user's function ``MODULE:FUNCTION`` (importing the module runs its code)."""
     module_name, _, function_name = target.rpartition(":")
     try:
-        function = getattr(importlib.import_module(module_name), function_name)
+        function = getattr(_import_module(module_name), function_name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ValueError(f"verifier py:{target}: {exc}") from None
     if not callable(function):
         raise ValueError(f"verifier py:{target}: {function_name} is not callable")
     return function
+
+
+def _import_module(name: str) -> ModuleType:
+    """``importlib.import_module(name)``, also finding a module in the current
+    directory, as ``python`` would for a script there (the ``thinktank`` command's
+    own directory is on ``sys.path`` instead). Appended, so it shadows nothing."""
+    top = name.partition(".")[0]
+    here = str(Path.cwd())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != top:
+            raise  # the module was found: something it imports was not
+        if here not in sys.path:
+            sys.path.append(here)
+            return _import_module(name)
+        raise ModuleNotFoundError(
+            f"No module named {top!r} on PYTHONPATH or in the current directory ({here})",
+            name=top,
+        ) from None
