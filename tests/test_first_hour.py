@@ -237,6 +237,7 @@ def test_a_piped_bench_reports_progress_resumes_and_where_its_report_is(capsys, 
     assert " 1  single:max_tokens=8 on smollm2" in first.out
     assert " 2  self-consistency:max_tokens=8,n=2 on smollm2" in first.out
     assert squeezed(f"thinktank report {run_id} (or bench --out DIR)") in squeezed(first.err)
+    assert squeezed(f"The run is in {Ledger().path};") in squeezed(first.err)
     assert squeezed("model seconds: time in model calls") in squeezed(first.err)
     assert main(["bench", "--suite", suite, *strategies]) == 0
     again = squeezed(capsys.readouterr().err)

@@ -25,6 +25,7 @@ from thinktank.cli.common import (
     stderr,
     table_console,
 )
+from thinktank.config import home
 
 if TYPE_CHECKING:
     from thinktank.api import BenchOutcome
@@ -170,7 +171,7 @@ def _print_summaries(outcome: BenchOutcome) -> None:
         " accuracy (green: on the accuracy-cost Pareto front); model seconds: time in"
         " model calls, summed over problems (concurrent problems overlap)"
         + ("; a pass@k output's any-of-k figure is not its accuracy" if several else "")
-        + f". Plots and the whole report: thinktank report {outcome.run_id} (or bench --out"
-        f" DIR); every answer: thinktank view",
+        + f". The run is in {home() / 'ledger.db'}; its plots and whole report: thinktank"
+        f" report {outcome.run_id} (or bench --out DIR); every answer: thinktank view",
         soft_wrap=True,
     )

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from rich import box
-from rich.table import Table
+from rich.table import Column, Table
 
 from thinktank.cli.common import (
     add_budget_arguments,
@@ -127,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_search(outcome: TuneOutcome) -> None:
     """Every configuration scored, cheapest first, the Pareto front marked; what it cost."""
-    table = Table("configuration", "accuracy, all problems (95% CI)", "$/problem",
-                  "cost-of-pass $", "Pareto", box=box.SIMPLE_HEAD)  # fmt: skip
+    # Specs fold onto more lines rather than lose their end: they are what is compared.
+    table = Table(Column("configuration", overflow="fold"), "accuracy, all problems (95% CI)",
+                  "$/problem", "cost-of-pass $", "Pareto", box=box.SIMPLE_HEAD)  # fmt: skip
     for e in sorted(outcome.evaluated, key=lambda e: e.summary.cost_per_problem):
         s = e.summary
         chosen = outcome.recommended is e
@@ -150,8 +151,8 @@ def _print_search(outcome: TuneOutcome) -> None:
 def _print_folds(outcome: TuneOutcome) -> None:
     """Each fold's choice on its development problems and on its held-out ones, and the
     spread of the held-out figures."""
-    table = Table("fold", "chosen on the other folds", "development (95% CI)", "held out",
-                  box=box.SIMPLE_HEAD)  # fmt: skip
+    table = Table("fold", Column("chosen on the other folds", overflow="fold"),
+                  "development (95% CI)", "held out", box=box.SIMPLE_HEAD)  # fmt: skip
     for fold in outcome.folds:
         if fold.chosen is None or fold.held_out is None:
             table.add_row(str(fold.number), f"none: {fold.reason}", "-", "-")
