@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(outcome.to_dict(), indent=2))
-        stderr.print(f"report: {report(outcome.run_id, out)}")
+        stderr.print(f"report: {report(outcome.run_id, out)}", soft_wrap=True)  # to paste
     if args.json:
         print_json(outcome.to_dict())
         return 0

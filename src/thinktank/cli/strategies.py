@@ -68,7 +68,7 @@ def _strategy_in_full(cls: type[Strategy], *, as_json: bool) -> int:
             escape(option["meaning"] or ""),
         )
     console.print(table)
-    console.print(f"example: {escape(cls.example)}")
+    console.print(f"example: {escape(cls.example)}", soft_wrap=True)  # a spec to paste
     return 0
 
 

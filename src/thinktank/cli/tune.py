@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     _print_recommendation(outcome)
     for warning in outcome.warnings:
         stderr.print(f"[yellow]warning: {warning}")
-    stderr.print(f"plot: {outcome.plot}")
+    stderr.print(f"plot: {outcome.plot}", soft_wrap=True)  # a path to paste: never folded
     return 0
 
 
