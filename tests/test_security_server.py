@@ -351,3 +351,21 @@ def test_the_command_line_configures_what_requests_can_name(isolated_home, canar
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_request_names_a_bench_run_to_route_by_its_whole_id_only(smollm2, tmp_path):
+    """A prefix or `last` would let a client list the operator's runs a character at a
+    time, and a refusal must show neither their ids nor where the ledger is."""
+    ledger = Ledger(tmp_path / "ledger.db")
+    secret_run = "bench-0p3r4t0r5s3cr3t"
+    ledger.start_bench(secret_run, {"suite": "rg:chain_sum?size=2", "strategies": [],
+                                    "models": []})  # fmt: skip
+    ledger.start_run(secret_run, "bench")
+    running = RunningServer(create_app({"smollm2": smollm2}, api_key=KEY, ledger=ledger))
+    try:
+        for name in ("bench-0", "b", "last"):
+            message = refused(running, thinktank={"strategy": f"route:runs={name}"})
+            assert f"no bench run {name!r} on this server" in message
+            assert secret_run not in message and str(tmp_path) not in message
+    finally:
+        running.close()

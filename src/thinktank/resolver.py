@@ -130,7 +130,7 @@ class Resolver:
         opened = self._ledger(ledger)
         try:
             # Each id in full first (a prefix, `last`): the seal is on the full id.
-            run_ids = [opened.find_run(run_id, command="bench") for run_id in run_ids]
+            run_ids = [self._bench_run(opened, run_id) for run_id in run_ids]
             if sealed := self.sealed_runs.intersection(run_ids):
                 raise SpecError(
                     f"run {', '.join(sorted(sealed))} is the run in progress: a strategy cannot"
@@ -203,6 +203,10 @@ class Resolver:
 
     def _ledger(self, path: str) -> Ledger:
         return Ledger(Path(path).expanduser() if path else None)
+
+    def _bench_run(self, ledger: Ledger, name: str) -> str:
+        """The bench run ``name`` names: its id, a unique prefix of it, or ``last``."""
+        return ledger.find_run(name, command="bench")
 
     def _own_ledger(self) -> Ledger | None:
         return None
@@ -297,6 +301,13 @@ class ServedResolver(Resolver):
     def _ledger(self, path: str) -> Ledger:
         self._check_ledger(path)
         return self._own_ledger() or Ledger()
+
+    def _bench_run(self, ledger: Ledger, name: str) -> str:
+        # Whole ids only, and no path or other ids in the refusal: a prefix would let a
+        # client list the operator's runs one character at a time.
+        if ledger.bench_config(name) is None:
+            raise SpecError(f"no bench run {name!r} on this server (name it by its whole id)")
+        return name
 
     def _own_ledger(self) -> Ledger | None:
         return self._ledger_opened
